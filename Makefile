@@ -1,0 +1,42 @@
+# The CPU build of torch is pinned here so that installs stay small and fast;
+# pyproject.toml keeps an open range so that users with a GPU install their own build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHAKES := ../shared/corpora/tinyshakespeare
+
+.PHONY: install demo test bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python corpora/make_demo_corpus.py corpora/demo.txt
+	$(BIN)/seqtool train generator --train corpora/demo.txt --out runs/demo --force \
+		--hidden-size 256 --max-time 100s --eval-every 200
+	$(BIN)/seqtool generate runs/demo --prompt "def " --length 400 --temperature 0.7 --seed 1
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py --out BENCHMARKS.md
+
+lint: install
+	$(BIN)/ruff check seqtool tests bench corpora
+	$(BIN)/ruff format --check seqtool tests bench corpora
+
+format: install
+	$(BIN)/ruff format seqtool tests bench corpora
+	$(BIN)/ruff check --fix seqtool tests bench corpora
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

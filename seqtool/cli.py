@@ -1,0 +1,377 @@
+"""The command line: parse options, call the library, render results.
+
+Heavy imports (torch, sentencepiece, rich) happen inside the commands, so that
+`seqtool --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from seqtool import __version__
+from seqtool.config import CELLS, DEVICES, PRECISIONS, SCHEDULES, TOKENIZERS
+
+POSITIVE = click.IntRange(min=1)
+INTERRUPTED = 130
+
+
+class SeqtoolGroup(click.Group):
+    """Turns library errors into one `Error: ...` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        from seqtool.errors import SeqtoolError, TrainingInterrupted
+
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as stop:
+            click.echo(f"Interrupted: {stop}.", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except SeqtoolError as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=SeqtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="seqtool")
+def cli() -> None:
+    """Train and run recurrent sequence models on your own text files.
+
+    \b
+    Example:
+      seqtool train generator --train input.txt --out runs/shakes --max-time 10m
+      seqtool generate runs/shakes --prompt "ROMEO:" --length 300
+    """
+
+
+@cli.group(cls=SeqtoolGroup)
+def train() -> None:
+    """Train a model; each writes RUN_DIR/best.ckpt, last.ckpt and metrics.jsonl.
+
+    \b
+    Example:
+      seqtool train generator --train input.txt --out runs/shakes --max-time 10m
+    """
+
+
+def _duration(ctx, param, value):
+    if value is None:
+        return None
+    from seqtool.config import parse_duration
+    from seqtool.errors import ConfigError
+
+    try:
+        return parse_duration(value)
+    except ConfigError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def training_options(f):
+    """Options every `train` command shares, with the same names everywhere."""
+    options = [
+        click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+                     help="Run directory for checkpoints and metrics.jsonl."),
+        click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True,
+                     help="Recurrent cell; rnn is the basic Elman network."),
+        click.option("--layers", type=POSITIVE, default=2, show_default=True),
+        click.option("--hidden-size", type=POSITIVE, default=512, show_default=True),
+        click.option("--embedding-size", type=POSITIVE, default=64, show_default=True),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+                     show_default=True),
+        click.option("--batch-size", type=POSITIVE, default=64, show_default=True),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3,
+                     show_default=True, help="Peak learning rate (AdamW)."),
+        click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True),
+        click.option("--clip", type=click.FloatRange(0), default=1.0, show_default=True,
+                     help="Clip the gradient norm to this; 0 turns clipping off."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine",
+                     show_default=True,
+                     help="Learning rate after warmup: cosine decay to lr/10 over the budget."),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=100,
+                     show_default=True),
+        click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
+        click.option("--max-epochs", type=click.FloatRange(0, min_open=True),
+                     help="Budget in passes over the training data."),
+        click.option("--max-time", callback=_duration, metavar="DURATION",
+                     help="Budget in wall time: 90s, 10m, 2h."),
+        click.option("--eval-every", type=POSITIVE, default=250, show_default=True,
+                     help="Validate (and save checkpoints) every N steps."),
+        click.option("--log-every", type=POSITIVE, default=25, show_default=True),
+        click.option("--patience", type=POSITIVE,
+                     help="Stop after N evaluations without improvement."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                     show_default=True,
+                     help="auto: bf16 where the hardware runs it natively, else fp32."),
+        click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
+        click.option("--vocab-size", type=POSITIVE,
+                     help="Sentencepiece vocabulary size (shrunk with a warning if too large)."),
+        click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
+        click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+# train options that may change when a run is resumed; the rest come from the checkpoint
+RESUMABLE = ("max_steps", "max_epochs", "max_time", "eval_every", "log_every", "patience",
+             "device", "precision", "threads")
+
+
+def _train_config(ctx: click.Context, options: dict, resume_ckpt):
+    from seqtool.config import TrainConfig
+    from seqtool.ui import note, warn
+
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    given = {k: v for k, v in options.items() if k in names}
+    if resume_ckpt is None:
+        config = TrainConfig(**given)
+        if not config.has_budget:
+            note("no budget given: training for 10 epochs (set --max-steps, --max-epochs "
+                 "or --max-time)")
+            config = TrainConfig(**{**given, "max_epochs": 10})
+        return config
+    stored = dict(resume_ckpt["train_config"])
+    explicit = {k for k in options if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+    ignored = sorted(k for k in explicit & names if k not in RESUMABLE and given[k] != stored[k])
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        warn(f"{flags} ignored: a resumed run keeps its stored settings")
+    stored.update({k: given[k] for k in explicit & set(RESUMABLE)})
+    return TrainConfig.from_dict(stored)
+
+
+def _prepare_run_dir(out: str, resume: bool, force: bool) -> Path:
+    from seqtool.errors import ConfigError
+
+    run_dir = Path(out)
+    held = [n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl") if (run_dir / n).exists()]
+    if resume:
+        if not (run_dir / "last.ckpt").exists():
+            raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt); drop --resume")
+    elif held and not force:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(held)}); "
+            f"add --resume to continue it or --force to start over"
+        )
+    elif held:
+        import shutil
+
+        for name in held:
+            (run_dir / name).unlink()
+        shutil.rmtree(run_dir / "data", ignore_errors=True)
+    return run_dir
+
+
+def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
+    from seqtool.training import Trainer
+    from seqtool.ui import TrainingView, console
+
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    trainer = Trainer(task, config, run_dir, TrainingView(task.unit), resume_ckpt)
+    try:
+        progress = trainer.fit()
+    except click.exceptions.Exit:
+        raise
+    except Exception as err:
+        from seqtool.errors import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            command = " ".join(shlex.quote(a) for a in ["seqtool", *sys.argv[1:]])
+            if "--resume" not in sys.argv:
+                command += " --resume"
+            console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {command}")
+        raise
+    best = f"{progress.best:.4f} at step {progress.best_step:,}" if progress.best else "-"
+    console.print(
+        f"done: {progress.step:,} steps, {progress.tokens:,} {task.unit}, "
+        f"{progress.elapsed:.0f}s; best valid {task.metric} {best}; saved {run_dir}/best.ckpt"
+    )
+
+
+@train.command("generator")
+@click.option("--train", "train_path", required=True, help="Training text file (UTF-8).")
+@click.option("--valid", "valid_path",
+              help="Validation text file; without it the last 10% of --train is held out.")
+@click.option("--seq-len", type=POSITIVE, default=128, show_default=True,
+              help="Truncated-BPTT window; the hidden state is carried across batches.")
+@click.option("--tie-weights/--no-tie-weights", default=False, show_default=True,
+              help="Share the embedding with the output layer.")
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
+@training_options
+@click.pass_context
+def train_generator(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+    """Train a character-level (or subword) language model.
+
+    \b
+    Example:
+      seqtool train generator --train input.txt --out runs/shakes --max-time 10m
+    """
+    from seqtool import checkpoint
+    from seqtool.config import TokenizerConfig
+    from seqtool.tasks.generator import prepare
+    from seqtool.ui import note
+
+    run_dir = _prepare_run_dir(out, resume, force)
+    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task="generator") if resume else None
+    config = _train_config(ctx, options, resume_ckpt)
+    model_options = {
+        "cell": options["cell"],
+        "embedding_size": options["embedding_size"],
+        "hidden_size": options["hidden_size"],
+        "num_layers": options["layers"],
+        "dropout": options["dropout"],
+        "tie_weights": options["tie_weights"],
+    }
+    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
+    task = prepare(train_path, valid_path, run_dir, tokenizer_config, model_options, config,
+                   resume_ckpt, note)
+    _fit(task, config, run_dir, resume_ckpt)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--prompt", default="", help="Text to start from (printed first).")
+@click.option("--length", type=POSITIVE, default=500, show_default=True,
+              help="Tokens to generate (characters, for a char model).")
+@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True,
+              help="0 is greedy; higher is more varied.")
+@click.option("--top-k", type=POSITIVE, help="Sample from the k most likely tokens only.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True),
+              help="Sample from the smallest set of tokens whose probability reaches p.")
+@click.option("--num-samples", type=POSITIVE, default=1, show_default=True,
+              help="Samples computed together as one batch.")
+@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, device) -> None:
+    """Sample text from a trained generator; one sample streams as it is produced.
+
+    \b
+    Example:
+      seqtool generate runs/shakes --prompt "ROMEO:" --length 500 --temperature 0.8
+    """
+    from seqtool import checkpoint, decoding
+    from seqtool.tasks.generator import load_model
+    from seqtool.tokenizer import StreamDecoder
+    from seqtool.training import pick_device
+    from seqtool.ui import rule
+
+    model, tokenizer = load_model(checkpoint.load(run, task="generator"))
+    model.to(pick_device(device))
+    # without a prompt, start as after a line break
+    ids = tokenizer.encode(prompt or "\n")
+    steps = decoding.sample(model, ids, length, num_samples, temperature, top_k, top_p, seed)
+    out = sys.stdout
+    if num_samples == 1:
+        decoder = StreamDecoder(tokenizer)
+        out.write(prompt)
+        for token in steps:
+            out.write(decoder.push(token.item()))
+            out.flush()
+        out.write(decoder.flush() + "\n")
+        return
+    rows = [list(r) for r in zip(*(t.tolist() for t in steps))] if length else []
+    for i, row in enumerate(rows):
+        rule(f"sample {i + 1}")
+        out.write(prompt + tokenizer.decode(row) + "\n")
+        out.flush()
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--data", required=True, help="Text to score.")
+@click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(run, data, batch_size, device, as_json) -> None:
+    """Score a trained model on a data file.
+
+    \b
+    Example:
+      seqtool evaluate runs/shakes --data valid.txt --json
+    """
+    import tempfile
+
+    import torch
+
+    from seqtool import checkpoint
+    from seqtool.data import check_file, encode_file
+    from seqtool.tasks.generator import evaluate_lm, load_model
+    from seqtool.training import pick_device
+    from seqtool.ui import key_values
+
+    ckpt = checkpoint.load(run)
+    if ckpt["task"] != "generator":
+        from seqtool.errors import CheckpointError
+
+        raise CheckpointError(f"{ckpt['path']}: evaluate does not know {ckpt['task']} models yet")
+    model, tokenizer = load_model(ckpt)
+    target = pick_device(device)
+    model.to(target)
+    config = ckpt["train_config"]
+    path = check_file(data)
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        tokens = encode_file(path, tokenizer, Path(tmp) / "data.ids")
+        result = evaluate_lm(
+            model, tokens, batch_size or config["batch_size"], config["seq_len"], target
+        )
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        key_values(f"{path}", result)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(run, as_json) -> None:
+    """Show what a checkpoint holds: task, configs, size, progress.
+
+    \b
+    Example:
+      seqtool info runs/shakes
+    """
+    from seqtool import checkpoint
+    from seqtool.tokenizer import Tokenizer
+    from seqtool.ui import key_values
+
+    ckpt = checkpoint.load(run)
+    progress = ckpt.get("progress", {})
+    summary = {
+        "path": ckpt["path"],
+        "task": ckpt["task"],
+        "seqtool_version": ckpt.get("seqtool_version"),
+        "parameters": sum(t.numel() for k, t in ckpt["model_state"].items()),
+        "vocab_size": {k: Tokenizer(p).vocab_size for k, p in ckpt["tokenizers"].items()},
+        "steps": progress.get("step"),
+        "epochs": progress.get("epoch"),
+        "tokens_seen": progress.get("tokens"),
+        "train_seconds": round(progress.get("elapsed", 0.0), 1),
+        "best_score": progress.get("best"),
+        "best_step": progress.get("best_step"),
+        "metrics": ckpt.get("metrics", {}),
+        "model_config": ckpt["model_config"],
+        "tokenizer_config": ckpt.get("tokenizer_config", {}),
+        "train_config": ckpt.get("train_config", {}),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    flat["vocab_size"] = ", ".join(f"{k} {v:,}" for k, v in summary["vocab_size"].items())
+    key_values("checkpoint", flat)
+    for section in ("metrics", "model_config", "tokenizer_config", "train_config"):
+        if summary[section]:
+            key_values(section, summary[section])
+
+
+def main() -> None:
+    cli(prog_name="seqtool")

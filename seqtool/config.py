@@ -1,0 +1,112 @@
+"""Frozen configuration dataclasses and their validation.
+
+A config is what a checkpoint stores to rebuild a model or to continue its training,
+so every field is a plain JSON-able value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from seqtool.errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+TOKENIZERS = ("char", "bpe", "unigram")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "constant")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '2h' or a bare number of seconds -> seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"cannot read {text!r} as a duration; use a form like 90s, 10m or 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+class _Config:
+    """Shared dict round trip for checkpoints."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(_Config):
+    kind: str = "char"
+    vocab_size: int | None = None  # None: every character (char) or a per-task default
+
+    def __post_init__(self) -> None:
+        _check(self.kind in TOKENIZERS, f"unknown tokenizer {self.kind!r}")
+        _check(self.vocab_size is None or self.vocab_size > 0, "--vocab-size must be positive")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(_Config):
+    vocab_size: int
+    cell: str = "lstm"
+    embedding_size: int = 64
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.2
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    batch_size: int = 64
+    seq_len: int = 128  # generator: the truncated-BPTT window
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_time: float | None = None  # seconds
+    eval_every: int = 250
+    log_every: int = 25
+    patience: int | None = None  # evaluations without improvement before stopping
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "eval_every", "log_every"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(self.lr > 0, "--lr must be positive")
+        _check(self.clip >= 0, "--clip must be >= 0")
+        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}")
+        _check(self.device in DEVICES, f"unknown device {self.device!r}")
+        _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")
+        for name in ("max_steps", "max_epochs", "max_time", "patience", "threads"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"{name} must be positive")
+
+    @property
+    def has_budget(self) -> bool:
+        return any(v is not None for v in (self.max_steps, self.max_epochs, self.max_time))

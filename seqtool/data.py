@@ -1,0 +1,204 @@
+"""Reading text files and turning them into batches.
+
+Text is read in blocks and checked as UTF-8 on the way, so a large corpus never has
+to fit in memory; token ids are written to a compact memory-mapped array that
+training reads window by window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seqtool.errors import DataError
+from seqtool.tokenizer import Tokenizer
+
+BLOCK_BYTES = 1 << 22
+SEGMENT_CHARS = 1 << 16  # unit of work for sentencepiece's encoder threads
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    return path
+
+
+def holdout_offset(path: Path, fraction: float = 0.9) -> int:
+    """The byte offset where the last (1 - fraction) of a file starts, on a character
+    boundary (never inside a UTF-8 sequence)."""
+    size = path.stat().st_size
+    offset = int(size * fraction)
+    with path.open("rb") as f:
+        f.seek(offset)
+        tail = f.read(4)
+    # skip UTF-8 continuation bytes (0b10xxxxxx)
+    skip = next((i for i, b in enumerate(tail) if b & 0xC0 != 0x80), len(tail))
+    return offset + skip
+
+
+def read_text(path: Path, start: int = 0, end: int | None = None) -> Iterator[str]:
+    """Yield the text between two byte offsets as blocks that end at a line end (or at a
+    character boundary for very long lines). Bad UTF-8 raises DataError with the line."""
+    end = path.stat().st_size if end is None else end
+    with path.open("rb") as f:
+        line_no = 1 + (_count_newlines(f, start) if start else 0)
+        f.seek(start)
+        remaining, carry = end - start, b""
+        while remaining > 0 or carry:
+            block = f.read(min(BLOCK_BYTES, remaining))
+            remaining -= len(block)
+            data = carry + block
+            cut = len(data) if remaining <= 0 else _cut_point(data)
+            piece, carry = data[:cut], data[cut:]
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = line_no + piece.count(b"\n", 0, err.start)
+                column = err.start - piece.rfind(b"\n", 0, err.start)
+                raise DataError(
+                    f"{path}:{line}: not valid UTF-8 (byte 0x{piece[err.start]:02x} at column "
+                    f"{column}); convert the file to UTF-8, e.g. with iconv -t utf-8"
+                ) from None
+            line_no += piece.count(b"\n")
+            yield text
+
+
+def _count_newlines(f, upto: int) -> int:
+    f.seek(0)
+    count, left = 0, upto
+    while left > 0:
+        block = f.read(min(BLOCK_BYTES, left))
+        count += block.count(b"\n")
+        left -= len(block)
+    return count
+
+
+def _cut_point(data: bytes) -> int:
+    cut = data.rfind(b"\n") + 1
+    if cut:
+        return cut
+    cut = len(data)
+    while cut > 0 and data[cut - 1] & 0xC0 == 0x80:  # inside a multi-byte character
+        cut -= 1
+    if cut > 0 and data[cut - 1] >= 0xC0:  # a lead byte whose continuation is still unread
+        cut -= 1
+    return cut or len(data)
+
+
+class TextLines:
+    """The lines of a byte range of a file, re-iterable (for tokenizer training)."""
+
+    def __init__(self, path: Path, start: int = 0, end: int | None = None) -> None:
+        self.path, self.start, self.end = path, start, end
+
+    def __iter__(self) -> Iterator[str]:
+        for block in read_text(self.path, self.start, self.end):
+            yield from block.split("\n")
+
+
+def _segments(text: str) -> list[str]:
+    """Cut a block into ~SEGMENT_CHARS pieces at line ends, for parallel encoding."""
+    out, start = [], 0
+    while start < len(text):
+        stop = text.find("\n", start + SEGMENT_CHARS)
+        stop = len(text) if stop < 0 else stop + 1
+        out.append(text[start:stop])
+        start = stop
+    return out
+
+
+@dataclass(frozen=True)
+class TokenArray:
+    """A tokenized text: ids (memory-mapped, uint16 or int32) and its character count."""
+
+    ids: np.ndarray
+    num_chars: int
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.num_chars / max(len(self.ids), 1)
+
+
+def encode_file(
+    path: Path, tokenizer: Tokenizer, cache: Path, start: int = 0, end: int | None = None
+) -> TokenArray:
+    """Tokenize a byte range of `path` into `cache` (+ `.json` beside it), or reuse the
+    cache when the file, the range and the tokenizer are unchanged."""
+    end = path.stat().st_size if end is None else end
+    stat = path.stat()
+    key = {
+        "source": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "range": [start, end],
+        "tokenizer": hashlib.sha1(tokenizer.proto).hexdigest(),
+    }
+    meta_path = cache.with_suffix(".json")
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    if meta_path.exists() and cache.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return TokenArray(_open_ids(cache, dtype), meta["num_chars"])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    num_chars = 0
+    tmp = cache.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        for block in read_text(path, start, end):
+            num_chars += len(block)
+            for ids in tokenizer.encode_batch(_segments(block)):
+                out.write(np.asarray(ids, dtype=dtype).tobytes())
+    os.replace(tmp, cache)
+    meta_path.write_text(json.dumps({"key": key, "num_chars": num_chars}))
+    return TokenArray(_open_ids(cache, dtype), num_chars)
+
+
+def _open_ids(path: Path, dtype) -> np.ndarray:
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+class LMStream:
+    """Contiguous token streams for truncated BPTT (as char-rnn and Keras `stateful`).
+
+    The ids are laid out as `rows` parallel streams; batch i holds columns
+    [i * seq_len, (i + 1) * seq_len) of every stream, so row b of batch i continues row
+    b of batch i - 1 and the hidden state can be carried from one batch to the next.
+    """
+
+    def __init__(self, ids: np.ndarray, rows: int, seq_len: int, partial: bool = False) -> None:
+        self.rows, self.seq_len = rows, seq_len
+        self.cols = (len(ids) - 1) // rows
+        self.inputs = ids[: rows * self.cols].reshape(rows, self.cols)
+        self.targets = ids[1 : rows * self.cols + 1].reshape(rows, self.cols)
+        # training uses whole windows only; evaluation also scores the last partial one
+        count = self.cols / seq_len
+        self.num_batches = math.ceil(count) if partial else int(count)
+
+    def batch(self, index: int):
+        """-> (inputs, targets), each a LongTensor (rows, <= seq_len)."""
+        import torch
+
+        cols = slice(index * self.seq_len, (index + 1) * self.seq_len)
+        return (
+            torch.from_numpy(self.inputs[:, cols].astype(np.int64)),
+            torch.from_numpy(self.targets[:, cols].astype(np.int64)),
+        )
+
+    @classmethod
+    def for_eval(cls, ids: np.ndarray, rows: int, seq_len: int) -> LMStream:
+        """Every token scored once: fewer rows when the text is short."""
+        if len(ids) < 2:
+            raise DataError("the text to evaluate is shorter than two tokens")
+        rows = max(1, min(rows, (len(ids) - 1) // seq_len))
+        return cls(ids, rows, seq_len, partial=True)

@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints them as one `Error: ...` line, exit code 1."""
+
+
+class SeqtoolError(Exception):
+    """Base class: the message is the whole story, no traceback is shown."""
+
+
+class DataError(SeqtoolError):
+    """An input file is missing, empty, not UTF-8 or malformed (names file and line)."""
+
+
+class CheckpointError(SeqtoolError):
+    """A checkpoint is missing, corrupt, unsafe or of another task."""
+
+
+class ConfigError(SeqtoolError):
+    """Options that cannot work together, or a run directory that would be overwritten."""
+
+
+class TrainingError(SeqtoolError):
+    """Training cannot go on (a NaN loss); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(SeqtoolError):
+    """SIGINT or SIGTERM: `last.ckpt` was saved and the run can be resumed."""

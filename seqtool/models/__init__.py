@@ -1,0 +1,1 @@
+"""Neural network modules. Decoding code lives in seqtool.decoding, not here."""

@@ -1,0 +1,175 @@
+"""The generator task: a language model trained with truncated BPTT on one text file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqtool import metrics
+from seqtool.config import GeneratorConfig, TokenizerConfig, TrainConfig
+from seqtool.data import LMStream, TextLines, TokenArray, check_file, encode_file, holdout_offset
+from seqtool.data import read_text
+from seqtool.errors import DataError
+from seqtool.models.generator import GeneratorModel
+from seqtool.tokenizer import Tokenizer
+
+
+class GeneratorTask:
+    name = "generator"
+    unit = "chars"
+    metric = "loss"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        model_config: GeneratorConfig,
+        tokenizer: Tokenizer,
+        tokenizer_config: TokenizerConfig,
+        train: TokenArray,
+        valid: TokenArray,
+        config: TrainConfig,
+        source: str,
+    ) -> None:
+        self.model_config, self.tokenizer = model_config, tokenizer
+        self.tokenizer_config = tokenizer_config
+        self.train_stream = LMStream(train.ids, config.batch_size, config.seq_len)
+        if self.train_stream.num_batches == 0:
+            need = config.batch_size * config.seq_len + 1
+            raise DataError(
+                f"{source}: {len(train.ids)} training tokens are fewer than one batch window "
+                f"needs ({config.batch_size} x {config.seq_len} + 1 = {need}); "
+                f"lower --batch-size or --seq-len"
+            )
+        self.valid, self.config = valid, config
+        self.model = GeneratorModel(model_config)
+        self.hidden = None  # carried from batch to batch within an epoch
+
+    def num_batches(self) -> int:
+        return self.train_stream.num_batches
+
+    def start_epoch(self, epoch: int) -> None:
+        self.hidden = None
+
+    def train_loss(self, model, index: int, device: torch.device):
+        inputs, targets = (t.to(device, non_blocking=True) for t in self.train_stream.batch(index))
+        logits, state = model(inputs, self.hidden)
+        self.hidden = _detach(state)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return loss, targets.numel()
+
+    def evaluate(self, model, device: torch.device) -> dict[str, float]:
+        return evaluate_lm(model, self.valid, self.config.batch_size, self.config.seq_len, device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hidden": _to_cpu(self.hidden)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        hidden = state["hidden"]
+        if isinstance(hidden, list | tuple):
+            hidden = tuple(t.to(device) for t in hidden)
+        elif hidden is not None:
+            hidden = hidden.to(device)
+        self.hidden = hidden
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "model_config": self.model_config.to_dict(),
+            "tokenizer_config": self.tokenizer_config.to_dict(),
+            "tokenizers": {"text": self.tokenizer.proto},
+        }
+
+
+def evaluate_lm(model, data: TokenArray, batch_size: int, seq_len: int, device) -> dict[str, float]:
+    """Every token of `data` scored once, state carried: loss, perplexity, bits per char."""
+    stream = LMStream.for_eval(data.ids, batch_size, seq_len)
+    total, count, state = 0.0, 0, None
+    for index in range(stream.num_batches):
+        inputs, targets = (t.to(device) for t in stream.batch(index))
+        logits, state = model(inputs, state)
+        total += F.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"
+        ).item()
+        count += targets.numel()
+    loss = total / count
+    return {
+        "loss": loss,
+        "perplexity": metrics.perplexity(loss),
+        "bits_per_char": metrics.bits_per_char(loss, data.chars_per_token),
+        "tokens": count,
+    }
+
+
+def prepare(
+    train_path: str,
+    valid_path: str | None,
+    run_dir: Path,
+    tokenizer_config: TokenizerConfig,
+    model_options: dict[str, Any],
+    config: TrainConfig,
+    resume: dict[str, Any] | None,
+    notify: Callable[[str], None],
+) -> GeneratorTask:
+    """Read and tokenize the corpus, and build the task (a fresh model, or the resumed
+    run's tokenizer and model config)."""
+    train_file = check_file(train_path)
+    valid_file = check_file(valid_path) if valid_path else None
+    _check_not_empty(train_file)
+    if valid_file:
+        _check_not_empty(valid_file)
+        train_range, valid_range = (0, None), (0, None)
+    else:
+        cut = holdout_offset(train_file)
+        train_range, valid_range = (0, cut), (cut, None)
+        notify(f"no --valid given: holding out the last 10% of {train_file} for validation")
+    if resume is not None:
+        tokenizer = Tokenizer(resume["tokenizers"]["text"])
+        model_config = GeneratorConfig.from_dict(resume["model_config"])
+        tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
+    else:
+        tokenizer, warning = Tokenizer.train(
+            TextLines(train_file, *train_range), tokenizer_config.kind, tokenizer_config.vocab_size
+        )
+        if warning:
+            notify(warning)
+        model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **model_options)
+    cache = run_dir / "data"
+    train = encode_file(train_file, tokenizer, cache / "train.ids", *train_range)
+    valid = encode_file(valid_file or train_file, tokenizer, cache / "valid.ids", *valid_range)
+    if len(valid.ids) < 2:
+        raise DataError(f"{valid_file or train_file}: too little validation text (under 2 tokens)")
+    torch.manual_seed(config.seed)
+    return GeneratorTask(
+        model_config, tokenizer, tokenizer_config, train, valid, config, str(train_file)
+    )
+
+
+def _check_not_empty(path: Path) -> None:
+    if not any(block.strip() for block in read_text(path)):
+        what = "empty" if path.stat().st_size == 0 else "only whitespace"
+        raise DataError(f"{path}: the file is {what}; give a text file with content")
+
+
+def load_model(ckpt: dict[str, Any]) -> tuple[GeneratorModel, Tokenizer]:
+    model = GeneratorModel(GeneratorConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model, Tokenizer(ckpt["tokenizers"]["text"])
+
+
+def _detach(state):
+    if isinstance(state, tuple):
+        return tuple(t.detach() for t in state)
+    return state.detach()
+
+
+def _to_cpu(state):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(t.cpu() for t in state)
+    return state.cpu()

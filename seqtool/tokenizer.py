@@ -1,0 +1,143 @@
+"""Sentencepiece wrapper: train in memory, encode, decode, serialize as proto bytes.
+
+Every tokenizer keeps text exactly: identity normalization, whitespace kept as is,
+byte fallback for characters never seen in training. Sentencepiece uses U+2581 as its
+own whitespace mark, so a literal U+2581 in the text is written as its three byte
+pieces, which decode back to U+2581 rather than to a space.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Iterator
+
+import sentencepiece as spm
+
+from seqtool.errors import DataError
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+_SPACE_MARK = "\u2581"
+# sentencepiece skips training sentences longer than this many bytes
+_MAX_PIECE_OF_LINE = 1000
+# sentencepiece's messages for a vocabulary too large or too small for the corpus
+_TOO_HIGH = re.compile(r"Vocabulary size too high .*<= (\d+)")
+_TOO_LOW = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
+
+
+class Tokenizer:
+    """A trained sentencepiece model. Ids: pad 0, bos 1, eos 2, unk 3, then pieces."""
+
+    def __init__(self, proto: bytes) -> None:
+        self.proto = proto
+        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        self.vocab_size = self.sp.vocab_size()
+        self._mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
+
+    @classmethod
+    def train(
+        cls, lines: Iterable[str], kind: str = "char", vocab_size: int | None = None
+    ) -> tuple[Tokenizer, str | None]:
+        """Train on `lines` (the training side only; iterated once, twice when the
+        vocabulary must shrink). Returns the tokenizer and a warning when the requested
+        vocabulary was too large for the corpus and was shrunk."""
+        if vocab_size is None:
+            # char: an upper bound only, so every distinct character gets its piece
+            vocab_size = 1_000_000 if kind == "char" else 8000
+        try:
+            return cls(_train_proto(lines, kind, vocab_size)), None
+        except RuntimeError as err:
+            high, low = _TOO_HIGH.search(str(err)), _TOO_LOW.search(str(err))
+            if not (high or low):
+                raise DataError(f"sentencepiece could not train a {kind} model: {err}") from err
+            fitted = int((high or low).group(1))
+            warning = (
+                f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for this "
+                f"corpus; using {fitted}"
+            )
+            return cls(_train_proto(lines, kind, fitted)), warning
+
+    def encode(self, text: str) -> list[int]:
+        if _SPACE_MARK not in text:
+            return self.sp.encode(text)
+        ids: list[int] = []
+        for i, part in enumerate(text.split(_SPACE_MARK)):
+            if i:
+                ids.extend(self._mark_ids)
+            ids.extend(self.sp.encode(part))
+        return ids
+
+    def encode_batch(self, texts: list[str], num_threads: int = -1) -> list[list[int]]:
+        if any(_SPACE_MARK in t for t in texts):
+            return [self.encode(t) for t in texts]
+        return self.sp.encode(texts, num_threads=num_threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(int(token_id))
+
+    def is_byte(self, token_id: int) -> bool:
+        return self.sp.is_byte(int(token_id))
+
+
+class StreamDecoder:
+    """Turns token ids into text one id at a time, for streaming.
+
+    Byte pieces of a character seen only as bytes are held back until the character
+    is complete, so that what is printed is always valid text.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []
+
+    def push(self, token_id: int) -> str:
+        self.pending.append(int(token_id))
+        if self.tokenizer.is_byte(token_id) and len(self.pending) < 4:
+            raw = b"".join(bytes.fromhex(self.tokenizer.piece(i)[3:5]) for i in self.pending
+                           if self.tokenizer.is_byte(i))
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return ""
+        return self.flush()
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.pending)
+        self.pending = []
+        return text
+
+
+def _training_sentences(lines: Iterable[str]) -> Iterator[str]:
+    """Cut long lines so that sentencepiece does not skip them."""
+    for line in lines:
+        for start in range(0, len(line), _MAX_PIECE_OF_LINE):
+            yield line[start : start + _MAX_PIECE_OF_LINE]
+
+
+def _train_proto(lines: Iterable[str], kind: str, vocab_size: int) -> bytes:
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_training_sentences(lines),
+        model_writer=out,
+        model_type=kind,
+        vocab_size=vocab_size,
+        hard_vocab_limit=kind != "char",
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        split_by_whitespace=kind != "char",
+        byte_fallback=True,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        input_sentence_size=2_000_000,
+        shuffle_input_sentence=True,
+        minloglevel=2,
+        num_threads=2,
+    )
+    return out.getvalue()

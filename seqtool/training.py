@@ -1,0 +1,296 @@
+"""The one training loop, shared by all tasks.
+
+AdamW, gradient clipping by norm, warmup then cosine decay driven by the budget (steps,
+epochs or wall time, whichever runs out first), validation every `eval_every` steps,
+early stopping, `best.ckpt` on improvement and `last.ckpt` at every evaluation, and
+`metrics.jsonl`. SIGINT/SIGTERM finish the current step, save `last.ckpt` and raise
+TrainingInterrupted. A resumed run restores optimizer, scaler, RNG, data position and
+task state, so it reaches the same weights as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from seqtool import checkpoint
+from seqtool.config import TrainConfig
+from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # index of the next batch within the epoch
+    tokens: int = 0
+    elapsed: float = 0.0  # training seconds, summed over resumed runs
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the last improvement
+
+
+class Callbacks(Protocol):
+    """What the loop reports; seqtool.ui renders it. Every method is optional."""
+
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer) -> None: ...
+    def on_log(self, record: dict[str, Any]) -> None: ...
+    def on_eval(self, record: dict[str, Any]) -> None: ...
+    def on_end(self, trainer: Trainer) -> None: ...
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: no MPS device is available")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 where the hardware runs it natively (measured ~2x on CPUs with
+    avx512_bf16, see BENCHMARKS.md), fp16 on older GPUs, fp32 otherwise."""
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and _cpu_has_bf16():
+            return "bf16"
+        return "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32")
+    return name
+
+
+def _cpu_has_bf16() -> bool:
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(
+        self,
+        task,
+        config: TrainConfig,
+        run_dir: Path,
+        callbacks: Callbacks | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.task, self.config, self.run_dir = task, config, Path(run_dir)
+        self.callbacks = callbacks
+        self.device = pick_device(config.device)
+        self.precision = pick_precision(config.precision, self.device)
+        self.model = task.model.to(self.device)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.progress = Progress()
+        self.last_eval: dict[str, Any] = {}
+        self._stop_signal: int | None = None
+        if resume is not None:
+            self._restore(resume)
+
+    # -- budget and schedule -------------------------------------------------------
+
+    def fraction_done(self) -> float:
+        """How much of the budget is spent, in [0, 1]; the largest of the budgets given."""
+        c, p = self.config, self.progress
+        parts = []
+        if c.max_steps:
+            parts.append(p.step / c.max_steps)
+        if c.max_epochs:
+            parts.append((p.epoch + p.batch / self.task.num_batches()) / c.max_epochs)
+        if c.max_time:
+            parts.append(p.elapsed / c.max_time)
+        return min(1.0, max(parts))
+
+    def learning_rate(self) -> float:
+        c = self.config
+        warmup = min(1.0, (self.progress.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        if c.schedule == "constant":
+            return c.lr * warmup
+        # cosine from lr down to lr / 10 over the budget
+        return c.lr * warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * self.fraction_done())))
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        self._stop_signal = signum
+
+    # -- the loop -------------------------------------------------------------------
+
+    def fit(self) -> Progress:
+        if not self.config.has_budget:
+            raise ConfigError("give a budget: --max-steps, --max-epochs or --max-time")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._call("on_start", self)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._loop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self._call("on_end", self)
+        return self.progress
+
+    def _loop(self) -> None:
+        c, p, task = self.config, self.progress, self.task
+        started, start_elapsed = time.perf_counter(), p.elapsed
+        window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        self.model.train()
+        if p.batch == 0:
+            task.start_epoch(p.epoch)
+        while self.fraction_done() < 1.0:
+            lr = self.learning_rate()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(self.device, self.precision):
+                loss, tokens = task.train_loss(self.model, p.batch, self.device)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingError(
+                    f"the loss became {loss_value} at step {p.step + 1}; the last good "
+                    f"checkpoint is kept in {self.run_dir}; lower --lr or --clip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if c.clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+            p.step += 1
+            p.tokens += tokens
+            p.batch += 1
+            if p.batch == task.num_batches():
+                p.epoch, p.batch = p.epoch + 1, 0
+                task.start_epoch(p.epoch)
+            p.elapsed = start_elapsed + time.perf_counter() - started
+            window_loss += loss_value
+            window_steps += 1
+            window_tokens += tokens
+            self._call("on_step", self)
+
+            if p.step % c.log_every == 0:
+                now = time.perf_counter()
+                self._log(
+                    {
+                        "step": p.step,
+                        "epoch": round(p.epoch + p.batch / task.num_batches(), 4),
+                        "loss": window_loss / window_steps,
+                        "lr": lr,
+                        f"{task.unit}_per_s": window_tokens / max(now - window_start, 1e-9),
+                        "elapsed": round(p.elapsed, 2),
+                    },
+                    "on_log",
+                )
+                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
+            if self._stop_signal is not None:
+                self._save_last()
+                raise TrainingInterrupted(f"stopped by signal {self._stop_signal} at step {p.step}")
+            if p.step % c.eval_every == 0 and self._evaluate():
+                return
+        if self.last_eval.get("step") != p.step:
+            self._evaluate()
+
+    def _evaluate(self) -> bool:
+        """Validate, save checkpoints; True when early stopping says to stop."""
+        c, p, task = self.config, self.progress, self.task
+        self.model.eval()
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            metrics = task.evaluate(self.model, self.device)
+        self.model.train()
+        score = metrics.get(task.metric)
+        improved = score is not None and (
+            p.best is None or (score > p.best if task.higher_is_better else score < p.best)
+        )
+        if improved:
+            p.best, p.best_step, p.bad_evals = score, p.step, 0
+        elif score is not None:
+            p.bad_evals += 1
+        self.last_eval = {"step": p.step, "split": "valid", **metrics, "best": bool(improved)}
+        if improved or score is None:
+            checkpoint.save(self.run_dir / "best.ckpt", self._payload(last=False))
+        self._save_last()
+        self._log(self.last_eval, "on_eval")
+        return c.patience is not None and p.bad_evals >= c.patience
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _payload(self, last: bool) -> dict[str, Any]:
+        payload = {
+            **self.task.checkpoint_info(),
+            "train_config": self.config.to_dict(),
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "progress": dataclasses.asdict(self.progress),
+            "metrics": {
+                k: v for k, v in self.last_eval.items() if type(v) in (int, float) and k != "step"
+            },
+        }
+        if last:
+            rng = {"cpu": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state()
+            payload |= {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "task_state": self.task.state_dict(),
+            }
+        return payload
+
+    def _save_last(self) -> None:
+        checkpoint.save(self.run_dir / "last.ckpt", self._payload(last=True))
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        if "optimizer" not in ckpt:
+            raise ConfigError(f"{ckpt['path']}: holds no optimizer state; resume from last.ckpt")
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        self.task.load_state_dict(ckpt["task_state"], self.device)
+        self.progress = Progress(**ckpt["progress"])
+        self.last_eval = {"step": self.progress.step, **ckpt.get("metrics", {})}
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._stop_signal = signum
+        # a second Ctrl-C stops at once
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+    def _log(self, record: dict[str, Any], event: str) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._call(event, record)
+
+    def _call(self, event: str, *args) -> None:
+        handler = getattr(self.callbacks, event, None)
+        if handler is not None:
+            handler(*args)

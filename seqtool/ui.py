@@ -1,0 +1,97 @@
+"""Everything a person sees on stderr: messages, the training progress bar, tables.
+
+Results go to stdout from the CLI; this module never writes there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True, highlight=False)
+
+
+def note(message: str) -> None:
+    console.print(f"[dim]{message}[/dim]")
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]Warning:[/yellow] {message}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+class TrainingView:
+    """Training callbacks: a progress bar with loss, learning rate, throughput and ETA,
+    and one line per evaluation."""
+
+    def __init__(self, unit: str = "tokens") -> None:
+        self.unit = unit
+        self.progress = Progress(
+            TextColumn("[bold]step {task.fields[step]}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.bar = None
+
+    def on_start(self, trainer) -> None:
+        console.print(
+            f"device {trainer.device.type}, precision {trainer.precision}, "
+            f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters, "
+            f"{trainer.task.num_batches():,} batches per epoch"
+        )
+        self.progress.start()
+        self.bar = self.progress.add_task(
+            "train", total=1.0, step=trainer.progress.step, loss="-", lr="-", speed=""
+        )
+
+    def on_step(self, trainer) -> None:
+        self.progress.update(
+            self.bar, completed=trainer.fraction_done(), step=trainer.progress.step
+        )
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        speed = record.get(f"{self.unit}_per_s", 0.0)
+        self.progress.update(
+            self.bar,
+            loss=f"{record['loss']:.4f}",
+            lr=f"{record['lr']:.2e}",
+            speed=f"{speed:,.0f} {self.unit}/s",
+        )
+
+    def on_eval(self, record: dict[str, Any]) -> None:
+        shown = ", ".join(
+            f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "split", "best")
+        )
+        mark = " [green]best[/green]" if record.get("best") else ""
+        self.progress.console.print(f"step {record['step']:,} valid: {shown}{mark}")
+
+    def on_end(self, trainer) -> None:
+        self.progress.stop()
+
+
+def key_values(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, _fmt(value))
+    console.print(table)
+
+
+def rule(text: str) -> None:
+    console.rule(text)

@@ -1,0 +1,69 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqtool.tokenizer import StreamDecoder, Tokenizer
+
+TRAIN = ["hello world", "the cat sat on the mat", "  two  spaces\tand a tab"] * 20
+CHAR, _ = Tokenizer.train(TRAIN, "char")
+UNIGRAM, _ = Tokenizer.train(TRAIN * 5, "unigram", 320)
+BPE, _ = Tokenizer.train(TRAIN * 5, "bpe", 320)
+
+# any text that can be UTF-8 encoded (no lone surrogates)
+TEXTS = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS)
+def test_char_round_trip_is_exact(text):
+    assert CHAR.decode(CHAR.encode(text)) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXTS)
+def test_subword_round_trips_are_exact(text):
+    assert UNIGRAM.decode(UNIGRAM.encode(text)) == text
+    assert BPE.decode(BPE.encode(text)) == text
+
+
+def test_round_trip_of_hard_cases():
+    for text in ["\n\n\t  a  \r\n", "\u2581 literal mark \u2581", "日本語 ünïcödé 🙂", " lead", ""]:
+        assert CHAR.decode(CHAR.encode(text)) == text
+        assert CHAR.encode_batch([text, "x"])[0] == CHAR.encode(text)
+
+
+def test_char_model_has_one_piece_per_seen_character():
+    ids = CHAR.encode("hello")
+    assert len(ids) == 5
+    assert not any(CHAR.is_byte(i) for i in ids)
+
+
+def test_unseen_characters_fall_back_to_bytes():
+    ids = CHAR.encode("é")
+    assert len(ids) == 2 and all(CHAR.is_byte(i) for i in ids)
+
+
+def test_too_large_vocabulary_shrinks_with_a_warning():
+    tokenizer, warning = Tokenizer.train(TRAIN, "unigram", 5000)
+    assert warning is not None and warning.startswith("--vocab-size 5000 is too large")
+    assert tokenizer.vocab_size < 5000
+
+
+def test_proto_round_trip():
+    again = Tokenizer(CHAR.proto)
+    assert again.encode("the cat") == CHAR.encode("the cat")
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXTS)
+def test_stream_decoder_reassembles_text(text):
+    decoder = StreamDecoder(CHAR)
+    pieces = [decoder.push(i) for i in CHAR.encode(text)]
+    assert "".join(pieces) + decoder.flush() == text
+    # a character split into byte pieces is never printed half-done
+    assert all("\ufffd" not in p for p in pieces) or "\ufffd" in text
+
+
+def test_too_small_vocabulary_grows_with_a_warning():
+    tokenizer, warning = Tokenizer.train(TRAIN, "unigram", 50)
+    assert warning is not None and warning.startswith("--vocab-size 50 is too small")
+    assert tokenizer.decode(tokenizer.encode("the cat")) == "the cat"

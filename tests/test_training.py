@@ -1,0 +1,117 @@
+import json
+
+import pytest
+import torch
+
+from seqtool.config import TokenizerConfig, TrainConfig
+from seqtool.errors import TrainingError, TrainingInterrupted
+from seqtool.tasks.generator import prepare
+from seqtool.training import Trainer
+
+MODEL = {"cell": "lstm", "embedding_size": 8, "hidden_size": 16, "num_layers": 2,
+         "dropout": 0.1, "tie_weights": False}
+
+
+def make_task(corpus, run_dir, config, resume=None, model=MODEL):
+    return prepare(str(corpus), None, run_dir, TokenizerConfig("char"), model, config, resume,
+                   lambda message: None)
+
+
+def config(**overrides):
+    base = dict(batch_size=4, seq_len=16, eval_every=5, log_every=5, warmup_steps=3,
+                max_steps=20, precision="fp32", device="cpu")
+    return TrainConfig(**{**base, **overrides})
+
+
+class StopAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer):
+        if trainer.progress.step == self.step:
+            trainer.request_stop()
+
+
+def test_loss_falls_and_files_are_written(corpus, tmp_path):
+    cfg = config(max_steps=60, lr=1e-2)
+    progress = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r.get("split") == "valid"]
+    logs = [r for r in records if "split" not in r]
+    assert progress.step == 60 and len(evals) == 12 and len(logs) == 12
+    assert logs[-1]["loss"] < logs[0]["loss"] - 1.0
+    assert evals[-1]["loss"] < evals[0]["loss"]
+    assert {"loss", "perplexity", "bits_per_char"} <= evals[0].keys()
+    assert (tmp_path / "best.ckpt").exists() and (tmp_path / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(corpus, tmp_path, cell):
+    from seqtool import checkpoint
+
+    cfg = config(max_steps=40, eval_every=10)
+    model = {**MODEL, "cell": cell}
+    whole = Trainer(make_task(corpus, tmp_path / "a", cfg, model=model), cfg, tmp_path / "a")
+    whole.fit()
+
+    # stop at step 23: mid-epoch (hidden state carried) and between evaluations
+    first = Trainer(make_task(corpus, tmp_path / "b", cfg, model=model), cfg, tmp_path / "b",
+                    callbacks=StopAt(23))
+    with pytest.raises(TrainingInterrupted, match="at step 23"):
+        first.fit()
+    ckpt = checkpoint.load(tmp_path / "b" / "last.ckpt")
+    assert ckpt["progress"]["step"] == 23
+    resumed = Trainer(make_task(corpus, tmp_path / "b", cfg, resume=ckpt), cfg, tmp_path / "b",
+                      resume=ckpt)
+    resumed.fit()
+    assert resumed.progress.step == 40
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(corpus, tmp_path):
+    cfg = config(max_steps=30, eval_every=5)
+    trainer = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path)
+
+    class Poison:
+        def on_step(self, t):
+            if t.progress.step == 12:
+                with torch.no_grad():
+                    t.model.out.bias.fill_(float("nan"))
+
+    trainer.callbacks = Poison()
+    saved = None
+    with pytest.raises(TrainingError) as err:
+        trainer.fit()
+    assert str(err.value).startswith("the loss became nan at step 13; the last good checkpoint")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["progress"]["step"] == 10
+    assert torch.isfinite(saved["model_state"]["out.bias"]).all()
+
+
+def test_patience_stops_early(corpus, tmp_path):
+    # a learning rate this small cannot improve the loss by much; lr 0 is refused, so
+    # make every evaluation after the first count as worse by flipping the metric
+    cfg = config(max_steps=100, eval_every=2, patience=2)
+    task = make_task(corpus, tmp_path, cfg)
+    task.higher_is_better = True  # loss falls, so "higher is better" never improves
+    progress = Trainer(task, cfg, tmp_path).fit()
+    assert progress.step == 6 and progress.best_step == 2
+
+
+def test_time_budget_is_respected(corpus, tmp_path):
+    cfg = config(max_steps=None, max_time=1.0, eval_every=1000)
+    progress = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path).fit()
+    assert 1.0 <= progress.elapsed < 5.0
+
+
+def test_learning_rate_warms_up_then_decays(corpus, tmp_path):
+    cfg = config(max_steps=100, warmup_steps=10, lr=1.0)
+    trainer = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path)
+    rates = []
+    for step in range(100):
+        trainer.progress.step = step
+        rates.append(trainer.learning_rate())
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0, rel=0.03)
+    assert rates[-1] == pytest.approx(0.1, rel=0.01)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
