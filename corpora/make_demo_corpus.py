@@ -11,10 +11,29 @@ import sysconfig
 from pathlib import Path
 
 MODULES = [
-    "argparse.py", "textwrap.py", "shlex.py", "fractions.py", "heapq.py", "bisect.py",
-    "calendar.py", "string.py", "difflib.py", "csv.py", "fnmatch.py", "glob.py",
-    "copy.py", "dataclasses.py", "functools.py", "statistics.py", "random.py",
-    "enum.py", "ipaddress.py", "pprint.py", "tokenize.py", "configparser.py", "inspect.py",
+    "argparse.py",
+    "textwrap.py",
+    "shlex.py",
+    "fractions.py",
+    "heapq.py",
+    "bisect.py",
+    "calendar.py",
+    "string.py",
+    "difflib.py",
+    "csv.py",
+    "fnmatch.py",
+    "glob.py",
+    "copy.py",
+    "dataclasses.py",
+    "functools.py",
+    "statistics.py",
+    "random.py",
+    "enum.py",
+    "ipaddress.py",
+    "pprint.py",
+    "tokenize.py",
+    "configparser.py",
+    "inspect.py",
 ]
 
 

@@ -72,44 +72,88 @@ def _duration(ctx, param, value):
 def training_options(f):
     """Options every `train` command shares, with the same names everywhere."""
     options = [
-        click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-                     help="Run directory for checkpoints and metrics.jsonl."),
-        click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True,
-                     help="Recurrent cell; rnn is the basic Elman network."),
+        click.option(
+            "--out",
+            "out",
+            required=True,
+            type=click.Path(file_okay=False),
+            help="Run directory for checkpoints and metrics.jsonl.",
+        ),
+        click.option(
+            "--cell",
+            type=click.Choice(CELLS),
+            default="lstm",
+            show_default=True,
+            help="Recurrent cell; rnn is the basic Elman network.",
+        ),
         click.option("--layers", type=POSITIVE, default=2, show_default=True),
         click.option("--hidden-size", type=POSITIVE, default=512, show_default=True),
         click.option("--embedding-size", type=POSITIVE, default=64, show_default=True),
-        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2,
-                     show_default=True),
+        click.option(
+            "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True
+        ),
         click.option("--batch-size", type=POSITIVE, default=64, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3,
-                     show_default=True, help="Peak learning rate (AdamW)."),
+        click.option(
+            "--lr",
+            type=click.FloatRange(0, min_open=True),
+            default=2e-3,
+            show_default=True,
+            help="Peak learning rate (AdamW).",
+        ),
         click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True),
-        click.option("--clip", type=click.FloatRange(0), default=1.0, show_default=True,
-                     help="Clip the gradient norm to this; 0 turns clipping off."),
-        click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine",
-                     show_default=True,
-                     help="Learning rate after warmup: cosine decay to lr/10 over the budget."),
-        click.option("--warmup-steps", type=click.IntRange(min=0), default=100,
-                     show_default=True),
+        click.option(
+            "--clip",
+            type=click.FloatRange(0),
+            default=1.0,
+            show_default=True,
+            help="Clip the gradient norm to this; 0 turns clipping off.",
+        ),
+        click.option(
+            "--schedule",
+            type=click.Choice(SCHEDULES),
+            default="cosine",
+            show_default=True,
+            help="Learning rate after warmup: cosine decay to lr/10 over the budget.",
+        ),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True),
         click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
-        click.option("--max-epochs", type=click.FloatRange(0, min_open=True),
-                     help="Budget in passes over the training data."),
-        click.option("--max-time", callback=_duration, metavar="DURATION",
-                     help="Budget in wall time: 90s, 10m, 2h."),
-        click.option("--eval-every", type=POSITIVE, default=250, show_default=True,
-                     help="Validate (and save checkpoints) every N steps."),
+        click.option(
+            "--max-epochs",
+            type=click.FloatRange(0, min_open=True),
+            help="Budget in passes over the training data.",
+        ),
+        click.option(
+            "--max-time",
+            callback=_duration,
+            metavar="DURATION",
+            help="Budget in wall time: 90s, 10m, 2h.",
+        ),
+        click.option(
+            "--eval-every",
+            type=POSITIVE,
+            default=250,
+            show_default=True,
+            help="Validate (and save checkpoints) every N steps.",
+        ),
         click.option("--log-every", type=POSITIVE, default=25, show_default=True),
-        click.option("--patience", type=POSITIVE,
-                     help="Stop after N evaluations without improvement."),
+        click.option(
+            "--patience", type=POSITIVE, help="Stop after N evaluations without improvement."
+        ),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
-                     show_default=True,
-                     help="auto: bf16 where the hardware runs it natively, else fp32."),
+        click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            default="auto",
+            show_default=True,
+            help="auto: bf16 where the hardware runs it natively, else fp32.",
+        ),
         click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
-        click.option("--vocab-size", type=POSITIVE,
-                     help="Sentencepiece vocabulary size (shrunk with a warning if too large)."),
+        click.option(
+            "--vocab-size",
+            type=POSITIVE,
+            help="Sentencepiece vocabulary size (shrunk with a warning if too large).",
+        ),
         click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
         click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
     ]
@@ -119,8 +163,17 @@ def training_options(f):
 
 
 # train options that may change when a run is resumed; the rest come from the checkpoint
-RESUMABLE = ("max_steps", "max_epochs", "max_time", "eval_every", "log_every", "patience",
-             "device", "precision", "threads")
+RESUMABLE = (
+    "max_steps",
+    "max_epochs",
+    "max_time",
+    "eval_every",
+    "log_every",
+    "patience",
+    "device",
+    "precision",
+    "threads",
+)
 
 
 def _train_config(ctx: click.Context, options: dict, resume_ckpt):
@@ -132,8 +185,10 @@ def _train_config(ctx: click.Context, options: dict, resume_ckpt):
     if resume_ckpt is None:
         config = TrainConfig(**given)
         if not config.has_budget:
-            note("no budget given: training for 10 epochs (set --max-steps, --max-epochs "
-                 "or --max-time)")
+            note(
+                "no budget given: training for 10 epochs (set --max-steps, --max-epochs "
+                "or --max-time)"
+            )
             config = TrainConfig(**{**given, "max_epochs": 10})
         return config
     stored = dict(resume_ckpt["train_config"])
@@ -169,10 +224,10 @@ def _prepare_run_dir(out: str, resume: bool, force: bool) -> Path:
 
 
 def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
+    import torch
+
     from seqtool.training import Trainer
     from seqtool.ui import TrainingView, console
-
-    import torch
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -199,12 +254,24 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
 
 @train.command("generator")
 @click.option("--train", "train_path", required=True, help="Training text file (UTF-8).")
-@click.option("--valid", "valid_path",
-              help="Validation text file; without it the last 10% of --train is held out.")
-@click.option("--seq-len", type=POSITIVE, default=128, show_default=True,
-              help="Truncated-BPTT window; the hidden state is carried across batches.")
-@click.option("--tie-weights/--no-tie-weights", default=False, show_default=True,
-              help="Share the embedding with the output layer.")
+@click.option(
+    "--valid",
+    "valid_path",
+    help="Validation text file; without it the last 10% of --train is held out.",
+)
+@click.option(
+    "--seq-len",
+    type=POSITIVE,
+    default=128,
+    show_default=True,
+    help="Truncated-BPTT window; the hidden state is carried across batches.",
+)
+@click.option(
+    "--tie-weights/--no-tie-weights",
+    default=False,
+    show_default=True,
+    help="Share the embedding with the output layer.",
+)
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
 @training_options
 @click.pass_context
@@ -232,23 +299,42 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
         "tie_weights": options["tie_weights"],
     }
     tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
-    task = prepare(train_path, valid_path, run_dir, tokenizer_config, model_options, config,
-                   resume_ckpt, note)
+    task = prepare(
+        train_path, valid_path, run_dir, tokenizer_config, model_options, config, resume_ckpt, note
+    )
     _fit(task, config, run_dir, resume_ckpt)
 
 
 @cli.command()
 @click.argument("run")
 @click.option("--prompt", default="", help="Text to start from (printed first).")
-@click.option("--length", type=POSITIVE, default=500, show_default=True,
-              help="Tokens to generate (characters, for a char model).")
-@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True,
-              help="0 is greedy; higher is more varied.")
+@click.option(
+    "--length",
+    type=POSITIVE,
+    default=500,
+    show_default=True,
+    help="Tokens to generate (characters, for a char model).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0),
+    default=0.8,
+    show_default=True,
+    help="0 is greedy; higher is more varied.",
+)
 @click.option("--top-k", type=POSITIVE, help="Sample from the k most likely tokens only.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True),
-              help="Sample from the smallest set of tokens whose probability reaches p.")
-@click.option("--num-samples", type=POSITIVE, default=1, show_default=True,
-              help="Samples computed together as one batch.")
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Sample from the smallest set of tokens whose probability reaches p.",
+)
+@click.option(
+    "--num-samples",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Samples computed together as one batch.",
+)
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, device) -> None:
@@ -278,7 +364,7 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
             out.flush()
         out.write(decoder.flush() + "\n")
         return
-    rows = [list(r) for r in zip(*(t.tolist() for t in steps))] if length else []
+    rows = [list(r) for r in zip(*(t.tolist() for t in steps), strict=False)] if length else []
     for i, row in enumerate(rows):
         rule(f"sample {i + 1}")
         out.write(prompt + tokenizer.decode(row) + "\n")

@@ -184,6 +184,8 @@ class LMStream:
         # training uses whole windows only; evaluation also scores the last partial one
         count = self.cols / seq_len
         self.num_batches = math.ceil(count) if partial else int(count)
+        # the tokens after the last whole column, shorter than one row (scored on their own)
+        self.remainder = ids[rows * self.cols :]
 
     def batch(self, index: int):
         """-> (inputs, targets), each a LongTensor (rows, <= seq_len)."""

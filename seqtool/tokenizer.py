@@ -96,8 +96,11 @@ class StreamDecoder:
     def push(self, token_id: int) -> str:
         self.pending.append(int(token_id))
         if self.tokenizer.is_byte(token_id) and len(self.pending) < 4:
-            raw = b"".join(bytes.fromhex(self.tokenizer.piece(i)[3:5]) for i in self.pending
-                           if self.tokenizer.is_byte(i))
+            raw = b"".join(
+                bytes.fromhex(self.tokenizer.piece(i)[3:5])
+                for i in self.pending
+                if self.tokenizer.is_byte(i)
+            )
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:

@@ -283,7 +283,9 @@ class Trainer:
     def _on_signal(self, signum: int, frame) -> None:
         self._stop_signal = signum
         # a second Ctrl-C stops at once
-        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+        signal.signal(
+            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+        )
 
     def _log(self, record: dict[str, Any], event: str) -> None:
         with (self.run_dir / "metrics.jsonl").open("a") as f:

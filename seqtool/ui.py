@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True, highlight=False)
+# soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:

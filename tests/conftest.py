@@ -18,8 +18,22 @@ TEXT = (
 
 # hidden 8, a few steps: enough to exercise every path in well under a second per run
 TINY = [
-    "--hidden-size", "8", "--embedding-size", "8", "--layers", "1", "--batch-size", "4",
-    "--seq-len", "16", "--eval-every", "5", "--log-every", "5", "--warmup-steps", "0",
+    "--hidden-size",
+    "8",
+    "--embedding-size",
+    "8",
+    "--layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--eval-every",
+    "5",
+    "--log-every",
+    "5",
+    "--warmup-steps",
+    "0",
 ]
 
 
@@ -41,7 +55,8 @@ def run_cli():
 @pytest.fixture
 def trained(tmp_path: Path, corpus: Path, run_cli) -> Path:
     out = tmp_path / "run"
-    result = run_cli("train", "generator", "--train", corpus, "--out", out, "--max-steps", 10,
-                     *TINY)
+    result = run_cli(
+        "train", "generator", "--train", corpus, "--out", out, "--max-steps", 10, *TINY
+    )
     assert result.exit_code == 0, result.output
     return out

@@ -12,8 +12,10 @@ TOKENIZER, _ = Tokenizer.train(["abc def\n", "ghi"], "char")
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=300),
-       st.integers(min_value=4, max_value=16))
+@given(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=300),
+    st.integers(min_value=4, max_value=16),
+)
 def test_blocks_join_to_the_whole_text(tmp_path_factory, text, block):
     path = tmp_path_factory.mktemp("d") / "t.txt"
     path.write_bytes(text.encode("utf-8"))
@@ -72,8 +74,9 @@ def test_lm_stream_carries_rows_across_batches():
     assert (x1[:, 0] == x0[:, -1] + 1).all()  # row b of batch 1 continues row b of batch 0
 
 
-def test_eval_stream_scores_every_token_of_short_text():
-    ids = np.arange(7, dtype=np.uint16)
-    stream = LMStream.for_eval(ids, rows=64, seq_len=4)
-    targets = [stream.batch(i)[1] for i in range(stream.num_batches)]
-    assert sum(t.numel() for t in targets) == 6
+@pytest.mark.parametrize(("length", "rows", "seq_len"), [(7, 64, 4), (100, 8, 5), (2, 4, 4)])
+def test_eval_stream_and_remainder_cover_every_token(length, rows, seq_len):
+    ids = np.arange(length, dtype=np.uint16)
+    stream = LMStream.for_eval(ids, rows=rows, seq_len=seq_len)
+    scored = sum(stream.batch(i)[1].numel() for i in range(stream.num_batches))
+    assert scored + max(len(stream.remainder) - 1, 0) == length - 1

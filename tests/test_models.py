@@ -26,8 +26,11 @@ def test_single_step_matches_the_fused_layer(cell):
 @pytest.mark.parametrize("tie", [False, True])
 def test_generator_shapes_and_decode_step(tie):
     torch.manual_seed(0)
-    model = GeneratorModel(GeneratorConfig(vocab_size=11, embedding_size=4, hidden_size=8,
-                                           num_layers=2, tie_weights=tie)).eval()
+    model = GeneratorModel(
+        GeneratorConfig(
+            vocab_size=11, embedding_size=4, hidden_size=8, num_layers=2, tie_weights=tie
+        )
+    ).eval()
     tokens = torch.randint(0, 11, (3, 7))
     logits, state = model(tokens)
     assert logits.shape == (3, 7, 11)

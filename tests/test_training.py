@@ -8,18 +8,40 @@ from seqtool.errors import TrainingError, TrainingInterrupted
 from seqtool.tasks.generator import prepare
 from seqtool.training import Trainer
 
-MODEL = {"cell": "lstm", "embedding_size": 8, "hidden_size": 16, "num_layers": 2,
-         "dropout": 0.1, "tie_weights": False}
+MODEL = {
+    "cell": "lstm",
+    "embedding_size": 8,
+    "hidden_size": 16,
+    "num_layers": 2,
+    "dropout": 0.1,
+    "tie_weights": False,
+}
 
 
 def make_task(corpus, run_dir, config, resume=None, model=MODEL):
-    return prepare(str(corpus), None, run_dir, TokenizerConfig("char"), model, config, resume,
-                   lambda message: None)
+    return prepare(
+        str(corpus),
+        None,
+        run_dir,
+        TokenizerConfig("char"),
+        model,
+        config,
+        resume,
+        lambda message: None,
+    )
 
 
 def config(**overrides):
-    base = dict(batch_size=4, seq_len=16, eval_every=5, log_every=5, warmup_steps=3,
-                max_steps=20, precision="fp32", device="cpu")
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        eval_every=5,
+        log_every=5,
+        warmup_steps=3,
+        max_steps=20,
+        precision="fp32",
+        device="cpu",
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -55,14 +77,19 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(corpus, tmp_path, 
     whole.fit()
 
     # stop at step 23: mid-epoch (hidden state carried) and between evaluations
-    first = Trainer(make_task(corpus, tmp_path / "b", cfg, model=model), cfg, tmp_path / "b",
-                    callbacks=StopAt(23))
+    first = Trainer(
+        make_task(corpus, tmp_path / "b", cfg, model=model),
+        cfg,
+        tmp_path / "b",
+        callbacks=StopAt(23),
+    )
     with pytest.raises(TrainingInterrupted, match="at step 23"):
         first.fit()
     ckpt = checkpoint.load(tmp_path / "b" / "last.ckpt")
     assert ckpt["progress"]["step"] == 23
-    resumed = Trainer(make_task(corpus, tmp_path / "b", cfg, resume=ckpt), cfg, tmp_path / "b",
-                      resume=ckpt)
+    resumed = Trainer(
+        make_task(corpus, tmp_path / "b", cfg, resume=ckpt), cfg, tmp_path / "b", resume=ckpt
+    )
     resumed.fit()
     assert resumed.progress.step == 40
     for name, value in whole.model.state_dict().items():
@@ -114,4 +141,4 @@ def test_learning_rate_warms_up_then_decays(corpus, tmp_path):
         rates.append(trainer.learning_rate())
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0, rel=0.03)
     assert rates[-1] == pytest.approx(0.1, rel=0.01)
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))

@@ -11,8 +11,15 @@ import torch.nn.functional as F
 
 from seqtool import metrics
 from seqtool.config import GeneratorConfig, TokenizerConfig, TrainConfig
-from seqtool.data import LMStream, TextLines, TokenArray, check_file, encode_file, holdout_offset
-from seqtool.data import read_text
+from seqtool.data import (
+    LMStream,
+    TextLines,
+    TokenArray,
+    check_file,
+    encode_file,
+    holdout_offset,
+    read_text,
+)
 from seqtool.errors import DataError
 from seqtool.models.generator import GeneratorModel
 from seqtool.tokenizer import Tokenizer
@@ -88,11 +95,16 @@ def evaluate_lm(model, data: TokenArray, batch_size: int, seq_len: int, device) 
     """Every token of `data` scored once, state carried: loss, perplexity, bits per char."""
     stream = LMStream.for_eval(data.ids, batch_size, seq_len)
     total, count, state = 0.0, 0, None
-    for index in range(stream.num_batches):
-        inputs, targets = (t.to(device) for t in stream.batch(index))
-        logits, state = model(inputs, state)
+    batches = [stream.batch(i) for i in range(stream.num_batches)]
+    if len(stream.remainder) > 1:
+        rest = torch.from_numpy(stream.remainder.astype("int64"))[None]
+        batches.append((rest[:, :-1], rest[:, 1:]))
+    for index, (inputs, targets) in enumerate(batches):
+        if index == stream.num_batches:
+            state = None  # the remainder is a separate, single-row stream
+        logits, state = model(inputs.to(device), state)
         total += F.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"
+            logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum"
         ).item()
         count += targets.numel()
     loss = total / count
@@ -150,8 +162,8 @@ def prepare(
 
 def _check_not_empty(path: Path) -> None:
     if not any(block.strip() for block in read_text(path)):
-        what = "empty" if path.stat().st_size == 0 else "only whitespace"
-        raise DataError(f"{path}: the file is {what}; give a text file with content")
+        what = "is empty" if path.stat().st_size == 0 else "holds only whitespace"
+        raise DataError(f"{path}: the file {what}; give a text file with content")
 
 
 def load_model(ckpt: dict[str, Any]) -> tuple[GeneratorModel, Tokenizer]:

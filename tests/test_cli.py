@@ -1,0 +1,324 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY
+
+
+def train(run_cli, corpus, out, *extra):
+    return run_cli("train", "generator", "--train", corpus, "--out", out, *TINY, *extra)
+
+
+# -- end to end -------------------------------------------------------------------------
+
+
+def test_train_writes_run_and_reports_holdout(run_cli, corpus, tmp_path):
+    out = tmp_path / "run"
+    result = train(run_cli, corpus, out, "--max-steps", 10)
+    assert result.exit_code == 0, result.output
+    assert f"no --valid given: holding out the last 10% of {corpus}" in result.stderr
+    assert "step 10 valid: loss" in result.stderr
+    assert result.stdout == ""
+    assert {"best.ckpt", "last.ckpt", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals if r.get("split") == "valid"] == [5, 10]
+
+
+def test_generate_is_repeatable_with_a_seed(run_cli, trained):
+    args = ("generate", trained, "--prompt", "the ", "--length", 40, "--seed", 3)
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert first.stdout == second.stdout
+    assert first.stdout.startswith("the ") and first.stdout.endswith("\n")
+    other = run_cli("generate", trained, "--prompt", "the ", "--length", 40, "--seed", 4)
+    assert other.stdout != first.stdout
+
+
+def test_generate_length_counts_characters(run_cli, trained):
+    result = run_cli("generate", trained, "--length", 30, "--seed", 0, "--top-k", 5)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout) == 31  # 30 characters and the final newline
+
+
+def test_greedy_and_top_p(run_cli, trained):
+    greedy = [
+        run_cli(
+            "generate", trained, "--prompt", "to", "--length", 20, "--temperature", 0, "--seed", s
+        ).stdout
+        for s in (1, 2)
+    ]
+    assert greedy[0] == greedy[1]  # temperature 0 ignores the seed
+    tiny_p = [
+        run_cli(
+            "generate",
+            trained,
+            "--prompt",
+            "to",
+            "--length",
+            20,
+            "--top-p",
+            "0.000001",
+            "--seed",
+            s,
+        ).stdout
+        for s in (1, 2)
+    ]
+    assert tiny_p[0] == tiny_p[1] == greedy[0]  # top-p that small keeps only the best token
+
+
+def test_num_samples_prints_each_sample(run_cli, trained):
+    result = run_cli(
+        "generate", trained, "--prompt", "a", "--length", 15, "--num-samples", 4, "--seed", 0
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.split("\n")
+    assert len([line for line in lines if line.startswith("a")]) >= 4
+    assert result.stderr.count("sample ") == 4
+
+
+def test_evaluate_json_keys(run_cli, trained, corpus):
+    result = run_cli("evaluate", trained, "--data", corpus, "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert {"loss", "perplexity", "bits_per_char"} <= scores.keys()
+    assert scores["perplexity"] == pytest.approx(2.718281828 ** scores["loss"], rel=1e-6)
+    assert scores["tokens"] == len(corpus.read_text()) - 1
+
+
+def test_info_reports_the_run(run_cli, trained):
+    result = run_cli("info", trained, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["task"] == "generator" and info["steps"] == 10
+    assert info["model_config"]["hidden_size"] == 8
+    assert info["tokens_seen"] == 10 * 4 * 16
+    assert info["parameters"] > 0 and info["vocab_size"]["text"] > 256
+    table = run_cli("info", trained)
+    assert "generator" in table.stderr and "hidden_size" in table.stderr
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_subword_tokenizers_train_and_generate(run_cli, corpus, tmp_path, kind):
+    out = tmp_path / kind
+    result = train(run_cli, corpus, out, "--max-steps", 5, "--tokenizer", kind, "--vocab-size", 300)
+    assert result.exit_code == 0, result.output
+    sample = run_cli("generate", out, "--prompt", "the", "--length", 10, "--seed", 0)
+    assert sample.exit_code == 0 and sample.stdout.startswith("the")
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells(run_cli, corpus, tmp_path, cell):
+    out = tmp_path / cell
+    result = train(run_cli, corpus, out, "--max-steps", 5, "--cell", cell, "--tie-weights")
+    assert result.exit_code == 0, result.output
+    assert run_cli("generate", out, "--length", 5).exit_code == 0
+
+
+def test_resume_continues_to_a_longer_budget(run_cli, trained, corpus):
+    result = train(run_cli, corpus, trained, "--max-steps", 15, "--resume")
+    assert result.exit_code == 0, result.output
+    info = json.loads(run_cli("info", Path(trained) / "last.ckpt", "--json").stdout)
+    assert info["steps"] == 15
+
+
+def test_resume_keeps_stored_model_options(run_cli, trained, corpus):
+    result = train(run_cli, corpus, trained, "--max-steps", 12, "--resume", "--lr", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "--lr ignored: a resumed run keeps its stored settings" in result.stderr
+
+
+# -- bad input: one line, exit code 1, nothing lost ---------------------------------------
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_non_utf8_corpus(run_cli, tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"fine line\n" * 3 + b"caf\xe9\n")
+    result = train(run_cli, path, tmp_path / "run", "--max-steps", 5)
+    assert error_line(result) == (
+        f"Error: {path}:4: not valid UTF-8 (byte 0xe9 at column 4); "
+        "convert the file to UTF-8, e.g. with iconv -t utf-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "what"), [("", "is empty"), (" \n\t\n\n", "holds only whitespace")]
+)
+def test_empty_corpus(run_cli, tmp_path, content, what):
+    path = tmp_path / "empty.txt"
+    path.write_text(content)
+    result = train(run_cli, path, tmp_path / "run", "--max-steps", 5)
+    assert error_line(result) == f"Error: {path}: the file {what}; give a text file with content"
+
+
+def test_corpus_shorter_than_one_window(run_cli, tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("just a few words here\n" * 2)
+    result = run_cli(
+        "train",
+        "generator",
+        "--train",
+        path,
+        "--valid",
+        path,
+        "--out",
+        tmp_path / "run",
+        "--max-steps",
+        5,
+    )
+    assert error_line(result) == (
+        f"Error: {path}: 44 training tokens are fewer than one batch window needs "
+        "(64 x 128 + 1 = 8193); lower --batch-size or --seq-len"
+    )
+
+
+def test_missing_file(run_cli, tmp_path):
+    result = train(run_cli, tmp_path / "nope.txt", tmp_path / "run", "--max-steps", 5)
+    assert error_line(result) == f"Error: {tmp_path / 'nope.txt'}: no such file"
+
+
+def test_existing_run_is_not_overwritten(run_cli, trained, corpus):
+    before = (Path(trained) / "best.ckpt").read_bytes()
+    result = train(run_cli, corpus, trained, "--max-steps", 5)
+    assert error_line(result) == (
+        f"Error: {trained} already holds a run (best.ckpt, last.ckpt, metrics.jsonl); "
+        "add --resume to continue it or --force to start over"
+    )
+    assert (Path(trained) / "best.ckpt").read_bytes() == before
+    forced = train(run_cli, corpus, trained, "--max-steps", 5, "--force")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_resume_without_a_run(run_cli, corpus, tmp_path):
+    result = train(run_cli, corpus, tmp_path / "fresh", "--max-steps", 5, "--resume")
+    assert error_line(result) == (
+        f"Error: {tmp_path / 'fresh'}: nothing to resume (no last.ckpt); drop --resume"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--hidden-size", "-5"),
+            "Invalid value for '--hidden-size': -5 is not in the range x>=1.",
+        ),
+        (("--dropout", "1"), "Invalid value for '--dropout': 1.0 is not in the range 0<=x<1."),
+        (
+            ("--max-time", "10q"),
+            "Invalid value for '--max-time': cannot read '10q' as a duration; "
+            "use a form like 90s, 10m or 2h",
+        ),
+        (
+            ("--cell", "tree"),
+            "Invalid value for '--cell': 'tree' is not one of 'lstm', 'gru', 'rnn'.",
+        ),
+    ],
+)
+def test_nonsense_training_options(run_cli, corpus, tmp_path, args, message):
+    result = run_cli("train", "generator", "--train", corpus, "--out", tmp_path / "r", *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--temperature", "-1"),
+            "Invalid value for '--temperature': -1.0 is not in the range x>=0.",
+        ),
+        (("--top-p", "1.5"), "Invalid value for '--top-p': 1.5 is not in the range 0<x<=1."),
+        (("--top-p", "0"), "Invalid value for '--top-p': 0.0 is not in the range 0<x<=1."),
+        (("--length", "0"), "Invalid value for '--length': 0 is not in the range x>=1."),
+    ],
+)
+def test_nonsense_sampling_options(run_cli, trained, args, message):
+    result = run_cli("generate", trained, *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+
+
+def test_checkpoint_of_another_task(run_cli, trained, tmp_path):
+    ckpt = torch.load(Path(trained) / "best.ckpt", weights_only=True)
+    ckpt["task"] = "translator"
+    path = tmp_path / "translator.ckpt"
+    torch.save(ckpt, path)
+    result = run_cli("generate", path)
+    assert error_line(result) == (
+        f"Error: {path}: this is a translator checkpoint, not a generator checkpoint; "
+        "use `seqtool translate` with it"
+    )
+
+
+def test_corrupt_checkpoint(run_cli, trained, tmp_path):
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes((Path(trained) / "best.ckpt").read_bytes()[:1000])
+    assert error_line(run_cli("generate", path)).startswith(
+        f"Error: {path}: not a seqtool checkpoint, or truncated or corrupt"
+    )
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from seqtool.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'sentencepiece' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False False")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_last_checkpoint_and_exits_130(corpus, tmp_path, signum):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "seqtool",
+        "train",
+        "generator",
+        "--train",
+        str(corpus),
+        "--out",
+        str(out),
+        *TINY,
+        "--max-steps",
+        "1000000",
+        "--eval-every",
+        "1000000",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 60
+    while not (metrics.exists() and metrics.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Resume with:" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    assert (out / "last.ckpt").exists()
+    resumed = subprocess.run(
+        [*command[:-4], "--max-steps", "1", "--resume"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert resumed.returncode == 0, resumed.stderr
