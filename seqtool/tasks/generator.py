@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,14 @@ def prepare(
             notify(warning)
         model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **model_options)
     cache = run_dir / "data"
+    started = time.perf_counter()
     train = encode_file(train_file, tokenizer, cache / "train.ids", *train_range)
+    seconds = time.perf_counter() - started
+    size = ((train_range[1] or train_file.stat().st_size) - train_range[0]) / 1e6
+    notify(
+        f"{train_file}: {train.num_chars:,} characters, {len(train.ids):,} tokens, "
+        f"vocabulary {tokenizer.vocab_size:,} ({size:.1f} MB tokenized or cached in {seconds:.1f}s)"
+    )
     valid = encode_file(valid_file or train_file, tokenizer, cache / "valid.ids", *valid_range)
     if len(valid.ids) < 2:
         raise DataError(f"{valid_file or train_file}: too little validation text (under 2 tokens)")
