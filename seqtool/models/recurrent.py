@@ -24,13 +24,14 @@ def make_rnn(
     num_layers: int,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    batch_first: bool = True,
 ) -> nn.RNNBase:
-    """A batch-first fused recurrent layer; `rnn` is the Elman network with tanh."""
+    """A fused recurrent layer; `rnn` is the Elman network with tanh."""
     return _LAYERS[cell](
         input_size,
         hidden_size,
         num_layers,
-        batch_first=True,
+        batch_first=batch_first,
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )

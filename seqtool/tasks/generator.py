@@ -66,8 +66,7 @@ class GeneratorTask:
         inputs, targets = (t.to(device, non_blocking=True) for t in self.train_stream.batch(index))
         logits, state = model(inputs, self.hidden)
         self.hidden = _detach(state)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        return loss, targets.numel()
+        return lm_loss(logits, targets), targets.numel()
 
     def evaluate(self, model, device: torch.device) -> dict[str, float]:
         return evaluate_lm(model, self.valid, self.config.batch_size, self.config.seq_len, device)
@@ -92,6 +91,17 @@ class GeneratorTask:
         }
 
 
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits (batch, time, vocab) against targets (batch, time).
+
+    The model's logits are a time-major tensor seen batch-first, so the loss is taken in
+    time-major order, where flattening needs no copy of the logits.
+    """
+    return F.cross_entropy(
+        logits.transpose(0, 1).flatten(0, 1).float(), targets.t().flatten(), reduction=reduction
+    )
+
+
 def evaluate_lm(model, data: TokenArray, batch_size: int, seq_len: int, device) -> dict[str, float]:
     """Every token of `data` scored once, state carried: loss, perplexity, bits per char."""
     stream = LMStream.for_eval(data.ids, batch_size, seq_len)
@@ -104,9 +114,7 @@ def evaluate_lm(model, data: TokenArray, batch_size: int, seq_len: int, device) 
         if index == stream.num_batches:
             state = None  # the remainder is a separate, single-row stream
         logits, state = model(inputs.to(device), state)
-        total += F.cross_entropy(
-            logits.flatten(0, 1).float(), targets.to(device).flatten(), reduction="sum"
-        ).item()
+        total += lm_loss(logits, targets.to(device), reduction="sum").item()
         count += targets.numel()
     loss = total / count
     return {
