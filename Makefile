@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python corpora/make_demo_corpus.py corpora/demo.txt
 	$(BIN)/seqtool train generator --train corpora/demo.txt --out runs/demo --force \
-		--hidden-size 256 --max-time 100s --eval-every 200
-	$(BIN)/seqtool generate runs/demo --prompt "def " --length 400 --temperature 0.7 --seed 1
+		--hidden-size 256 --batch-size 32 --seq-len 64 --max-time 90s --eval-every 500
+	$(BIN)/seqtool generate runs/demo --prompt "The " --length 500 --temperature 0.6 --seed 1
 
 test: install
 	$(BIN)/python -m pytest
