@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from seqtool import __version__
-from seqtool.config import CELLS, DEVICES, PRECISIONS, SCHEDULES, TOKENIZERS
+from seqtool.config import CELLS, DEVICES, POOLINGS, PRECISIONS, SCHEDULES, TOKENIZERS
 
 POSITIVE = click.IntRange(min=1)
+CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
 INTERRUPTED = 130
 
 
@@ -69,8 +70,29 @@ def _duration(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
-def training_options(f):
-    """Options every `train` command shares, with the same names everywhere."""
+GENERATOR_DEFAULTS = dict(
+    layers=2,
+    hidden_size=512,
+    embedding_size=64,
+    dropout=0.2,
+    batch_size=64,
+    lr=2e-3,
+    eval_every=250,
+)
+CLASSIFIER_DEFAULTS = dict(
+    layers=1,
+    hidden_size=256,
+    embedding_size=128,
+    dropout=0.5,
+    batch_size=32,
+    lr=2e-3,
+    eval_every=100,
+)
+
+
+def training_options(defaults: dict):
+    """Options every `train` command shares, with the same names everywhere; the
+    model-size defaults differ per task."""
     options = [
         click.option(
             "--out",
@@ -86,17 +108,26 @@ def training_options(f):
             show_default=True,
             help="Recurrent cell; rnn is the basic Elman network.",
         ),
-        click.option("--layers", type=POSITIVE, default=2, show_default=True),
-        click.option("--hidden-size", type=POSITIVE, default=512, show_default=True),
-        click.option("--embedding-size", type=POSITIVE, default=64, show_default=True),
+        click.option("--layers", type=POSITIVE, default=defaults["layers"], show_default=True),
         click.option(
-            "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True
+            "--hidden-size", type=POSITIVE, default=defaults["hidden_size"], show_default=True
         ),
-        click.option("--batch-size", type=POSITIVE, default=64, show_default=True),
+        click.option(
+            "--embedding-size", type=POSITIVE, default=defaults["embedding_size"], show_default=True
+        ),
+        click.option(
+            "--dropout",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=defaults["dropout"],
+            show_default=True,
+        ),
+        click.option(
+            "--batch-size", type=POSITIVE, default=defaults["batch_size"], show_default=True
+        ),
         click.option(
             "--lr",
             type=click.FloatRange(0, min_open=True),
-            default=2e-3,
+            default=defaults["lr"],
             show_default=True,
             help="Peak learning rate (AdamW).",
         ),
@@ -131,7 +162,7 @@ def training_options(f):
         click.option(
             "--eval-every",
             type=POSITIVE,
-            default=250,
+            default=defaults["eval_every"],
             show_default=True,
             help="Validate (and save checkpoints) every N steps.",
         ),
@@ -152,14 +183,19 @@ def training_options(f):
         click.option(
             "--vocab-size",
             type=POSITIVE,
-            help="Sentencepiece vocabulary size (shrunk with a warning if too large).",
+            help="Sentencepiece vocabulary size (adjusted with a warning if it does "
+            "not fit the corpus).",
         ),
         click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
         click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
 
 
 # train options that may change when a run is resumed; the rest come from the checkpoint
@@ -273,7 +309,7 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
     help="Share the embedding with the output layer.",
 )
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
-@training_options
+@training_options(GENERATOR_DEFAULTS)
 @click.pass_context
 def train_generator(ctx, train_path, valid_path, out, resume, force, **options) -> None:
     """Train a character-level (or subword) language model.
@@ -303,6 +339,192 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
         train_path, valid_path, run_dir, tokenizer_config, model_options, config, resume_ckpt, note
     )
     _fit(task, config, run_dir, resume_ckpt)
+
+
+@train.command("classifier")
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    help="Labelled lines: TSV label<TAB>text, or fastText __label__X text.",
+)
+@click.option(
+    "--valid", "valid_path", help="Validation file; without it a random 10% of --train is held out."
+)
+@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
+@click.option(
+    "--pooling",
+    type=click.Choice(POOLINGS),
+    default="max",
+    show_default=True,
+    help="How the encoder's outputs become one vector; attention can be explained.",
+)
+@click.option(
+    "--multi-label",
+    is_flag=True,
+    help="One sigmoid per label (fastText lines with several labels).",
+)
+@click.option(
+    "--class-weights",
+    type=click.Choice(["balanced"]),
+    help="Weight the loss against skewed label counts.",
+)
+@click.option(
+    "--early-stop-metric",
+    type=click.Choice(CLASSIFIER_METRICS),
+    default="accuracy",
+    show_default=True,
+    help="What best.ckpt and --patience follow.",
+)
+@click.option(
+    "--max-length",
+    type=POSITIVE,
+    default=256,
+    show_default=True,
+    help="Tokens per line; longer lines are cut with a warning.",
+)
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="unigram", show_default=True)
+@training_options(CLASSIFIER_DEFAULTS)
+@click.pass_context
+def train_classifier(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+    """Train a recurrent text classifier.
+
+    \b
+    Example:
+      seqtool train classifier --train sst2/train.tsv --valid sst2/valid.tsv --out runs/sst2
+    """
+    from seqtool import checkpoint
+    from seqtool.config import TokenizerConfig
+    from seqtool.tasks.classifier import prepare
+    from seqtool.ui import note
+
+    run_dir = _prepare_run_dir(out, resume, force)
+    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task="classifier") if resume else None
+    config = _train_config(ctx, options, resume_ckpt)
+    model_options = {
+        "cell": options["cell"],
+        "embedding_size": options["embedding_size"],
+        "hidden_size": options["hidden_size"],
+        "num_layers": options["layers"],
+        "dropout": options["dropout"],
+        "bidirectional": options["bidirectional"],
+        "pooling": options["pooling"],
+        "multi_label": options["multi_label"],
+        "max_length": options["max_length"],
+    }
+    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
+    task = prepare(
+        train_path,
+        valid_path,
+        run_dir,
+        tokenizer_config,
+        model_options,
+        config,
+        resume_ckpt,
+        note,
+        options["early_stop_metric"],
+        options["class_weights"],
+    )
+    _fit(task, config, run_dir, resume_ckpt)
+
+
+def _input_lines(input_path: str, text: str | None):
+    """The lines to process: --text, a file, or stdin (streamed, never read whole)."""
+    if text is not None:
+        return iter([text])
+    if input_path == "-":
+        return (line.rstrip("\r\n") for line in sys.stdin)
+    from seqtool.data import check_file, read_lines
+
+    return (line for _, line in read_lines(check_file(input_path)))
+
+
+def _chunks(lines, size: int):
+    chunk = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("input_path", default="-", metavar="[INPUT|-]")
+@click.option("--text", help="Classify this one sentence instead of reading lines.")
+@click.option("--top-k", type=POSITIVE, help="Print the k best labels with probabilities.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Multi-label models: print every label at least this likely.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
+@click.option(
+    "--explain", is_flag=True, help="Show which tokens the decision rests on (attention pooling)."
+)
+@click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_size, device):
+    """Label each input line (one output line per input line, in order).
+
+    \b
+    Example:
+      seqtool classify runs/sst2 < sentences.txt
+      seqtool classify runs/sst2 --text "a gorgeous , witty film" --top-k 2
+    """
+    import torch
+
+    from seqtool import checkpoint
+    from seqtool.errors import ConfigError
+    from seqtool.tasks.classifier import decide, encode, load_model, predict_logits
+    from seqtool.training import pick_device
+    from seqtool.ui import attention_bars, warn
+
+    ckpt = checkpoint.load(run, task="classifier")
+    model, tokenizer = load_model(ckpt)
+    target = pick_device(device)
+    model.to(target)
+    config = model.config
+    if explain:
+        if text is None:
+            raise ConfigError("--explain shows one sentence: give it with --text")
+        if config.pooling != "attention":
+            raise ConfigError(
+                f"--explain needs a model trained with --pooling attention "
+                f"(this one pools with {config.pooling})"
+            )
+    out = sys.stdout
+    for chunk in _chunks(_input_lines(input_path, text), batch_size):
+        ids = encode(tokenizer, chunk, config.max_length, warn)
+        probs, chosen = decide(predict_logits(model, ids, batch_size, target), config, threshold)
+        for line, row, labels in zip(chunk, probs, chosen, strict=True):
+            if not line.strip():
+                out.write("\n")  # keep one output line per input line
+                continue
+            ranked = row.argsort(descending=True).tolist()[: top_k or len(row)]
+            if as_json:
+                record = {
+                    "label": config.labels[labels[0]],
+                    "labels": [config.labels[i] for i in labels],
+                    "probability": round(float(row[labels[0]]), 6),
+                    "top": [[config.labels[i], round(float(row[i]), 6)] for i in ranked],
+                }
+                out.write(json.dumps(record) + "\n")
+            elif top_k:
+                out.write("\t".join(f"{config.labels[i]}\t{row[i]:.4f}" for i in ranked) + "\n")
+            else:
+                out.write(" ".join(config.labels[i] for i in labels) + "\n")
+        out.flush()
+    if explain:
+        tokens = torch.tensor([ids[0]])
+        with torch.inference_mode():
+            _, weights = model(tokens.to(target), torch.tensor([len(ids[0])]))
+        pieces = [tokenizer.piece(i) for i in ids[0]]
+        attention_bars(pieces, weights[0].float().tolist())
 
 
 @cli.command()
@@ -373,46 +595,87 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
 
 @cli.command()
 @click.argument("run")
-@click.option("--data", required=True, help="Text to score.")
+@click.option(
+    "--data", required=True, help="Text to score (generator) or labelled lines (classifier)."
+)
 @click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Multi-label classifiers: the probability a label needs.",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run, data, batch_size, device, as_json) -> None:
+def evaluate(run, data, batch_size, threshold, device, as_json) -> None:
     """Score a trained model on a data file.
+
+    \b
+    Generator: loss, perplexity, bits_per_char.
+    Classifier: accuracy, macro_f1, per-class figures and the confusion matrix.
 
     \b
     Example:
       seqtool evaluate runs/shakes --data valid.txt --json
+      seqtool evaluate runs/sst2 --data sst2/test.tsv
     """
+    from seqtool import checkpoint
+    from seqtool.errors import CheckpointError
+    from seqtool.training import pick_device
+
+    ckpt = checkpoint.load(run)
+    target = pick_device(device)
+    batch_size = batch_size or ckpt["train_config"]["batch_size"]
+    if ckpt["task"] == "generator":
+        result = _evaluate_generator(ckpt, data, batch_size, target)
+    elif ckpt["task"] == "classifier":
+        result = _evaluate_classifier(ckpt, data, batch_size, threshold, target)
+    else:
+        raise CheckpointError(f"{ckpt['path']}: evaluate does not know {ckpt['task']} models")
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from seqtool.ui import classification_tables, key_values
+
+    key_values(data, {k: v for k, v in result.items() if not isinstance(v, dict | list)})
+    if ckpt["task"] == "classifier":
+        classification_tables(result, ckpt["model_config"]["labels"])
+
+
+def _evaluate_generator(ckpt, data: str, batch_size: int, device) -> dict:
     import tempfile
 
     import torch
 
-    from seqtool import checkpoint
     from seqtool.data import check_file, encode_file
     from seqtool.tasks.generator import evaluate_lm, load_model
-    from seqtool.training import pick_device
-    from seqtool.ui import key_values
 
-    ckpt = checkpoint.load(run)
-    if ckpt["task"] != "generator":
-        from seqtool.errors import CheckpointError
-
-        raise CheckpointError(f"{ckpt['path']}: evaluate does not know {ckpt['task']} models yet")
     model, tokenizer = load_model(ckpt)
-    target = pick_device(device)
-    model.to(target)
-    config = ckpt["train_config"]
-    path = check_file(data)
+    model.to(device)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        tokens = encode_file(path, tokenizer, Path(tmp) / "data.ids")
-        result = evaluate_lm(
-            model, tokens, batch_size or config["batch_size"], config["seq_len"], target
-        )
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        key_values(f"{path}", result)
+        tokens = encode_file(check_file(data), tokenizer, Path(tmp) / "data.ids")
+        return evaluate_lm(model, tokens, batch_size, ckpt["train_config"]["seq_len"], device)
+
+
+def _evaluate_classifier(ckpt, data: str, batch_size: int, threshold: float, device) -> dict:
+    from seqtool.data import read_labeled
+    from seqtool.tasks import classifier
+    from seqtool.ui import warn
+
+    model, tokenizer = classifier.load_model(ckpt)
+    model.to(device)
+    config = model.config
+    examples, skipped = read_labeled(data)
+    if skipped:
+        warn(f"{data}: skipped {skipped:,} empty lines")
+    classifier.check_labels(examples, config, data)
+    ids = classifier.encode(tokenizer, [e.text for e in examples], config.max_length, warn)
+    logits = classifier.predict_logits(model, ids, batch_size, device)
+    targets = classifier.make_targets(examples, config)
+    report = classifier.score(logits, targets, config, threshold)
+    loss = classifier.classification_loss(logits, targets, config).item()
+    return {"loss": loss, **report, "examples": len(examples)}
 
 
 @cli.command()

@@ -18,6 +18,7 @@ TOKENIZERS = ("char", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
+POOLINGS = ("max", "mean", "last", "attention")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 
@@ -70,6 +71,30 @@ class GeneratorConfig(_Config):
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
         for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(_Config):
+    vocab_size: int
+    labels: tuple[str, ...]
+    cell: str = "lstm"
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.5
+    bidirectional: bool = True
+    pooling: str = "max"
+    multi_label: bool = False
+    max_length: int = 256  # tokens; longer lines are cut
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.labels))  # a list after a checkpoint
+        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        _check(self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}")
+        _check(len(self.labels) >= 2 or self.multi_label, "a classifier needs two labels or more")
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "max_length"):
             _check(getattr(self, name) > 0, f"{name} must be positive")
         _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
 

@@ -204,3 +204,96 @@ class LMStream:
             raise DataError("the text to evaluate is shorter than two tokens")
         rows = max(1, min(rows, (len(ids) - 1) // seq_len))
         return cls(ids, rows, seq_len, partial=True)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line end) for every line of a UTF-8 file."""
+    line_no = 0
+    rest = ""
+    for block in read_text(path):
+        lines = (rest + block).split("\n")
+        rest = lines.pop()
+        for line in lines:
+            line_no += 1
+            yield line_no, line.rstrip("\r")
+    if rest:
+        yield line_no + 1, rest.rstrip("\r")
+
+
+FASTTEXT_PREFIX = "__label__"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled line: its labels (one, or several for fastText multi-label lines)."""
+
+    labels: tuple[str, ...]
+    text: str
+    line: int
+
+
+def read_labeled(path: str | os.PathLike) -> tuple[list[Example], int]:
+    """Read a classification file: TSV `label<TAB>text` or fastText `__label__X text`
+    (several labels allowed), told apart by the first non-empty line.
+
+    Returns the examples and the number of empty lines skipped. A line without a label
+    or without text raises DataError naming the file and line.
+    """
+    path = check_file(path)
+    examples, skipped, fasttext = [], 0, None
+    for line_no, line in read_lines(path):
+        if not line.strip():
+            skipped += 1
+            continue
+        if fasttext is None:
+            fasttext = line.startswith(FASTTEXT_PREFIX)
+        labels, text = _split_fasttext(line) if fasttext else _split_tsv(line)
+        where = f"{path}:{line_no}"
+        if not labels:
+            fix = "start it with __label__X" if fasttext else "write it as label<TAB>text"
+            raise DataError(f"{where}: the line has no label; {fix}")
+        if not text.strip():
+            raise DataError(f"{where}: label {labels[0]!r} has no text after it")
+        examples.append(Example(labels, text, line_no))
+    if not examples:
+        raise DataError(f"{path}: the file holds no labelled lines")
+    return examples, skipped
+
+
+def _split_tsv(line: str) -> tuple[tuple[str, ...], str]:
+    label, tab, text = line.partition("\t")
+    if not tab:
+        return (), line
+    return ((label.strip(),) if label.strip() else ()), text
+
+
+def _split_fasttext(line: str) -> tuple[tuple[str, ...], str]:
+    labels, words = [], line.split(" ")
+    while words and words[0].startswith(FASTTEXT_PREFIX):
+        labels.append(words.pop(0)[len(FASTTEXT_PREFIX) :])
+    return tuple(label for label in labels if label), " ".join(words)
+
+
+def length_buckets(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of indices of similar length (little padding), in a random order that
+    depends only on `seed`, so that a resumed run sees the same batches."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand(len(lengths), generator=generator).tolist()
+    # sort by length, ties (and so the batch contents) broken at random
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], noise[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def pad(sequences: list[list[int]], pad_id: int = 0):
+    """-> tokens LongTensor (batch, max_len) padded with pad_id, lengths (batch,)."""
+    import torch
+
+    lengths = torch.tensor([len(s) for s in sequences])
+    tokens = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return tokens, lengths

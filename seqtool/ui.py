@@ -96,3 +96,32 @@ def key_values(title: str, rows: dict[str, Any]) -> None:
 
 def rule(text: str) -> None:
     console.rule(text)
+
+
+def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
+    """Per-class precision, recall, F1 and support, then the confusion matrix."""
+    table = Table(title="per class", title_justify="left")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, row in report["per_class"].items():
+        table.add_row(
+            label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), f"{row['support']:,}"
+        )
+    console.print(table)
+    if "confusion" not in report:
+        return
+    matrix = Table(title="confusion (rows: gold, columns: predicted)", title_justify="left")
+    matrix.add_column("")
+    for label in labels:
+        matrix.add_column(label, justify="right")
+    for label, row in zip(labels, report["confusion"], strict=True):
+        matrix.add_row(label, *(f"{n:,}" for n in row))
+    console.print(matrix)
+
+
+def attention_bars(pieces: list[str], weights: list[float]) -> None:
+    """One line per token: the token, its attention weight and a bar of that length."""
+    top = max(weights) or 1.0
+    for piece, weight in zip(pieces, weights, strict=True):
+        bar = "█" * round(30 * weight / top)
+        console.print(f"{piece:>16} {weight:6.3f} [cyan]{bar}[/cyan]")

@@ -142,3 +142,37 @@ def test_learning_rate_warms_up_then_decays(corpus, tmp_path):
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0, rel=0.03)
     assert rates[-1] == pytest.approx(0.1, rel=0.01)
     assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
+
+
+def test_classifier_resume_equals_uninterrupted_run(tmp_path):
+    from seqtool import checkpoint
+    from seqtool.tasks import classifier
+    from tests.test_classifier import sentiment_lines
+
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join(sentiment_lines(200, 0)) + "\n")
+    cfg = config(max_steps=30, eval_every=10, batch_size=16)
+    model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.2, "pooling": "attention"}
+
+    def task(run_dir, resume=None):
+        return classifier.prepare(
+            str(path),
+            None,
+            run_dir,
+            TokenizerConfig("unigram", 300),
+            model,
+            cfg,
+            resume,
+            lambda message: None,
+        )
+
+    whole = Trainer(task(tmp_path / "a"), cfg, tmp_path / "a")
+    whole.fit()
+    first = Trainer(task(tmp_path / "b"), cfg, tmp_path / "b", callbacks=StopAt(17))
+    with pytest.raises(TrainingInterrupted):
+        first.fit()
+    ckpt = checkpoint.load(tmp_path / "b" / "last.ckpt")
+    resumed = Trainer(task(tmp_path / "b", ckpt), cfg, tmp_path / "b", resume=ckpt)
+    resumed.fit()
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)

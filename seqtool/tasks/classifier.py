@@ -1,0 +1,256 @@
+"""The classifier task: labelled lines -> a (bi)directional recurrent classifier."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqtool import metrics
+from seqtool.config import ClassifierConfig, TokenizerConfig, TrainConfig
+from seqtool.data import Example, length_buckets, pad, read_labeled
+from seqtool.errors import DataError
+from seqtool.models.classifier import ClassifierModel
+from seqtool.tokenizer import UNK_ID, Tokenizer
+
+METRICS = ("accuracy", "macro_f1", "loss")
+
+
+class ClassifierTask:
+    name = "classifier"
+    unit = "tokens"
+
+    def __init__(
+        self,
+        model_config: ClassifierConfig,
+        tokenizer: Tokenizer,
+        tokenizer_config: TokenizerConfig,
+        train: list[Example],
+        valid: list[Example],
+        config: TrainConfig,
+        metric: str = "accuracy",
+        class_weights: str | None = None,
+        notify: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.model_config, self.tokenizer = model_config, tokenizer
+        self.tokenizer_config, self.config = tokenizer_config, config
+        self.metric, self.higher_is_better = metric, metric != "loss"
+        self.train_ids = encode(tokenizer, [e.text for e in train], model_config.max_length, notify)
+        self.valid_ids = encode(tokenizer, [e.text for e in valid], model_config.max_length, notify)
+        self.train_targets = make_targets(train, model_config)
+        self.valid_targets = make_targets(valid, model_config)
+        self.weights = self._class_weights() if class_weights == "balanced" else None
+        self.model = ClassifierModel(model_config)
+        self.epoch, self.order = -1, []
+
+    def _class_weights(self) -> torch.Tensor:
+        """'balanced' (as scikit-learn): n / (classes * count) per class; for multi-label,
+        the negatives-to-positives ratio per label as BCE's pos_weight."""
+        t = self.train_targets
+        if self.model_config.multi_label:
+            positives = t.sum(0).clamp(min=1)
+            return (len(t) - positives) / positives
+        counts = torch.bincount(t, minlength=len(self.label_ids)).clamp(min=1).float()
+        return len(t) / (len(counts) * counts)
+
+    def num_batches(self) -> int:
+        return math.ceil(len(self.train_ids) / self.config.batch_size)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        lengths = [len(s) for s in self.train_ids]
+        self.order = length_buckets(
+            lengths, self.config.batch_size, self.config.seed * 7919 + epoch
+        )
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return classification_loss(logits, targets, self.model_config, self.weights)
+
+    def train_loss(self, model, index: int, device: torch.device):
+        batch = self.order[index]
+        tokens, lengths = pad([self.train_ids[i] for i in batch])
+        logits, _ = model(tokens.to(device, non_blocking=True), lengths)
+        return self.loss(logits, self.train_targets[batch].to(device)), int(lengths.sum())
+
+    def evaluate(self, model, device: torch.device) -> dict[str, float]:
+        if not self.valid_ids:
+            return {}
+        logits = predict_logits(model, self.valid_ids, self.config.batch_size * 4, device)
+        loss = self.loss(logits, self.valid_targets).item()
+        report = score(logits, self.valid_targets, self.model_config)
+        return {"loss": loss, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        if state["epoch"] >= 0:
+            self.start_epoch(state["epoch"])
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "model_config": self.model_config.to_dict(),
+            "tokenizer_config": self.tokenizer_config.to_dict(),
+            "tokenizers": {"text": self.tokenizer.proto},
+        }
+
+
+def make_targets(examples: list[Example], config: ClassifierConfig) -> torch.Tensor:
+    """Class ids (n,) for single-label data, multi-hot (n, labels) for multi-label."""
+    index = {label: i for i, label in enumerate(config.labels)}
+    ids = [[index[label] for label in e.labels] for e in examples]
+    if not config.multi_label:
+        return torch.tensor([i[0] for i in ids])
+    hot = torch.zeros(len(ids), len(index))
+    for row, labels in enumerate(ids):
+        hot[row, labels] = 1.0
+    return hot
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    config: ClassifierConfig,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy (softmax, or one sigmoid per label for multi-label)."""
+    weights = None if weights is None else weights.to(logits.device)
+    if config.multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weights)
+    return F.cross_entropy(logits.float(), targets, weight=weights)
+
+
+def encode(
+    tokenizer: Tokenizer, texts: list[str], max_length: int, notify: Callable[[str], None]
+) -> list[list[int]]:
+    ids = tokenizer.encode_batch(texts)
+    cut = sum(len(s) > max_length for s in ids)
+    if cut:
+        notify(f"{cut:,} lines are longer than {max_length} tokens and were cut")
+    # an empty line still needs one token to run through the encoder
+    return [s[:max_length] or [UNK_ID] for s in ids]
+
+
+@torch.inference_mode()
+def predict_logits(model, sequences: list[list[int]], batch_size: int, device) -> torch.Tensor:
+    """Logits (n, labels) in input order; batches are formed from similar lengths."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    logits = [None] * len(sequences)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        tokens, lengths = pad([sequences[i] for i in chunk])
+        out, _ = model(tokens.to(device), lengths)
+        for i, row in zip(chunk, out.float().cpu(), strict=True):
+            logits[i] = row
+    return torch.stack(logits)
+
+
+def decide(logits: torch.Tensor, config: ClassifierConfig, threshold: float = 0.5):
+    """Probabilities (n, labels) and the predicted label ids per row: the argmax, or
+    (multi-label) every label whose probability reaches the threshold, at least one."""
+    if not config.multi_label:
+        probs = logits.softmax(-1)
+        return probs, [[i] for i in probs.argmax(-1).tolist()]
+    probs = logits.sigmoid()
+    chosen = []
+    for row in probs:
+        ids = (row >= threshold).nonzero().flatten().tolist()
+        chosen.append(ids or [int(row.argmax())])
+    return probs, chosen
+
+
+def score(logits: torch.Tensor, targets: torch.Tensor, config: ClassifierConfig, threshold=0.5):
+    """Accuracy, macro F1, per-class figures (and the confusion matrix, single-label)."""
+    _, chosen = decide(logits, config, threshold)
+    labels = list(config.labels)
+    if config.multi_label:
+        gold = [set(row.nonzero().flatten().tolist()) for row in targets]
+        return metrics.multilabel_report(gold, [set(c) for c in chosen], labels)
+    matrix = metrics.confusion_matrix(targets.tolist(), [c[0] for c in chosen], len(labels))
+    return {**metrics.classification_report(matrix, labels), "confusion": matrix}
+
+
+def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -> None:
+    known = set(config.labels)
+    for e in examples:
+        for label in e.labels:
+            if label not in known:
+                raise DataError(
+                    f"{path}:{e.line}: label {label!r} was not seen in training "
+                    f"(known: {', '.join(config.labels)})"
+                )
+
+
+def prepare(
+    train_path: str,
+    valid_path: str | None,
+    run_dir: Path,
+    tokenizer_config: TokenizerConfig,
+    model_options: dict[str, Any],
+    config: TrainConfig,
+    resume: dict[str, Any] | None,
+    notify: Callable[[str], None],
+    metric: str = "accuracy",
+    class_weights: str | None = None,
+) -> ClassifierTask:
+    train, skipped = read_labeled(train_path)
+    if skipped:
+        notify(f"{train_path}: skipped {skipped:,} empty lines")
+    if valid_path:
+        valid, skipped = read_labeled(valid_path)
+        if skipped:
+            notify(f"{valid_path}: skipped {skipped:,} empty lines")
+    else:
+        # a seeded random 10%: labelled files are often sorted by label
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+        cut = max(1, len(train) // 10)
+        valid = [train[i] for i in perm[:cut].tolist()]
+        train = [train[i] for i in sorted(perm[cut:].tolist())]
+        notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
+    if resume is not None:
+        model_config = ClassifierConfig.from_dict(resume["model_config"])
+        tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
+        tokenizer = Tokenizer(resume["tokenizers"]["text"])
+    else:
+        multi = model_options.get("multi_label", False)
+        several = next((e for e in train if len(e.labels) > 1), None)
+        if several is not None and not multi:
+            raise DataError(
+                f"{train_path}:{several.line}: the line has {len(several.labels)} labels; "
+                f"train with --multi-label"
+            )
+        labels = sorted(Counter(label for e in train for label in e.labels))
+        tokenizer, warning = Tokenizer.train(
+            [e.text for e in train], tokenizer_config.kind, tokenizer_config.vocab_size
+        )
+        if warning:
+            notify(warning)
+        model_config = ClassifierConfig(
+            vocab_size=tokenizer.vocab_size, labels=tuple(labels), **model_options
+        )
+    check_labels(valid, model_config, valid_path or train_path)
+    torch.manual_seed(config.seed)
+    return ClassifierTask(
+        model_config,
+        tokenizer,
+        tokenizer_config,
+        train,
+        valid,
+        config,
+        metric,
+        class_weights,
+        notify,
+    )
+
+
+def load_model(ckpt: dict[str, Any]) -> tuple[ClassifierModel, Tokenizer]:
+    model = ClassifierModel(ClassifierConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model, Tokenizer(ckpt["tokenizers"]["text"])

@@ -1,0 +1,307 @@
+import json
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqtool import metrics
+from seqtool.config import ClassifierConfig
+from seqtool.data import read_labeled
+from seqtool.errors import DataError
+from seqtool.models.classifier import ClassifierModel
+
+POSITIVE = ["good", "great", "lovely", "superb", "fine", "wonderful"]
+NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring", "terrible"]
+FILLER = ["the", "film", "was", "a", "story", "and", "plot", "acting", "really", "quite"]
+
+TINY = [
+    "--hidden-size",
+    "16",
+    "--embedding-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "20",
+    "--log-every",
+    "10",
+    "--warmup-steps",
+    "0",
+    "--vocab-size",
+    "300",
+    "--lr",
+    "0.01",
+]
+
+
+def sentiment_lines(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        lines.append(f"{label}\t{' '.join(words)}")
+    return lines
+
+
+@pytest.fixture
+def sentiment(tmp_path):
+    train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+    train.write_text("\n".join(sentiment_lines(400, 0)) + "\n")
+    valid.write_text("\n".join(sentiment_lines(100, 1)) + "\n")
+    return train, valid
+
+
+def train_classifier(run_cli, sentiment, out, *extra):
+    train, valid = sentiment
+    return run_cli(
+        "train", "classifier", "--train", train, "--valid", valid, "--out", out, *TINY, *extra
+    )
+
+
+@pytest.fixture
+def trained_classifier(run_cli, sentiment, tmp_path):
+    out = tmp_path / "clf"
+    result = train_classifier(run_cli, sentiment, out, "--max-steps", 150, "--pooling", "attention")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# -- readers ------------------------------------------------------------------------------
+
+LABELS = st.text(
+    st.characters(exclude_categories=("Cs", "Zs", "Cc", "Zl", "Zp")), min_size=1, max_size=8
+)
+TEXTS = st.text(
+    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40
+).filter(lambda t: t.strip())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(LABELS, TEXTS), min_size=1, max_size=20))
+def test_tsv_reader_round_trip(tmp_path_factory, rows):
+    rows = [(label, text) for label, text in rows if not label.startswith("__label__")]
+    if not rows:
+        return
+    path = tmp_path_factory.mktemp("tsv") / "data.tsv"
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    examples, skipped = read_labeled(path)
+    assert skipped == 0
+    assert [(e.labels, e.text, e.line) for e in examples] == [
+        ((label,), text, i + 1) for i, (label, text) in enumerate(rows)
+    ]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(LABELS.filter(lambda s: " " not in s), min_size=1, max_size=3),
+            TEXTS.filter(lambda t: not t.startswith(" ")),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_fasttext_reader_round_trip(tmp_path_factory, rows):
+    rows = [(labels, text) for labels, text in rows if not text.startswith("__label__")]
+    if not rows:
+        return
+    path = tmp_path_factory.mktemp("ft") / "data.txt"
+    lines = [
+        " ".join(f"__label__{label}" for label in labels) + " " + text for labels, text in rows
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    examples, _ = read_labeled(path)
+    assert [(list(e.labels), e.text) for e in examples] == [(labels, text) for labels, text in rows]
+
+
+def test_reader_skips_and_counts_empty_lines(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("a\tone\n\n  \nb\ttwo\n")
+    examples, skipped = read_labeled(path)
+    assert skipped == 2 and [e.line for e in examples] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("pos\tfine\nno tab here\n", "{path}:2: the line has no label; write it as label<TAB>text"),
+        ("pos\tfine\n\tno label\n", "{path}:2: the line has no label; write it as label<TAB>text"),
+        ("pos\tfine\nneg\t   \n", "{path}:2: label 'neg' has no text after it"),
+        (
+            "__label__a fine\nnot labelled\n",
+            "{path}:2: the line has no label; start it with __label__X",
+        ),
+    ],
+)
+def test_reader_errors_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "d.tsv"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_labeled(path)
+    assert str(err.value) == message.format(path=path)
+
+
+# -- metrics and model ----------------------------------------------------------------------
+
+
+def test_classification_report_values():
+    matrix = metrics.confusion_matrix([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], 2)
+    assert matrix == [[1, 1], [1, 2]]
+    report = metrics.classification_report(matrix, ["a", "b"])
+    assert report["accuracy"] == pytest.approx(0.6)
+    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert report["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_multilabel_report_values():
+    report = metrics.multilabel_report([{0, 1}, {1}], [{0, 1}, {0}], ["a", "b"])
+    assert report["accuracy"] == 0.5
+    assert report["per_class"]["a"]["precision"] == 0.5
+    assert report["per_class"]["b"]["recall"] == 0.5
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "last", "attention"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padding_does_not_change_a_prediction(pooling, cell):
+    torch.manual_seed(0)
+    config = ClassifierConfig(
+        vocab_size=20,
+        labels=("a", "b", "c"),
+        cell=cell,
+        embedding_size=4,
+        hidden_size=6,
+        pooling=pooling,
+        dropout=0.0,
+    )
+    model = ClassifierModel(config).eval()
+    short = torch.tensor([[5, 6, 7]])
+    alone, _ = model(short, torch.tensor([3]))
+    batch = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5]])
+    together, weights = model(batch, torch.tensor([3, 5]))
+    assert together.shape == (2, 3)
+    torch.testing.assert_close(together[0], alone[0])
+    if pooling == "attention":
+        assert weights[0, 3:].abs().sum() == 0 and weights[0].sum().item() == pytest.approx(1.0)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def test_train_learns_and_evaluate_reports(run_cli, trained_classifier, sentiment):
+    _, valid = sentiment
+    result = run_cli("evaluate", trained_classifier, "--data", valid, "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["accuracy"] >= 0.9 and scores["macro_f1"] >= 0.9
+    assert set(scores["per_class"]) == {"neg", "pos"}
+    assert sum(map(sum, scores["confusion"])) == 100
+    table = run_cli("evaluate", trained_classifier, "--data", valid)
+    assert "confusion" in table.stderr and "macro_f1" in table.stderr
+
+
+def test_classify_one_line_per_input_line(run_cli, trained_classifier):
+    result = run_cli("classify", trained_classifier, input="a superb film\n\nawful plot\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "pos\n\nneg\n"
+
+
+def test_classify_top_k_json_and_text(run_cli, trained_classifier):
+    top = run_cli("classify", trained_classifier, "--top-k", 2, input="lovely story\n")
+    label1, p1, label2, p2 = top.stdout.rstrip("\n").split("\t")
+    assert (label1, label2) == ("pos", "neg") and float(p1) + float(p2) == pytest.approx(
+        1, abs=1e-3
+    )
+    as_json = run_cli("classify", trained_classifier, "--json", "--text", "dreadful acting")
+    record = json.loads(as_json.stdout)
+    assert record["label"] == "neg" and record["top"][0][0] == "neg"
+
+
+def test_classify_explain_shows_attention(run_cli, trained_classifier):
+    result = run_cli("classify", trained_classifier, "--text", "the plot was awful", "--explain")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "neg\n"
+    rows = [line.split() for line in result.stderr.splitlines() if line.strip()]
+    pieces = [(float(row[1]), row[0]) for row in rows]
+    assert sum(w for w, _ in pieces) == pytest.approx(1.0, abs=0.01)
+    assert max(pieces)[1] in "\u2581awful"  # the decision rests on the negative word
+
+
+def test_explain_needs_attention_pooling(run_cli, sentiment, tmp_path):
+    out = tmp_path / "maxpool"
+    assert train_classifier(run_cli, sentiment, out, "--max-steps", 2).exit_code == 0
+    result = run_cli("classify", out, "--text", "fine", "--explain")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: --explain needs a model trained with --pooling attention (this one pools with max)"
+    )
+
+
+def test_unseen_label_at_evaluation(run_cli, trained_classifier, tmp_path):
+    path = tmp_path / "test.tsv"
+    path.write_text("pos\tgood\nmeh\tokay i guess\n")
+    result = run_cli("evaluate", trained_classifier, "--data", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {path}:2: label 'meh' was not seen in training (known: neg, pos)"
+    )
+
+
+def test_line_without_label_in_training_file(run_cli, tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("pos\tgood film\njust text\n")
+    result = run_cli("train", "classifier", "--train", path, "--out", tmp_path / "r")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {path}:2: the line has no label; write it as label<TAB>text"
+    )
+
+
+def test_checkpoints_of_other_tasks_are_refused(run_cli, trained_classifier, trained):
+    result = run_cli("classify", trained, "--text", "hello")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: {trained}/best.ckpt: this is a generator checkpoint, not a classifier "
+        "checkpoint; use `seqtool generate` with it"
+    )
+    assert run_cli("generate", trained_classifier).exit_code == 1
+
+
+def test_multi_label_fasttext(run_cli, tmp_path):
+    rng = random.Random(0)
+    lines = []
+    for _ in range(300):
+        tags = sorted(rng.sample(["x", "y", "z"], rng.randint(1, 2)))
+        words = [{"x": "apple", "y": "river", "z": "cloud"}[t] for t in tags] + rng.sample(
+            FILLER, 3
+        )
+        rng.shuffle(words)
+        lines.append(" ".join(f"__label__{t}" for t in tags) + " " + " ".join(words))
+    path = tmp_path / "tags.txt"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ml"
+    refused = run_cli("train", "classifier", "--train", path, "--out", out, *TINY, "--max-steps", 2)
+    assert refused.exit_code == 1 and "train with --multi-label" in refused.stderr
+    result = run_cli(
+        "train",
+        "classifier",
+        "--train",
+        path,
+        "--out",
+        out,
+        *TINY,
+        "--multi-label",
+        "--max-steps",
+        80,
+        "--class-weights",
+        "balanced",
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(run_cli("evaluate", out, "--data", path, "--json").stdout)
+    assert scores["macro_f1"] > 0.8
+    tagged = run_cli("classify", out, "--text", "the apple and the cloud")
+    assert tagged.stdout.strip().split(" ") == ["x", "z"]
