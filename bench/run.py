@@ -595,6 +595,10 @@ def render(results: dict, quick: bool) -> str:
         f"| seqtool commit | {env['commit']} |",
         "",
     ]
+    # the hand-written reading of the figures (decisions taken from them) comes first
+    analysis = ROOT / "bench" / "analysis.md"
+    if analysis.exists() and not quick:
+        lines += [analysis.read_text().strip(), ""]
     for name in SECTIONS:
         sec = results["sections"].get(name)
         if sec is None:

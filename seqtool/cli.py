@@ -229,7 +229,9 @@ def _train_config(ctx: click.Context, options: dict, resume_ckpt):
         return config
     stored = dict(resume_ckpt["train_config"])
     explicit = {k for k in options if ctx.get_parameter_source(k).name == "COMMANDLINE"}
-    ignored = sorted(k for k in explicit & names if k not in RESUMABLE and given[k] != stored[k])
+    ignored = sorted(
+        k for k in explicit - set(RESUMABLE) if k not in names or given[k] != stored[k]
+    )
     if ignored:
         flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
         warn(f"{flags} ignored: a resumed run keeps its stored settings")
@@ -262,6 +264,7 @@ def _prepare_run_dir(out: str, resume: bool, force: bool) -> Path:
 def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
     import torch
 
+    from seqtool.errors import TrainingInterrupted
     from seqtool.training import Trainer
     from seqtool.ui import TrainingView, console
 
@@ -270,16 +273,11 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
     trainer = Trainer(task, config, run_dir, TrainingView(task.unit), resume_ckpt)
     try:
         progress = trainer.fit()
-    except click.exceptions.Exit:
-        raise
-    except Exception as err:
-        from seqtool.errors import TrainingInterrupted
-
-        if isinstance(err, TrainingInterrupted):
-            command = " ".join(shlex.quote(a) for a in ["seqtool", *sys.argv[1:]])
-            if "--resume" not in sys.argv:
-                command += " --resume"
-            console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {command}")
+    except TrainingInterrupted:
+        command = " ".join(shlex.quote(a) for a in ["seqtool", *sys.argv[1:]])
+        if "--resume" not in sys.argv:
+            command += " --resume"
+        console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {command}")
         raise
     best = f"{progress.best:.4f} at step {progress.best_step:,}" if progress.best else "-"
     console.print(
