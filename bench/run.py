@@ -10,8 +10,9 @@ they time things on a few cores:
     quality     validation bits/char after 10 minutes against ref_charlstm.py
     memory      peak RSS and tokenization speed on a 200 MB corpus
     startup     `seqtool --help` and `import seqtool.cli` times, torch not imported
+    classifier  SST-2 test accuracy over seeds, `seqtool classify` speed and memory
 
-    python bench/run.py --out BENCHMARKS.md              # everything (about 50 minutes)
+    python bench/run.py --out BENCHMARKS.md              # everything (about an hour)
     python bench/run.py --only sampling,startup --out BENCHMARKS.md
     python bench/run.py --quick --out /tmp/bench.md      # smoke test, tiny sizes
 
@@ -46,7 +47,7 @@ CORPUS = SHARED / "corpora" / "tinyshakespeare"
 TRAIN, VALID = CORPUS / "train.txt", CORPUS / "valid.txt"
 REF_TRAIN = SHARED / "bench" / "ref_charlstm.py"
 REF_SAMPLE = SHARED / "bench" / "ref_sample.py"
-SECTIONS = ("throughput", "sampling", "quality", "memory", "startup")
+SECTIONS = ("throughput", "sampling", "quality", "memory", "startup", "classifier")
 CHILD_TIMEOUT = 2 * 3600  # seconds; a hung child must not hang the whole benchmark
 
 
@@ -64,10 +65,16 @@ class Sizes:
     quality_extra: tuple[str, ...]  # extra seqtool options (none: seqtool's defaults)
     memory_mb: int
     repeats: int  # startup timings, median of this many
+    seeds: int  # classifier: seeds averaged
+    classifier_extra: tuple[str, ...]  # classifier: options beyond seqtool's defaults
+    stream_lines: int  # classifier: lines piped through `seqtool classify`
 
 
-FULL = Sizes(512, 60, 300, 10, 2000, 600, (256, 512), (), 200, 5)
-QUICK = Sizes(64, 5, 30, 5, 200, 5, (32, 64), ("--hidden-size", "64"), 5, 3)
+FULL = Sizes(512, 60, 300, 10, 2000, 600, (256, 512), (), 200, 5, 3, (), 100_000)
+QUICK = Sizes(
+    64, 5, 30, 5, 200, 5, (32, 64), ("--hidden-size", "64"), 5, 3,
+    2, ("--max-steps", "20", "--hidden-size", "16"), 3000,
+)  # fmt: skip
 
 
 @dataclass
@@ -132,15 +139,19 @@ SEQTOOL = [_display_path(_SEQTOOL_BIN)] if _SEQTOOL_BIN.exists() else [PYTHON, "
 SELF = [PYTHON, "bench/run.py"]
 
 
-def run(argv: list, timeout: float = CHILD_TIMEOUT) -> Child:
+def run(argv: list, timeout: float = CHILD_TIMEOUT, stdin: Path | None = None) -> Child:
     """Run a child to completion; wall time and peak RSS (os.wait4's ru_maxrss, KiB on
     Linux) are its own. Output goes to temporary files, so nothing blocks on a pipe."""
     argv = [str(a) for a in argv]
-    command = shlex.join(argv)
+    command = shlex.join(argv) + (f" < {stdin}" if stdin else "")
     log(f"  $ {command}")
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        stdin.open("rb") if stdin else open(os.devnull, "rb") as source,
+    ):
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=source)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -498,12 +509,99 @@ def startup(sec: Section, sizes: Sizes, out: Path) -> None:
     )
 
 
+SST2 = SHARED / "corpora" / "sst2"
+
+
+def classifier(sec: Section, sizes: Sizes, out: Path) -> None:
+    accuracies, f1s, seconds = [], [], []
+    for seed in range(sizes.seeds):
+        run_dir = out / f"sst2_seed{seed}"
+        train = run([
+            *SEQTOOL, "train", "classifier", "--train", SST2 / "train.tsv",
+            "--valid", SST2 / "valid.tsv", "--out", run_dir, "--force", "--seed", seed,
+            *sizes.classifier_extra,
+        ])  # fmt: skip
+        sec.commands[f"train{seed}"] = train.command
+        test = run([*SEQTOOL, "evaluate", run_dir, "--data", SST2 / "test.tsv", "--json"])
+        sec.commands[f"test{seed}"] = test.command
+        scores = last_json(test.stdout)
+        accuracies.append(100 * scores["accuracy"])
+        f1s.append(100 * scores["macro_f1"])
+        seconds.append(train.wall)
+    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    labels = [f"train{i}" for i in range(sizes.seeds)] + [f"test{i}" for i in range(sizes.seeds)]
+    sec.add(
+        f"SST-2 test accuracy, mean of {sizes.seeds} seeds (ref: Kim CNN-rand, from the issue)",
+        "%",
+        statistics.mean(accuracies),
+        82.7,
+        target="ratio >= 1.0",
+        commands=labels,
+    )
+    sec.add("SST-2 test accuracy, standard deviation over seeds", "points", spread)
+    sec.add(
+        "SST-2 test accuracy vs fastText tuned on valid (81.2, from the issue)",
+        "%",
+        statistics.mean(accuracies),
+        81.2,
+        target="ratio >= 1.0",
+    )
+    sec.add("SST-2 test macro-F1, mean over seeds", "%", statistics.mean(f1s))
+    sec.add("training wall time per seed, longest", "s", max(seconds), target="value <= 300")
+    sec.notes.append(
+        "per seed: accuracy "
+        + ", ".join(f"{a:.2f}" for a in accuracies)
+        + "; the references are published or issue figures, not measured in this run"
+    )
+
+    # classify throughput on the test sentences, then 100,000 lines streamed from stdin
+    texts = out / "sst2_test.txt"
+    lines = [line.split("\t", 1)[1] for line in (SST2 / "test.tsv").read_text().splitlines()]
+    texts.write_text("\n".join(lines) + "\n")
+    model = out / "sst2_seed0"
+    small = run([*SEQTOOL, "classify", model, texts])
+    sec.commands["classify"] = small.command
+    many = out / "lines100k.txt"
+    repeat = -(-sizes.stream_lines // len(lines))
+    many.write_text("\n".join((lines * repeat)[: sizes.stream_lines]) + "\n")
+    stream = run([*SEQTOOL, "classify", model], stdin=many)
+    sec.commands["stream"] = stream.command
+    assert len(stream.stdout.splitlines()) == sizes.stream_lines, "one output line per input"
+    sec.add(
+        f"`seqtool classify` on the {len(lines):,} test sentences, whole process",
+        "sentences/s",
+        len(lines) / small.wall,
+        commands=["classify"],
+    )
+    sec.add(
+        f"`seqtool classify` on {sizes.stream_lines:,} lines from stdin, whole process",
+        "sentences/s",
+        sizes.stream_lines / stream.wall,
+        commands=["stream"],
+    )
+    sec.add(
+        f"peak RSS classifying {len(lines):,} lines",
+        "MiB",
+        small.max_rss_mb,
+        commands=["classify"],
+    )
+    sec.add(
+        f"peak RSS classifying {sizes.stream_lines:,} lines (streamed: about the same)",
+        "MiB",
+        stream.max_rss_mb,
+        small.max_rss_mb,
+        target="ratio <= 1.1",
+        commands=["stream", "classify"],
+    )
+
+
 RUNNERS = {
     "throughput": (throughput, "Training throughput (tinyshakespeare)"),
     "sampling": (sampling, "Sampling speed"),
     "quality": (quality, "Quality after a fixed wall-time budget"),
     "memory": (memory, "Memory on a large corpus"),
     "startup": (startup, "Start-up"),
+    "classifier": (classifier, "Text classification (SST-2)"),
 }
 
 
@@ -663,8 +761,7 @@ def probe_tokenize(path: str, cache: str) -> None:
     for stale in (cache_path, cache_path.with_suffix(".json")):
         stale.unlink(missing_ok=True)  # never time a cache hit
     start = time.perf_counter()
-    trained = Tokenizer.train(TextLines(source), "char")
-    tokenizer = trained[0] if isinstance(trained, tuple) else trained  # (tokenizer, warning)
+    tokenizer, _ = Tokenizer.train(TextLines(source), "char")
     trained_at = time.perf_counter()
     tokens = encode_file(source, tokenizer, cache_path)
     done = time.perf_counter()

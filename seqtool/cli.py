@@ -82,10 +82,10 @@ GENERATOR_DEFAULTS = dict(
 CLASSIFIER_DEFAULTS = dict(
     layers=1,
     hidden_size=256,
-    embedding_size=128,
+    embedding_size=256,
     dropout=0.5,
     batch_size=32,
-    lr=2e-3,
+    lr=3e-3,
     eval_every=100,
 )
 

@@ -80,7 +80,7 @@ class ClassifierConfig(_Config):
     vocab_size: int
     labels: tuple[str, ...]
     cell: str = "lstm"
-    embedding_size: int = 128
+    embedding_size: int = 256
     hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.5

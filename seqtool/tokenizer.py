@@ -41,9 +41,11 @@ class Tokenizer:
         """Train on `lines` (the training side only; iterated once, twice when the
         vocabulary must shrink). Returns the tokenizer and a warning when the requested
         vocabulary was too large for the corpus and was shrunk."""
+        requested = vocab_size
         if vocab_size is None:
-            # char: an upper bound only, so every distinct character gets its piece
-            vocab_size = 1_000_000 if kind == "char" else 8000
+            # char: an upper bound only, so every distinct character gets its piece;
+            # subword: as large as the corpus allows, up to 16,000 (fitted without a warning)
+            vocab_size = 1_000_000 if kind == "char" else 16_000
         try:
             return cls(_train_proto(lines, kind, vocab_size)), None
         except RuntimeError as err:
@@ -51,10 +53,12 @@ class Tokenizer:
             if not (high or low):
                 raise DataError(f"sentencepiece could not train a {kind} model: {err}") from err
             fitted = int((high or low).group(1))
-            warning = (
-                f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for this "
-                f"corpus; using {fitted}"
-            )
+            warning = None
+            if requested is not None:
+                warning = (
+                    f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for "
+                    f"this corpus; using {fitted}"
+                )
             return cls(_train_proto(lines, kind, fitted)), warning
 
     def encode(self, text: str) -> list[int]:

@@ -67,3 +67,8 @@ def test_too_small_vocabulary_grows_with_a_warning():
     tokenizer, warning = Tokenizer.train(TRAIN, "unigram", 50)
     assert warning is not None and warning.startswith("--vocab-size 50 is too small")
     assert tokenizer.decode(tokenizer.encode("the cat")) == "the cat"
+
+
+def test_default_subword_vocabulary_fits_the_corpus_silently():
+    tokenizer, warning = Tokenizer.train(TRAIN, "unigram")
+    assert warning is None and 256 < tokenizer.vocab_size < 16_000
