@@ -74,7 +74,7 @@ GENERATOR_DEFAULTS = dict(
     layers=2,
     hidden_size=512,
     embedding_size=64,
-    dropout=0.2,
+    dropout=0.0,
     batch_size=64,
     lr=2e-3,
     eval_every=250,
@@ -146,7 +146,7 @@ def training_options(defaults: dict):
             show_default=True,
             help="Learning rate after warmup: cosine decay to lr/10 over the budget.",
         ),
-        click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True),
         click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
         click.option(
             "--max-epochs",
@@ -261,6 +261,52 @@ def _prepare_run_dir(out: str, resume: bool, force: bool) -> Path:
     return run_dir
 
 
+def _model_options(options: dict, *task_specific: str) -> dict:
+    """The model config fields given on the command line (`--layers` is `num_layers`)."""
+    shared = ("cell", "embedding_size", "hidden_size", "dropout")
+    return {
+        "num_layers": options["layers"],
+        **{name: options[name] for name in (*shared, *task_specific)},
+    }
+
+
+def _train(
+    ctx,
+    task_name,
+    prepare,
+    train_path,
+    valid_path,
+    out,
+    resume,
+    force,
+    options,
+    model_options,
+    **task_options,
+) -> None:
+    """What every `train` command does: check the run directory, build the configs, let
+    the task read its data, and run the training loop."""
+    from seqtool import checkpoint
+    from seqtool.config import TokenizerConfig
+    from seqtool.ui import note
+
+    run_dir = _prepare_run_dir(out, resume, force)
+    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
+    config = _train_config(ctx, options, resume_ckpt)
+    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
+    task = prepare(
+        train_path,
+        valid_path,
+        run_dir,
+        tokenizer_config,
+        model_options,
+        config,
+        resume_ckpt,
+        note,
+        **task_options,
+    )
+    _fit(task, config, run_dir, resume_ckpt)
+
+
 def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
     import torch
 
@@ -316,27 +362,21 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
     Example:
       seqtool train generator --train input.txt --out runs/shakes --max-time 10m
     """
-    from seqtool import checkpoint
-    from seqtool.config import TokenizerConfig
     from seqtool.tasks.generator import prepare
-    from seqtool.ui import note
 
-    run_dir = _prepare_run_dir(out, resume, force)
-    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task="generator") if resume else None
-    config = _train_config(ctx, options, resume_ckpt)
-    model_options = {
-        "cell": options["cell"],
-        "embedding_size": options["embedding_size"],
-        "hidden_size": options["hidden_size"],
-        "num_layers": options["layers"],
-        "dropout": options["dropout"],
-        "tie_weights": options["tie_weights"],
-    }
-    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
-    task = prepare(
-        train_path, valid_path, run_dir, tokenizer_config, model_options, config, resume_ckpt, note
+    model_options = _model_options(options, "tie_weights")
+    _train(
+        ctx,
+        "generator",
+        prepare,
+        train_path,
+        valid_path,
+        out,
+        resume,
+        force,
+        options,
+        model_options,
     )
-    _fit(task, config, run_dir, resume_ckpt)
 
 
 @train.command("classifier")
@@ -391,39 +431,23 @@ def train_classifier(ctx, train_path, valid_path, out, resume, force, **options)
     Example:
       seqtool train classifier --train sst2/train.tsv --valid sst2/valid.tsv --out runs/sst2
     """
-    from seqtool import checkpoint
-    from seqtool.config import TokenizerConfig
     from seqtool.tasks.classifier import prepare
-    from seqtool.ui import note
 
-    run_dir = _prepare_run_dir(out, resume, force)
-    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task="classifier") if resume else None
-    config = _train_config(ctx, options, resume_ckpt)
-    model_options = {
-        "cell": options["cell"],
-        "embedding_size": options["embedding_size"],
-        "hidden_size": options["hidden_size"],
-        "num_layers": options["layers"],
-        "dropout": options["dropout"],
-        "bidirectional": options["bidirectional"],
-        "pooling": options["pooling"],
-        "multi_label": options["multi_label"],
-        "max_length": options["max_length"],
-    }
-    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
-    task = prepare(
+    model_options = _model_options(options, "bidirectional", "pooling", "multi_label", "max_length")
+    _train(
+        ctx,
+        "classifier",
+        prepare,
         train_path,
         valid_path,
-        run_dir,
-        tokenizer_config,
+        out,
+        resume,
+        force,
+        options,
         model_options,
-        config,
-        resume_ckpt,
-        note,
-        options["early_stop_metric"],
-        options["class_weights"],
+        metric=options["early_stop_metric"],
+        class_weights=options["class_weights"],
     )
-    _fit(task, config, run_dir, resume_ckpt)
 
 
 def _input_lines(input_path: str, text: str | None):

@@ -65,7 +65,7 @@ class GeneratorConfig(_Config):
     embedding_size: int = 64
     hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.0
     tie_weights: bool = False
 
     def __post_init__(self) -> None:
@@ -107,7 +107,7 @@ class TrainConfig(_Config):
     weight_decay: float = 0.01
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     schedule: str = "cosine"
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     max_steps: int | None = None
     max_epochs: float | None = None
     max_time: float | None = None  # seconds

@@ -44,6 +44,7 @@ class ClassifierTask:
         self.valid_ids = encode(tokenizer, [e.text for e in valid], model_config.max_length, notify)
         self.train_targets = make_targets(train, model_config)
         self.valid_targets = make_targets(valid, model_config)
+        self.class_weights = class_weights
         self.weights = self._class_weights() if class_weights == "balanced" else None
         self.model = ClassifierModel(model_config)
         self.epoch, self.order = -1, []
@@ -98,6 +99,7 @@ class ClassifierTask:
             "model_config": self.model_config.to_dict(),
             "tokenizer_config": self.tokenizer_config.to_dict(),
             "tokenizers": {"text": self.tokenizer.proto},
+            "task_options": {"metric": self.metric, "class_weights": self.class_weights},
         }
 
 
@@ -214,6 +216,8 @@ def prepare(
         train = [train[i] for i in sorted(perm[cut:].tolist())]
         notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
     if resume is not None:
+        metric = resume["task_options"]["metric"]
+        class_weights = resume["task_options"]["class_weights"]
         model_config = ClassifierConfig.from_dict(resume["model_config"])
         tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
         tokenizer = Tokenizer(resume["tokenizers"]["text"])
