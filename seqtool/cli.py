@@ -239,26 +239,24 @@ def _train_config(ctx: click.Context, options: dict, resume_ckpt):
     return TrainConfig.from_dict(stored)
 
 
-def _prepare_run_dir(out: str, resume: bool, force: bool) -> Path:
+def _check_run_dir(out: str, resume: bool, force: bool) -> tuple[Path, list[Path]]:
+    """The run directory, and the files of an earlier run that --force will replace
+    (removed only once the new data has been read without error)."""
     from seqtool.errors import ConfigError
 
     run_dir = Path(out)
-    held = [n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl") if (run_dir / n).exists()]
+    held = [run_dir / n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl")]
+    held = [path for path in held if path.exists()]
     if resume:
         if not (run_dir / "last.ckpt").exists():
             raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt); drop --resume")
-    elif held and not force:
+        return run_dir, []
+    if held and not force:
         raise ConfigError(
-            f"{run_dir} already holds a run ({', '.join(held)}); "
+            f"{run_dir} already holds a run ({', '.join(p.name for p in held)}); "
             f"add --resume to continue it or --force to start over"
         )
-    elif held:
-        import shutil
-
-        for name in held:
-            (run_dir / name).unlink()
-        shutil.rmtree(run_dir / "data", ignore_errors=True)
-    return run_dir
+    return run_dir, held
 
 
 def _model_options(options: dict, *task_specific: str) -> dict:
@@ -289,7 +287,7 @@ def _train(
     from seqtool.config import TokenizerConfig
     from seqtool.ui import note
 
-    run_dir = _prepare_run_dir(out, resume, force)
+    run_dir, replaced = _check_run_dir(out, resume, force)
     resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
     config = _train_config(ctx, options, resume_ckpt)
     tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
@@ -304,6 +302,8 @@ def _train(
         note,
         **task_options,
     )
+    for path in replaced:
+        path.unlink()
     _fit(task, config, run_dir, resume_ckpt)
 
 
@@ -325,7 +325,9 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
             command += " --resume"
         console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {command}")
         raise
-    best = f"{progress.best:.4f} at step {progress.best_step:,}" if progress.best else "-"
+    best = "-"
+    if progress.best is not None:
+        best = f"{progress.best:.4f} at step {progress.best_step:,}"
     console.print(
         f"done: {progress.step:,} steps, {progress.tokens:,} {task.unit}, "
         f"{progress.elapsed:.0f}s; best valid {task.metric} {best}; saved {run_dir}/best.ckpt"

@@ -198,6 +198,11 @@ def test_existing_run_is_not_overwritten(run_cli, trained, corpus):
         "add --resume to continue it or --force to start over"
     )
     assert (Path(trained) / "best.ckpt").read_bytes() == before
+    empty = corpus.with_name("empty.txt")
+    empty.write_text("")
+    bad = train(run_cli, empty, trained, "--max-steps", 5, "--force")
+    assert error_line(bad).endswith("the file is empty; give a text file with content")
+    assert (Path(trained) / "best.ckpt").read_bytes() == before  # --force lost nothing yet
     forced = train(run_cli, corpus, trained, "--max-steps", 5, "--force")
     assert forced.exit_code == 0, forced.output
 

@@ -6,14 +6,16 @@ from seqtool.models.generator import GeneratorModel
 from seqtool.models.recurrent import RecurrentStep, make_rnn
 
 
+@pytest.mark.parametrize("batch", [1, 3])  # one row and several take different products
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_single_step_matches_the_fused_layer(cell):
+def test_single_step_matches_the_fused_layer(cell, batch):
     torch.manual_seed(0)
     rnn = make_rnn(cell, 6, 8, num_layers=3).eval()
-    x = torch.randn(2, 5, 6)
+    x = torch.randn(batch, 5, 6)
     expected, expected_state = rnn(x)
     step = RecurrentStep(rnn)
-    state = (torch.zeros(3, 2, 8), torch.zeros(3, 2, 8)) if cell == "lstm" else torch.zeros(3, 2, 8)
+    zeros = torch.zeros(3, batch, 8)
+    state = (zeros, zeros) if cell == "lstm" else zeros
     outputs = []
     for t in range(5):
         out, state = step.step(x[:, t], state)
@@ -44,3 +46,17 @@ def test_generator_shapes_and_decode_step(tie):
     torch.testing.assert_close(torch.stack(stepped, 1), logits[:, 4:])
     if tie:
         assert model.out.weight is model.embedding.weight
+
+
+def test_generator_starts_from_the_unigram_distribution(tmp_path):
+    import numpy as np
+
+    from seqtool.data import TokenArray
+    from seqtool.tasks.generator import unigram_log_probs
+
+    log_probs = unigram_log_probs(TokenArray(np.array([4, 4, 4, 5], dtype=np.uint16), 4), 8)
+    assert log_probs.exp().sum().item() == pytest.approx(1.0)
+    assert log_probs[4] > log_probs[5] > log_probs[7]  # seen often, seen once, never seen
+    model = GeneratorModel(GeneratorConfig(vocab_size=8, embedding_size=4, hidden_size=8))
+    model.init_output_bias(log_probs)
+    assert torch.equal(model.out.bias.detach(), log_probs)

@@ -61,7 +61,7 @@ def test_loss_falls_and_files_are_written(corpus, tmp_path):
     evals = [r for r in records if r.get("split") == "valid"]
     logs = [r for r in records if "split" not in r]
     assert progress.step == 60 and len(evals) == 12 and len(logs) == 12
-    assert logs[-1]["loss"] < logs[0]["loss"] - 1.0
+    assert logs[-1]["loss"] < logs[0]["loss"] - 0.4  # from the unigram start
     assert evals[-1]["loss"] < evals[0]["loss"]
     assert {"loss", "perplexity", "bits_per_char"} <= evals[0].keys()
     assert (tmp_path / "best.ckpt").exists() and (tmp_path / "last.ckpt").exists()

@@ -37,6 +37,21 @@ def make_rnn(
     )
 
 
+class _Affine:
+    """x @ W^T + b for a few rows at a time, with W kept in both layouts: one row is a
+    matrix-vector product over W^T, while several rows run fastest as W @ x^T (measured:
+    about 2x at batch 4, where the x @ W^T product spends its time packing W)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight, self.weight_t = weight.contiguous(), weight.t().contiguous()
+        self.bias, self.bias_col = bias, bias[:, None]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(0) == 1:
+            return torch.addmm(self.bias, x, self.weight_t)
+        return torch.addmm(self.bias_col, self.weight, x.t()).t()
+
+
 class RecurrentStep:
     """One time step of a unidirectional fused layer, for inference.
 
@@ -47,7 +62,6 @@ class RecurrentStep:
         if rnn.bidirectional:
             raise ValueError("RecurrentStep runs unidirectional layers only")
         self.mode = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}[type(rnn)]
-        self.hidden_size = rnn.hidden_size
         self.layers = []
         with torch.no_grad():
             for k in range(rnn.num_layers):
@@ -56,19 +70,18 @@ class RecurrentStep:
                 b_ih = getattr(rnn, f"bias_ih_l{k}").detach()
                 b_hh = getattr(rnn, f"bias_hh_l{k}").detach()
                 if self.mode == "gru":
-                    # r and z may share a bias; n needs b_hh inside r * (W_hn h + b_hn)
-                    self.layers.append((w_ih.t().contiguous(), b_ih, w_hh.t().contiguous(), b_hh))
+                    # n needs b_hn inside r * (W_hn h + b_hn), so the products stay apart
+                    self.layers.append((_Affine(w_ih, b_ih), _Affine(w_hh, b_hh)))
                 else:
                     # one product for [x, h] @ [W_ih; W_hh]^T, with the two biases summed
-                    w = torch.cat([w_ih, w_hh], dim=1).t().contiguous()
-                    self.layers.append((w, b_ih + b_hh))
+                    self.layers.append(_Affine(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh))
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.mode == "lstm":
             h0, c0 = state
             hs, cs = [], []
-            for k, (w, b) in enumerate(self.layers):
-                gates = torch.addmm(b, torch.cat([x, h0[k]], dim=1), w)
+            for k, affine in enumerate(self.layers):
+                gates = affine(torch.cat([x, h0[k]], dim=1))
                 i, f, g, o = gates.chunk(4, dim=1)
                 c = torch.sigmoid(f) * c0[k] + torch.sigmoid(i) * torch.tanh(g)
                 x = torch.sigmoid(o) * torch.tanh(c)
@@ -76,18 +89,16 @@ class RecurrentStep:
                 cs.append(c)
             return x, (torch.stack(hs), torch.stack(cs))
         hs = []
-        for k, params in enumerate(self.layers):
+        for k, layer in enumerate(self.layers):
             h = state[k]
             if self.mode == "gru":
-                w_ih, b_ih, w_hh, b_hh = params
-                gi, gh = torch.addmm(b_ih, x, w_ih), torch.addmm(b_hh, h, w_hh)
-                i_r, i_z, i_n = gi.chunk(3, dim=1)
-                h_r, h_z, h_n = gh.chunk(3, dim=1)
+                input_affine, hidden_affine = layer
+                i_r, i_z, i_n = input_affine(x).chunk(3, dim=1)
+                h_r, h_z, h_n = hidden_affine(h).chunk(3, dim=1)
                 r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
                 n = torch.tanh(i_n + r * h_n)
                 x = n + z * (h - n)
             else:
-                w, b = params
-                x = torch.tanh(torch.addmm(b, torch.cat([x, h], dim=1), w))
+                x = torch.tanh(layer(torch.cat([x, h], dim=1)))
             hs.append(x)
         return x, torch.stack(hs)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +55,7 @@ class GeneratorTask:
             )
         self.valid, self.config = valid, config
         self.model = GeneratorModel(model_config)
+        self.model.init_output_bias(unigram_log_probs(train, model_config.vocab_size))
         self.hidden = None  # carried from batch to batch within an epoch
 
     def num_batches(self) -> int:
@@ -89,6 +91,12 @@ class GeneratorTask:
             "tokenizer_config": self.tokenizer_config.to_dict(),
             "tokenizers": {"text": self.tokenizer.proto},
         }
+
+
+def unigram_log_probs(data: TokenArray, vocab_size: int) -> torch.Tensor:
+    """Add-one smoothed log frequency of every token id in the training data."""
+    counts = np.bincount(data.ids, minlength=vocab_size)[:vocab_size] + 1.0
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
