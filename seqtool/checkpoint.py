@@ -3,8 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable with
 `torch.load(weights_only=True)`, so a file from a stranger cannot run code:
 
-    format_version, seqtool_version, task, model_config, train_config,
-    tokenizers {name: sentencepiece proto bytes}, model_state, progress
+    format_version, seqtool_version, task, model_config, tokenizer_config, train_config,
+    tokenizers {name: sentencepiece proto bytes}, model_state, progress, metrics,
+    task_options (classifier: metric, class_weights)
     (+ in last.ckpt: optimizer, scaler, rng, task_state)
 """
 
