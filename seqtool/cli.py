@@ -590,6 +590,8 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     Example:
       seqtool generate runs/shakes --prompt "ROMEO:" --length 500 --temperature 0.8
     """
+    import torch
+
     from seqtool import checkpoint, decoding
     from seqtool.tasks.generator import load_model
     from seqtool.tokenizer import StreamDecoder
@@ -610,7 +612,7 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
             out.flush()
         out.write(decoder.flush() + "\n")
         return
-    rows = [list(r) for r in zip(*(t.tolist() for t in steps), strict=False)] if length else []
+    rows = torch.stack(list(steps), dim=1).tolist()  # (num_samples, length)
     for i, row in enumerate(rows):
         rule(f"sample {i + 1}")
         out.write(prompt + tokenizer.decode(row) + "\n")
