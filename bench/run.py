@@ -11,6 +11,9 @@ they time things on a few cores:
     memory      peak RSS and tokenization speed on a 200 MB corpus
     startup     `seqtool --help` and `import seqtool.cli` times, torch not imported
     classifier  SST-2 test accuracy over seeds, `seqtool classify` speed and memory
+    translation Multi30k de->en BLEU/chrF after 45 minutes, with and without attention
+    translate   `seqtool translate` speed (greedy, beam 1/5/10) against bench/ref_beam.py,
+                and memory while streaming 100,000 lines
 
     python bench/run.py --out BENCHMARKS.md              # everything (about an hour)
     python bench/run.py --only sampling,startup --out BENCHMARKS.md
@@ -47,7 +50,18 @@ CORPUS = SHARED / "corpora" / "tinyshakespeare"
 TRAIN, VALID = CORPUS / "train.txt", CORPUS / "valid.txt"
 REF_TRAIN = SHARED / "bench" / "ref_charlstm.py"
 REF_SAMPLE = SHARED / "bench" / "ref_sample.py"
-SECTIONS = ("throughput", "sampling", "quality", "memory", "startup", "classifier")
+SST2 = SHARED / "corpora" / "sst2"
+MULTI30K = SHARED / "corpora" / "multi30k"
+SECTIONS = (
+    "throughput",
+    "sampling",
+    "quality",
+    "memory",
+    "startup",
+    "classifier",
+    "translation",
+    "translate",
+)
 CHILD_TIMEOUT = 2 * 3600  # seconds; a hung child must not hang the whole benchmark
 
 
@@ -67,13 +81,16 @@ class Sizes:
     repeats: int  # startup timings, median of this many
     seeds: int  # classifier: seeds averaged
     classifier_extra: tuple[str, ...]  # classifier: options beyond seqtool's defaults
-    stream_lines: int  # classifier: lines piped through `seqtool classify`
+    stream_lines: int  # classifier and translator: lines piped through from stdin
+    translation_time: str  # translator training budget
+    translation_extra: tuple[str, ...]  # translator: options beyond seqtool's defaults
 
 
-FULL = Sizes(512, 60, 300, 10, 2000, 600, (256, 512), (), 200, 5, 3, (), 100_000)
+FULL = Sizes(512, 60, 300, 10, 2000, 600, (256, 512), (), 200, 5, 3, (), 100_000, "45m", ())
 QUICK = Sizes(
     64, 5, 30, 5, 200, 5, (32, 64), ("--hidden-size", "64"), 5, 3,
     2, ("--max-steps", "20", "--hidden-size", "16"), 3000,
+    "20s", ("--hidden-size", "32", "--embedding-size", "32", "--eval-every", "50"),
 )  # fmt: skip
 
 
@@ -187,10 +204,10 @@ def last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+def read_metrics(run_dir: Path, speed: str = "chars_per_s") -> tuple[list[dict], list[dict]]:
     """RUN/metrics.jsonl -> (log records, validation records)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    logs = [r for r in records if "chars_per_s" in r]
+    logs = [r for r in records if speed in r]
     evals = [r for r in records if r.get("split") == "valid"]
     return logs, evals
 
@@ -509,9 +526,6 @@ def startup(sec: Section, sizes: Sizes, out: Path) -> None:
     )
 
 
-SST2 = SHARED / "corpora" / "sst2"
-
-
 def classifier(sec: Section, sizes: Sizes, out: Path) -> None:
     accuracies, f1s, seconds = [], [], []
     for seed in range(sizes.seeds):
@@ -595,6 +609,166 @@ def classifier(sec: Section, sizes: Sizes, out: Path) -> None:
     )
 
 
+JOEYNMT_BLEU, JOEYNMT_CHRF = 36.9, 56.2  # the issue's figures: JoeyNMT 2.3, 45 min here
+JOEYNMT_SECONDS = 23.6  # JoeyNMT translating test2016 at beam 5, batch 64, here
+JOEYNMT_TOKENS = 1200  # JoeyNMT training target tokens/s here
+
+
+def translator_run(out: Path, attention: str) -> Path:
+    return out / f"m30k_{attention}"
+
+
+def translation(sec: Section, sizes: Sizes, out: Path) -> None:
+    """Train on Multi30k de->en for the budget with seqtool's defaults, with and without
+    attention; score test2016 at beam 5 (cased, detokenized sacrebleu)."""
+    scores = {}
+    for attention in ("bahdanau", "none"):
+        run_dir = translator_run(out, attention)
+        train = run([
+            *SEQTOOL, "train", "translator", "--train", MULTI30K / "train",
+            "--valid", MULTI30K / "valid", "--src-lang", "de", "--tgt-lang", "en",
+            "--out", run_dir, "--force", "--max-time", sizes.translation_time,
+            *(("--attention", "none") if attention == "none" else ()),
+            *sizes.translation_extra,
+        ])  # fmt: skip
+        sec.commands[f"train_{attention}"] = train.command
+        test = run([
+            *SEQTOOL, "evaluate", run_dir, "--data", MULTI30K / "test2016",
+            "--src-lang", "de", "--tgt-lang", "en", "--beam-size", 5, "--json",
+        ])  # fmt: skip
+        sec.commands[f"test_{attention}"] = test.command
+        logs, evals = read_metrics(run_dir, "tokens_per_s")
+        scores[attention] = last_json(test.stdout)
+        scores[attention]["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in logs)
+        scores[attention]["steps"] = logs[-1]["step"]
+        scores[attention]["epochs"] = logs[-1]["epoch"]
+    best, plain = scores["bahdanau"], scores["none"]
+    labels = ["train_bahdanau", "test_bahdanau"]
+    budget = sizes.translation_time
+    sec.add(
+        f"test2016 BLEU after {budget}, beam 5 (ref: JoeyNMT 2.3, {budget} here, from the issue)",
+        "BLEU",
+        best["bleu"],
+        JOEYNMT_BLEU,
+        target="ratio > 1.0",
+        commands=labels,
+    )
+    sec.add(
+        f"test2016 chrF after {budget}, beam 5 (ref: JoeyNMT 2.3, from the issue)",
+        "chrF",
+        best["chrf"],
+        JOEYNMT_CHRF,
+        target="ratio > 1.0",
+        commands=labels,
+    )
+    sec.add(
+        "test2016 BLEU, --attention none, same budget (ref: with attention, this run)",
+        "BLEU",
+        plain["bleu"],
+        best["bleu"],
+        commands=["train_none", "test_none"],
+    )
+    sec.add("test2016 chrF, --attention none, same budget", "chrF", plain["chrf"], best["chrf"])
+    sec.add(
+        "training speed, median over the run (ref: JoeyNMT here, from the issue)",
+        "target tokens/s",
+        best["tokens_per_s"],
+        JOEYNMT_TOKENS,
+        target="ratio >= 1.0",
+        commands=["train_bahdanau"],
+    )
+    sec.notes.append(
+        f"with attention: {best['steps']:,} steps, {best['epochs']:.1f} epochs, "
+        f"test loss {best['loss']:.3f}; without: {plain['steps']:,} steps, "
+        f"{plain['epochs']:.1f} epochs, test loss {plain['loss']:.3f}; "
+        f"{best['bleu_signature']}; chrF {best['chrf_signature']}"
+    )
+
+
+def translate(sec: Section, sizes: Sizes, out: Path) -> None:
+    """`seqtool translate` on test2016, whole process, beside bench/ref_beam.py (the same
+    model, one sentence and one hypothesis at a time) and JoeyNMT's time from the issue."""
+    import sacrebleu
+
+    model = translator_run(out, "bahdanau")
+    if not (model / "best.ckpt").exists():  # the translation section was not run: any model
+        model = out / "m30k_speed"
+        train = run([
+            *SEQTOOL, "train", "translator", "--train", MULTI30K / "train",
+            "--src-lang", "de", "--tgt-lang", "en", "--out", model, "--force",
+            "--max-time", "2m", *sizes.translation_extra,
+        ])  # fmt: skip
+        sec.commands["train"] = train.command
+    source = MULTI30K / "test2016.de"
+    references = (MULTI30K / "test2016.en").read_text(encoding="utf-8").splitlines()
+    count = len(references)
+
+    def bleu(text: str) -> float:
+        return sacrebleu.corpus_bleu(text.splitlines(), [references]).score
+
+    walls, scores = {}, {}
+    for beam in (1, 5, 10):
+        child = run([*SEQTOOL, "translate", model, source, "--beam-size", beam])
+        sec.commands[f"beam{beam}"] = child.command
+        assert len(child.stdout.splitlines()) == count, "one output line per input line"
+        walls[beam], scores[beam] = child.wall, bleu(child.stdout)
+    ref = run([PYTHON, "bench/ref_beam.py", model, source, "--beam-size", 5])
+    sec.commands["ref"] = ref.command
+    ref_rate = key_values(ref.stderr.splitlines()[-1])["sentences_per_s"]
+    for beam in (1, 5, 10):
+        name = "greedy (beam 1)" if beam == 1 else f"beam {beam}"
+        sec.add(
+            f"`seqtool translate` test2016, {name}, whole process",
+            "sentences/s",
+            count / walls[beam],
+            commands=[f"beam{beam}"],
+        )
+    sec.add(
+        "beam 5, whole process (ref: bench/ref_beam.py, per sentence, without load time)",
+        "sentences/s",
+        count / walls[5],
+        ref_rate,
+        target="ratio >= 5",
+        commands=["beam5", "ref"],
+    )
+    sec.add(
+        f"beam 5, whole process (ref: JoeyNMT 2.3, {JOEYNMT_SECONDS} s here, from the issue)",
+        "sentences/s",
+        count / walls[5],
+        count / JOEYNMT_SECONDS,
+        target="ratio > 1.0",
+        commands=["beam5"],
+    )
+    sec.notes.append(
+        "test2016 BLEU of the same model: "
+        + ", ".join(f"beam {b} {scores[b]:.2f}" for b in (1, 5, 10))
+        + f"; bench/ref_beam.py at beam 5 {bleu(ref.stdout):.2f}"
+    )
+
+    # memory: 100,000 lines streamed from stdin against the 1,000 test lines (greedy)
+    many = out / "lines100k.de"
+    lines = source.read_text(encoding="utf-8").splitlines()
+    many.write_text("\n".join((lines * -(-sizes.stream_lines // count))[: sizes.stream_lines]))
+    stream = run([*SEQTOOL, "translate", model, "--beam-size", 1], stdin=many)
+    sec.commands["stream"] = stream.command
+    assert len(stream.stdout.splitlines()) == sizes.stream_lines, "one output line per input"
+    sec.add(
+        f"peak RSS translating {sizes.stream_lines:,} lines from stdin, greedy "
+        f"(ref: {count:,} lines)",
+        "MiB",
+        stream.max_rss_mb,
+        run([*SEQTOOL, "translate", model, source, "--beam-size", 1]).max_rss_mb,
+        target="ratio <= 1.1",
+        commands=["stream", "beam1"],
+    )
+    sec.add(
+        f"`seqtool translate` {sizes.stream_lines:,} lines from stdin, greedy, whole process",
+        "sentences/s",
+        sizes.stream_lines / stream.wall,
+        commands=["stream"],
+    )
+
+
 RUNNERS = {
     "throughput": (throughput, "Training throughput (tinyshakespeare)"),
     "sampling": (sampling, "Sampling speed"),
@@ -602,6 +776,8 @@ RUNNERS = {
     "memory": (memory, "Memory on a large corpus"),
     "startup": (startup, "Start-up"),
     "classifier": (classifier, "Text classification (SST-2)"),
+    "translation": (translation, "Translation quality (Multi30k de->en)"),
+    "translate": (translate, "Translation speed and memory"),
 }
 
 

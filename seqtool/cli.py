@@ -14,10 +14,19 @@ from pathlib import Path
 import click
 
 from seqtool import __version__
-from seqtool.config import CELLS, DEVICES, POOLINGS, PRECISIONS, SCHEDULES, TOKENIZERS
+from seqtool.config import (
+    ATTENTIONS,
+    CELLS,
+    DEVICES,
+    POOLINGS,
+    PRECISIONS,
+    SCHEDULES,
+    TOKENIZERS,
+)
 
 POSITIVE = click.IntRange(min=1)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
+TRANSLATOR_METRICS = ("bleu", "loss")
 INTERRUPTED = 130
 
 
@@ -89,6 +98,18 @@ CLASSIFIER_DEFAULTS = dict(
     eval_every=100,
 )
 
+TRANSLATOR_DEFAULTS = dict(
+    layers=1,
+    hidden_size=256,
+    embedding_size=256,
+    dropout=0.3,
+    batch_size=64,
+    lr=1e-3,
+    eval_every=500,
+    cell="gru",
+    batch_help="Most sentence pairs per batch (see --batch-tokens).",
+)
+
 
 def training_options(defaults: dict):
     """Options every `train` command shares, with the same names everywhere; the
@@ -104,7 +125,7 @@ def training_options(defaults: dict):
         click.option(
             "--cell",
             type=click.Choice(CELLS),
-            default="lstm",
+            default=defaults.get("cell", "lstm"),
             show_default=True,
             help="Recurrent cell; rnn is the basic Elman network.",
         ),
@@ -122,7 +143,11 @@ def training_options(defaults: dict):
             show_default=True,
         ),
         click.option(
-            "--batch-size", type=POSITIVE, default=defaults["batch_size"], show_default=True
+            "--batch-size",
+            type=POSITIVE,
+            default=defaults["batch_size"],
+            show_default=True,
+            help=defaults.get("batch_help"),
         ),
         click.option(
             "--lr",
@@ -452,6 +477,99 @@ def train_classifier(ctx, train_path, valid_path, out, resume, force, **options)
     )
 
 
+@train.command("translator")
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    help="TSV file (source<TAB>target), or a path prefix with --src-lang/--tgt-lang.",
+)
+@click.option(
+    "--valid",
+    "valid_path",
+    help="Validation data; without it random pairs of --train are held out.",
+)
+@click.option("--src-lang", help="Source suffix: --train data/train --src-lang de reads train.de.")
+@click.option("--tgt-lang", help="Target suffix: --tgt-lang en reads train.en.")
+@click.option("--joint-vocab", is_flag=True, help="One sentencepiece model for source and target.")
+@click.option(
+    "--attention",
+    type=click.Choice(ATTENTIONS),
+    default="bahdanau",
+    show_default=True,
+    help="bahdanau (additive), luong (multiplicative), none (plain encoder-decoder).",
+)
+@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
+@click.option(
+    "--input-feeding/--no-input-feeding",
+    default=True,
+    show_default=True,
+    help="Feed each step's attentional vector into the next step.",
+)
+@click.option(
+    "--tie-embeddings/--no-tie-embeddings",
+    default=False,
+    show_default=True,
+    help="Share the target embedding with the output layer.",
+)
+@click.option(
+    "--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+)
+@click.option(
+    "--batch-tokens",
+    type=POSITIVE,
+    default=1200,
+    show_default=True,
+    help="Most padded tokens per batch (the longer side); batches are length buckets.",
+)
+@click.option(
+    "--early-stop-metric",
+    type=click.Choice(TRANSLATOR_METRICS),
+    default="bleu",
+    show_default=True,
+    help="What best.ckpt and --patience follow (BLEU of greedy output on --valid).",
+)
+@click.option(
+    "--max-length",
+    type=POSITIVE,
+    default=128,
+    show_default=True,
+    help="Tokens per sentence; longer ones are cut with a warning.",
+)
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="unigram", show_default=True)
+@training_options(TRANSLATOR_DEFAULTS)
+@click.pass_context
+def train_translator(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+    """Train an encoder-decoder translator with attention.
+
+    \b
+    Example:
+      seqtool train translator --train multi30k/train --valid multi30k/valid \\
+        --src-lang de --tgt-lang en --out runs/de-en --max-time 45m
+    """
+    from seqtool.tasks.translator import prepare
+
+    model_options = _model_options(
+        options, "bidirectional", "attention", "input_feeding", "tie_embeddings", "max_length"
+    )
+    _train(
+        ctx,
+        "translator",
+        prepare,
+        train_path,
+        valid_path,
+        out,
+        resume,
+        force,
+        options,
+        model_options,
+        src_lang=options["src_lang"],
+        tgt_lang=options["tgt_lang"],
+        joint_vocab=options["joint_vocab"],
+        metric=options["early_stop_metric"],
+    )
+
+
 def _input_lines(input_path: str, text: str | None):
     """The lines to process: --text, a file, or stdin (streamed, never read whole)."""
     if text is not None:
@@ -553,6 +671,154 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
 
 @cli.command()
 @click.argument("run")
+@click.argument("input_path", default="-", metavar="[INPUT|-]")
+@click.option("--text", help="Translate this one sentence instead of reading lines.")
+@click.option(
+    "--beam-size", type=POSITIVE, default=5, show_default=True, help="1 is greedy search."
+)
+@click.option(
+    "--n-best",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Print the N best translations per input line, each with its score after a tab.",
+)
+@click.option(
+    "--length-penalty",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; 0 turns it off.",
+)
+@click.option(
+    "--max-length-ratio",
+    type=click.FloatRange(0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="At most ratio x source tokens + 5 target tokens.",
+)
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
+@click.option(
+    "--show-attention", is_flag=True, help="Draw the attention matrix of the --text sentence."
+)
+@click.option(
+    "--attention-plot",
+    type=click.Path(dir_okay=False),
+    help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+def translate(
+    run,
+    input_path,
+    text,
+    beam_size,
+    n_best,
+    length_penalty,
+    max_length_ratio,
+    batch_size,
+    as_json,
+    show_attention,
+    attention_plot,
+    device,
+):
+    """Translate each input line (one output line per input line, in order).
+
+    Reads INPUT, or stdin when it is piped; typed at a terminal, it translates each
+    line as it is entered.
+
+    \b
+    Example:
+      seqtool translate runs/de-en < test.de > test.hyp
+      seqtool translate runs/de-en --text "Ein Hund rennt." --show-attention
+    """
+    from seqtool import checkpoint
+    from seqtool.errors import ConfigError
+    from seqtool.tasks import translator
+    from seqtool.training import pick_device
+    from seqtool.ui import attention_matrix, note, warn
+
+    if n_best > beam_size:
+        raise ConfigError(f"--n-best {n_best} needs --beam-size {n_best} or more")
+    ckpt = checkpoint.load(run, task="translator")
+    model, src_tokenizer, tgt_tokenizer = translator.load_model(ckpt)
+    target = pick_device(device)
+    model.to(target)
+    config = model.config
+    draw = show_attention or attention_plot
+    if draw:
+        if text is None:
+            raise ConfigError(
+                "--show-attention and --attention-plot draw one sentence: give it with --text"
+            )
+        if config.attention == "none":
+            raise ConfigError(
+                "this model was trained with --attention none: it has no attention to show"
+            )
+        if attention_plot:
+            from seqtool.ui import check_matplotlib
+
+            check_matplotlib()
+    interactive = text is None and input_path == "-" and sys.stdin.isatty()
+    if interactive:
+        note("Type a sentence and press Enter; Ctrl-D ends.")
+    # sorting a chunk of lines by length makes batches with little padding
+    chunk_size = 1 if interactive else batch_size * 16
+    out = sys.stdout
+    for chunk in _chunks(_input_lines(input_path, text), chunk_size):
+        ids = translator.encode(src_tokenizer, chunk, config.max_length, "source", warn)
+        results = translator.translate(
+            model,
+            ids,
+            tgt_tokenizer,
+            target,
+            batch_size,
+            beam_size,
+            n_best,
+            length_penalty,
+            max_length_ratio,
+            return_attention=bool(draw),
+        )
+        for line, found in zip(chunk, results, strict=True):
+            if not line.strip():
+                found = [("", None)] * n_best  # keep n_best lines per input line
+            if as_json:
+                best = found[0][1]
+                record = {
+                    "translation": found[0][0],
+                    "score": None if best is None else round(best.score, 6),
+                    "tokens": [] if best is None else [tgt_tokenizer.piece(i) for i in best.tokens],
+                }
+                if n_best > 1:
+                    record["n_best"] = [
+                        {"translation": t, "score": None if h is None else round(h.score, 6)}
+                        for t, h in found
+                    ]
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            elif n_best > 1:
+                for translation, h in found:
+                    out.write(f"{translation}\t{0.0 if h is None else h.score:.4f}\n")
+            else:
+                out.write(found[0][0] + "\n")
+        out.flush()
+    if draw:
+        best = results[0][0][1]
+        src_pieces = [src_tokenizer.piece(i) for i in ids[0]]
+        tgt_pieces = [tgt_tokenizer.piece(i) for i in best.tokens]
+        if best.attention.size(0) > len(tgt_pieces):
+            tgt_pieces.append("</s>")  # the step that chose to end
+        weights = best.attention[:, : len(src_pieces)].tolist()
+        if show_attention:
+            attention_matrix(src_pieces, tgt_pieces, weights)
+        if attention_plot:
+            from seqtool.ui import attention_heatmap
+
+            attention_heatmap(src_pieces, tgt_pieces, weights, attention_plot)
+            note(f"wrote {attention_plot}")
+
+
+@cli.command()
+@click.argument("run")
 @click.option("--prompt", default="", help="Text to start from (printed first).")
 @click.option(
     "--length",
@@ -622,8 +888,13 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
 @cli.command()
 @click.argument("run")
 @click.option(
-    "--data", required=True, help="Text to score (generator) or labelled lines (classifier)."
+    "--data",
+    required=True,
+    help="Text to score (generator), labelled lines (classifier), or parallel data "
+    "(translator: TSV, or a path prefix with --src-lang/--tgt-lang).",
 )
+@click.option("--src-lang", help="Translator: source suffix of aligned files.")
+@click.option("--tgt-lang", help="Translator: target suffix of aligned files.")
 @click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
 @click.option(
     "--threshold",
@@ -632,19 +903,33 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     show_default=True,
     help="Multi-label classifiers: the probability a label needs.",
 )
+@click.option(
+    "--beam-size", type=POSITIVE, default=5, show_default=True, help="Translator: 1 is greedy."
+)
+@click.option(
+    "--length-penalty",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Translator: GNMT alpha.",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run, data, batch_size, threshold, device, as_json) -> None:
+def evaluate(
+    run, data, src_lang, tgt_lang, batch_size, threshold, beam_size, length_penalty, device, as_json
+) -> None:
     """Score a trained model on a data file.
 
     \b
     Generator: loss, perplexity, bits_per_char.
     Classifier: accuracy, macro_f1, per-class figures and the confusion matrix.
+    Translator: bleu, chrf (sacrebleu, detokenized), loss, perplexity.
 
     \b
     Example:
       seqtool evaluate runs/shakes --data valid.txt --json
       seqtool evaluate runs/sst2 --data sst2/test.tsv
+      seqtool evaluate runs/de-en --data multi30k/test2016 --src-lang de --tgt-lang en
     """
     from seqtool import checkpoint
     from seqtool.errors import CheckpointError
@@ -657,6 +942,10 @@ def evaluate(run, data, batch_size, threshold, device, as_json) -> None:
         result = _evaluate_generator(ckpt, data, batch_size, target)
     elif ckpt["task"] == "classifier":
         result = _evaluate_classifier(ckpt, data, batch_size, threshold, target)
+    elif ckpt["task"] == "translator":
+        result = _evaluate_translator(
+            ckpt, data, src_lang, tgt_lang, batch_size, beam_size, length_penalty, target
+        )
     else:
         raise CheckpointError(f"{ckpt['path']}: evaluate does not know {ckpt['task']} models")
     if as_json:
@@ -667,6 +956,43 @@ def evaluate(run, data, batch_size, threshold, device, as_json) -> None:
     key_values(data, {k: v for k, v in result.items() if not isinstance(v, dict | list)})
     if ckpt["task"] == "classifier":
         classification_tables(result, ckpt["model_config"]["labels"])
+
+
+def _evaluate_translator(
+    ckpt, data, src_lang, tgt_lang, batch_size, beam_size, length_penalty, device
+) -> dict:
+    import torch
+
+    from seqtool import metrics
+    from seqtool.tasks import translator
+    from seqtool.ui import warn
+
+    model, src_tokenizer, tgt_tokenizer = translator.load_model(ckpt)
+    model.to(device)
+    pairs = translator.read_pairs(data, src_lang, tgt_lang, warn)
+    limit = model.config.max_length
+    src = translator.encode(src_tokenizer, [p.src for p in pairs], limit, "source", warn)
+    tgt = translator.encode(tgt_tokenizer, [p.tgt for p in pairs], limit, "target", warn)
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(src), batch_size):
+            loss, n = translator.translation_loss(
+                model, src[start : start + batch_size], tgt[start : start + batch_size], device
+            )
+            total, tokens = total + loss.item(), tokens + n
+    found = translator.translate(
+        model, src, tgt_tokenizer, device, batch_size, beam_size, 1, length_penalty
+    )
+    hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
+    exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
+    return {
+        **metrics.bleu_chrf(hypotheses, references),
+        "exact_match": exact,
+        "loss": total / tokens,
+        "perplexity": metrics.perplexity(total / tokens),
+        "sentences": len(pairs),
+        "beam_size": beam_size,
+    }
 
 
 def _evaluate_generator(ckpt, data: str, batch_size: int, device) -> dict:

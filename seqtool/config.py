@@ -19,6 +19,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 POOLINGS = ("max", "mean", "last", "attention")
+ATTENTIONS = ("bahdanau", "luong", "none")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 
@@ -100,8 +101,40 @@ class ClassifierConfig(_Config):
 
 
 @dataclass(frozen=True)
+class TranslatorConfig(_Config):
+    src_vocab_size: int
+    tgt_vocab_size: int
+    cell: str = "gru"
+    embedding_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.3
+    bidirectional: bool = True  # the encoder
+    attention: str = "bahdanau"
+    input_feeding: bool = True  # feed the last attentional vector into the next step
+    tie_embeddings: bool = False  # target embedding shared with the output layer
+    max_length: int = 128  # tokens per side; longer lines are cut
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        _check(self.attention in ATTENTIONS, f"unknown attention {self.attention!r}")
+        for name in (
+            "src_vocab_size",
+            "tgt_vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "num_layers",
+            "max_length",
+        ):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Config):
     batch_size: int = 64
+    batch_tokens: int | None = None  # translator: padded tokens per batch, source + target
+    label_smoothing: float = 0.0
     seq_len: int = 128  # generator: the truncated-BPTT window
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -128,7 +161,8 @@ class TrainConfig(_Config):
         _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}")
         _check(self.device in DEVICES, f"unknown device {self.device!r}")
         _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")
-        for name in ("max_steps", "max_epochs", "max_time", "patience", "threads"):
+        _check(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
+        for name in ("max_steps", "max_epochs", "max_time", "patience", "threads", "batch_tokens"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"{name} must be positive")
 

@@ -8,6 +8,7 @@ training reads window by window.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -297,3 +298,96 @@ def pad(sequences: list[list[int]], pad_id: int = 0):
     for row, seq in enumerate(sequences):
         tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return tokens, lengths
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One aligned source/target sentence pair and its line number."""
+
+    src: str
+    tgt: str
+    line: int
+
+
+def parallel_paths(data: str, src_lang: str | None, tgt_lang: str | None) -> list[Path]:
+    """A TSV file, or with both languages the aligned files `data.src` and `data.tgt`."""
+    if src_lang and tgt_lang:
+        return [check_file(f"{data}.{src_lang}"), check_file(f"{data}.{tgt_lang}")]
+    if src_lang or tgt_lang:
+        raise DataError("give both --src-lang and --tgt-lang, or neither for a TSV file")
+    path = Path(data)
+    if not path.exists() and list(path.parent.glob(path.name + ".*")):
+        raise DataError(f"{data}: no such file; for aligned files add --src-lang and --tgt-lang")
+    return [check_file(path)]
+
+
+def read_parallel(paths: list[Path]) -> tuple[list[Pair], int]:
+    """Read sentence pairs from a TSV file (`source<TAB>target`) or two aligned files.
+
+    Returns the pairs and the number of pairs skipped because a side was empty. A TSV
+    line without a tab, or aligned files of different lengths, raise DataError.
+    """
+    pairs, skipped = [], 0
+    if len(paths) == 1:
+        for line_no, line in read_lines(paths[0]):
+            if not line.strip():
+                skipped += 1
+                continue
+            src, tab, tgt = line.partition("\t")
+            if not tab:
+                raise DataError(
+                    f"{paths[0]}:{line_no}: no tab in the line; write it as source<TAB>target"
+                )
+            if not (src.strip() and tgt.strip()):
+                skipped += 1
+                continue
+            pairs.append(Pair(src, tgt, line_no))
+        return pairs, skipped
+    src_path, tgt_path = paths
+    counts = [0, 0]
+    for src, tgt in itertools.zip_longest(read_lines(src_path), read_lines(tgt_path)):
+        counts = [counts[0] + (src is not None), counts[1] + (tgt is not None)]
+        if src is None or tgt is None:
+            continue  # one file is longer: counted, and reported below
+        if src[1].strip() and tgt[1].strip():
+            pairs.append(Pair(src[1], tgt[1], src[0]))
+        else:
+            skipped += 1
+    if counts[0] != counts[1]:
+        raise DataError(
+            f"{src_path} has {counts[0]:,} lines but {tgt_path} has {counts[1]:,}; "
+            f"aligned files need one sentence per line in both"
+        )
+    return pairs, skipped
+
+
+def token_batches(
+    src_lengths: list[int],
+    tgt_lengths: list[int],
+    max_sentences: int,
+    max_tokens: int | None,
+    seed: int,
+) -> list[list[int]]:
+    """Batches of pairs of similar length, each at most `max_sentences` pairs and (when
+    given) at most `max_tokens` padded tokens on its longer side, in a random order that
+    depends only on `seed` (so that a resumed run sees the same batches)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand(len(src_lengths), generator=generator).tolist()
+    order = sorted(
+        range(len(src_lengths)), key=lambda i: (src_lengths[i], tgt_lengths[i], noise[i])
+    )
+    batches, batch, longest = [], [], 0
+    for i in order:
+        width = max(longest, src_lengths[i], tgt_lengths[i])
+        full = len(batch) == max_sentences or (max_tokens and width * (len(batch) + 1) > max_tokens)
+        if batch and full:
+            batches.append(batch)
+            batch, width = [], max(src_lengths[i], tgt_lengths[i])
+        batch.append(i)
+        longest = width
+    if batch:
+        batches.append(batch)
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]

@@ -1,10 +1,15 @@
-"""Decoding: sampling from language models (temperature, top-k, top-p, greedy)."""
+"""Decoding: sampling from language models (temperature, top-k, top-p, greedy), and
+greedy and batched beam search for translators."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
+
+from seqtool.tokenizer import BOS_ID, EOS_ID
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -65,3 +70,162 @@ def sample(
         token = choose(logits, temperature, top_k, top_p, generator)
         yield token
         logits, state = model.decode_step(token, state)
+
+
+@dataclass
+class Hypothesis:
+    """A finished translation: target ids without bos/eos, the length-penalized score,
+    the summed log-probability, and the attention (steps, src_len) when asked for. Steps
+    count the eos step too; a hypothesis cut at the maximum length has none."""
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    attention: torch.Tensor | None = None
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's ((5 + length) / 6) ** alpha (Wu et al., 2016); alpha 0 scores raw log-prob."""
+    return ((5 + length) / 6) ** alpha
+
+
+def max_lengths(src_lengths: torch.Tensor, ratio: float) -> list[int]:
+    """The most target tokens each sentence may get: ratio x source tokens, plus 5."""
+    return [math.ceil(ratio * n) + 5 for n in src_lengths.tolist()]
+
+
+@torch.inference_mode()
+def greedy(
+    model,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_length_ratio: float = 2.0,
+    alpha: float = 0.0,
+    return_attention: bool = False,
+) -> list[Hypothesis]:
+    """The most likely next token at every step, for all sentences of a batch at once;
+    a sentence leaves the batch when it ends. src (batch, src_len) -> one Hypothesis each."""
+    limits = max_lengths(src_lengths, max_length_ratio)
+    memory, state = model.encode(src, src_lengths)
+    batch = src.size(0)
+    active = list(range(batch))  # sentence of each row still decoding
+    tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    log_probs_sum = [0.0] * batch
+    attention: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    result: list[Hypothesis | None] = [None] * batch
+    step = 0
+    while active:
+        log_probs, state, weights = model.decode_step(tokens, state, memory)
+        best, tokens = log_probs.max(-1)
+        keep = []
+        for row, (sentence, token, lp) in enumerate(
+            zip(active, tokens.tolist(), best.tolist(), strict=True)
+        ):
+            log_probs_sum[sentence] += lp
+            if return_attention and weights is not None:
+                attention[sentence].append(weights[row].float().cpu())
+            if token != EOS_ID:
+                out[sentence].append(token)
+            if token == EOS_ID or step + 1 >= limits[sentence]:
+                length = step + 1
+                result[sentence] = Hypothesis(
+                    out[sentence],
+                    log_probs_sum[sentence] / length_penalty(length, alpha),
+                    log_probs_sum[sentence],
+                    torch.stack(attention[sentence]) if attention[sentence] else None,
+                )
+            else:
+                keep.append(row)
+        step += 1
+        if len(keep) < len(active):
+            index = torch.tensor(keep, dtype=torch.long, device=src.device)
+            active = [active[i] for i in keep]
+            tokens, memory, state = tokens[index], memory.select(index), state.select(index)
+    return result  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def beam_search(
+    model,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    beam_size: int = 5,
+    n_best: int = 1,
+    alpha: float = 1.0,
+    max_length_ratio: float = 2.0,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Batched beam search: every beam of every sentence advances as one tensor per step.
+
+    Each step takes the 2k best continuations over all k beams; those that end (eos)
+    among the first k are set aside as finished, and the k best that do not end go on.
+    A sentence is done when it has k finished hypotheses or reaches its maximum length
+    (then its open beams finish as they are). Scores are log-probabilities divided by
+    the GNMT length penalty. Returns the n_best hypotheses per sentence, best first.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError("n_best must be between 1 and the beam size")
+    k, device = beam_size, src.device
+    limits = max_lengths(src_lengths, max_length_ratio)
+    memory, state = model.encode(src, src_lengths)
+    batch = src.size(0)
+    rows = torch.arange(batch, device=device).repeat_interleave(k)
+    memory, state = memory.select(rows), state.select(rows)
+    # only the first beam is open at the start, so the k beams do not repeat one another
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
+    attention = torch.zeros(batch * k, 0, src.size(1), device=device) if return_attention else None
+    active = list(range(batch))
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    ranks = torch.arange(2 * k, device=device)
+    step = 0
+    while active:
+        n = len(active)
+        log_probs, state, weights = model.decode_step(tokens, state, memory)
+        vocab = log_probs.size(-1)
+        candidates = (scores.view(-1, 1) + log_probs).view(n, k * vocab)
+        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=-1)
+        beam, token = top_index // vocab, top_index % vocab
+        if attention is not None and weights is not None:
+            attention = torch.cat([attention, weights.float()[:, None]], dim=1)
+        at_limit = torch.tensor([step + 1 >= limits[s] for s in active], device=device)
+        ends = ((token == EOS_ID) | at_limit[:, None]) & (ranks[: token.size(1)] < k)
+        ends &= top_scores > float("-inf")
+        for a, r in ends.nonzero().tolist():
+            row = a * k + int(beam[a, r])
+            ids = history[row].tolist()
+            if int(token[a, r]) != EOS_ID:
+                ids.append(int(token[a, r]))
+            log_prob = float(top_scores[a, r])
+            finished[active[a]].append(
+                Hypothesis(
+                    ids,
+                    log_prob / length_penalty(step + 1, alpha),
+                    log_prob,
+                    None if attention is None else attention[row].cpu(),
+                )
+            )
+        # the k best candidates that do not end go on
+        order = ((token == EOS_ID).long() * 2 * k + ranks[: token.size(1)]).argsort(dim=-1)[:, :k]
+        scores = top_scores.gather(1, order)
+        parent = (torch.arange(n, device=device)[:, None] * k + beam.gather(1, order)).flatten()
+        tokens = token.gather(1, order).flatten()
+        history = torch.cat([history[parent], tokens[:, None]], dim=1)
+        if attention is not None:
+            attention = attention[parent]
+        state = state.select(parent)
+        step += 1
+        done = [at_limit[a].item() or len(finished[s]) >= k for a, s in enumerate(active)]
+        if any(done):
+            keep = [a for a, d in enumerate(done) if not d]
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            beams = (index[:, None] * k + torch.arange(k, device=device)).flatten()
+            active = [active[a] for a in keep]
+            scores, tokens, history = scores[index], tokens[beams], history[beams]
+            memory, state = memory.select(beams), state.select(beams)
+            if attention is not None:
+                attention = attention[beams]
+    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]

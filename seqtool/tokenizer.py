@@ -36,7 +36,11 @@ class Tokenizer:
 
     @classmethod
     def train(
-        cls, lines: Iterable[str], kind: str = "char", vocab_size: int | None = None
+        cls,
+        lines: Iterable[str],
+        kind: str = "char",
+        vocab_size: int | None = None,
+        default_size: int = 16_000,
     ) -> tuple[Tokenizer, str | None]:
         """Train on `lines` (the training side only; iterated once, twice when the
         vocabulary must shrink). Returns the tokenizer and a warning when the requested
@@ -44,8 +48,8 @@ class Tokenizer:
         requested = vocab_size
         if vocab_size is None:
             # char: an upper bound only, so every distinct character gets its piece;
-            # subword: as large as the corpus allows, up to 16,000 (fitted without a warning)
-            vocab_size = 1_000_000 if kind == "char" else 16_000
+            # subword: as large as the corpus allows, up to default_size (fitted silently)
+            vocab_size = 1_000_000 if kind == "char" else default_size
         try:
             return cls(_train_proto(lines, kind, vocab_size)), None
         except RuntimeError as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -75,11 +76,16 @@ class TrainingView:
         )
 
     def on_eval(self, record: dict[str, Any]) -> None:
-        shown = ", ".join(
-            f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("step", "split", "best")
-        )
+        hidden = ("step", "split", "best", "examples")
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in hidden)
         mark = " [green]best[/green]" if record.get("best") else ""
         self.progress.console.print(f"step {record['step']:,} valid: {shown}{mark}")
+        for example in record.get("examples", []):
+            self.progress.console.print(
+                f"  [dim]src[/dim] {escape(example['source'])}\n"
+                f"  [dim]ref[/dim] {escape(example['reference'])}\n"
+                f"  [dim]hyp[/dim] {escape(example['translation'])}"
+            )
 
     def on_end(self, trainer) -> None:
         self.progress.stop()
@@ -125,3 +131,53 @@ def attention_bars(pieces: list[str], weights: list[float]) -> None:
     for piece, weight in zip(pieces, weights, strict=True):
         bar = "█" * round(30 * weight / top)
         console.print(f"{piece:>16} {weight:6.3f} [cyan]{bar}[/cyan]")
+
+
+_SHADES = " ░▒▓█"
+
+
+def attention_matrix(src: list[str], tgt: list[str], weights: list[list[float]]) -> None:
+    """Source pieces across, target pieces down; each cell shaded by its weight (each
+    row sums to 1), so the alignment shows as a dark path."""
+    table = Table(show_edge=False, pad_edge=False, padding=(0, 0), box=None)
+    table.add_column("")
+    for piece in src:
+        table.add_column(escape(piece), justify="center", max_width=max(2, len(piece)))
+    for piece, row in zip(tgt, weights, strict=True):
+        cells = [
+            _SHADES[min(4, round(w * 4))] * max(2, len(s)) for w, s in zip(row, src, strict=True)
+        ]
+        table.add_row(escape(piece) + " ", *cells)
+    console.print(table)
+
+
+def check_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from seqtool.errors import ConfigError
+
+        raise ConfigError(
+            "--attention-plot needs matplotlib: pip install 'seqtool[plot]'"
+        ) from None
+
+
+def attention_heatmap(
+    src: list[str], tgt: list[str], weights: list[list[float]], path: str
+) -> None:
+    """A labelled heatmap image of the attention: source across, target down."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(src), 1 + 0.4 * len(tgt)))
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
+    ax.set_yticks(range(len(tgt)), tgt)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

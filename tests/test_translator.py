@@ -1,0 +1,425 @@
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqtool import decoding
+from seqtool.config import TranslatorConfig
+from seqtool.data import parallel_paths, read_parallel, token_batches
+from seqtool.errors import DataError
+from seqtool.models.attention import BahdanauAttention, LuongAttention
+from seqtool.models.translator import TranslatorModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_dates():
+    spec = importlib.util.spec_from_file_location("make_dates", ROOT / "corpora" / "make_dates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def date_lines(n: int, seed: int) -> list[str]:
+    return load_dates().pairs(n, random.Random(seed))
+
+
+@pytest.fixture
+def dates(tmp_path):
+    train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+    train.write_text("".join(date_lines(300, 0)))
+    valid.write_text("".join(date_lines(20, 1)))
+    return train, valid
+
+
+TINY = [
+    "--hidden-size", "16", "--embedding-size", "16", "--batch-size", "16",
+    "--eval-every", "5", "--log-every", "5", "--warmup-steps", "0",
+    "--tokenizer", "char", "--lr", "0.01",
+]  # fmt: skip
+
+
+def train_translator(run_cli, data, out, *extra):
+    train, valid = data
+    return run_cli(
+        "train", "translator", "--train", train, "--valid", valid, "--out", out,
+        "--max-steps", 10, *TINY, *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def trained_translator(run_cli, dates, tmp_path):
+    out = tmp_path / "tr"
+    result = train_translator(run_cli, dates, out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def tiny_model(attention="bahdanau", cell="gru", input_feeding=True, seed=0, **kw):
+    torch.manual_seed(seed)
+    config = TranslatorConfig(
+        src_vocab_size=20,
+        tgt_vocab_size=12,
+        cell=cell,
+        embedding_size=8,
+        hidden_size=8,
+        attention=attention,
+        input_feeding=input_feeding,
+        dropout=0.0,
+        **kw,
+    )
+    return TranslatorModel(config).eval()
+
+
+def batch(*sentences):
+    lengths = torch.tensor([len(s) for s in sentences])
+    src = torch.zeros(len(sentences), int(lengths.max()), dtype=torch.long)
+    for i, s in enumerate(sentences):
+        src[i, : len(s)] = torch.tensor(s)
+    return src, lengths
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def test_tsv_and_aligned_files_read_the_same_pairs(tmp_path):
+    (tmp_path / "d.tsv").write_text("ein Hund\ta dog\n\nzwei\ttwo\n")
+    (tmp_path / "d.de").write_text("ein Hund\n\nzwei\n")
+    (tmp_path / "d.en").write_text("a dog\n\ntwo\n")
+    tsv, skipped_tsv = read_parallel(parallel_paths(str(tmp_path / "d.tsv"), None, None))
+    aligned, skipped = read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
+    assert [(p.src, p.tgt, p.line) for p in tsv] == [("ein Hund", "a dog", 1), ("zwei", "two", 3)]
+    assert [(p.src, p.tgt, p.line) for p in aligned] == [(p.src, p.tgt, p.line) for p in tsv]
+    assert skipped_tsv == skipped == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
+            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
+        ).filter(lambda p: p[0].strip() and p[1].strip()),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_tsv_reader_round_trip(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("tsv") / "d.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
+    pairs, skipped = read_parallel([path])
+    # the target keeps any later tab: only the first one splits
+    assert [(p.src, p.tgt) for p in pairs] == rows
+    assert skipped == 0
+
+
+def test_mismatched_aligned_files_name_both_counts(tmp_path):
+    (tmp_path / "d.de").write_text("a\nb\nc\n")
+    (tmp_path / "d.en").write_text("a\nb\n")
+    with pytest.raises(DataError) as err:
+        read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
+    assert str(err.value) == (
+        f"{tmp_path / 'd.de'} has 3 lines but {tmp_path / 'd.en'} has 2; "
+        f"aligned files need one sentence per line in both"
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=200),
+    st.integers(1, 32),
+    st.one_of(st.none(), st.integers(1, 300)),
+    st.integers(0, 5),
+)
+def test_token_batches_cover_every_pair_once_within_budget(lengths, sentences, tokens, seed):
+    src, tgt = [a for a, _ in lengths], [b for _, b in lengths]
+    batches = token_batches(src, tgt, sentences, tokens, seed)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= sentences
+        width = max(max(src[i], tgt[i]) for i in b)
+        assert tokens is None or len(b) == 1 or len(b) * width <= tokens
+    assert batches == token_batches(src, tgt, sentences, tokens, seed)
+
+
+# -- attention and model ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attention", [BahdanauAttention(6, 10, 6), LuongAttention(6, 10)])
+def test_attention_masks_padding_and_sums_to_one(attention):
+    torch.manual_seed(0)
+    values = torch.randn(2, 5, 10)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    query = torch.randn(2, 3, 6)
+    context, weights = attention(query, attention.project(values), values, mask)
+    assert context.shape == (2, 3, 10) and weights.shape == (2, 3, 5)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3))
+    assert torch.all(weights[1, :, 2:] == 0)
+    # the padded positions' values cannot leak into the context
+    changed = values.clone()
+    changed[1, 2:] = 100.0
+    context2, _ = attention(query, attention.project(changed), changed, mask)
+    assert torch.allclose(context[1], context2[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_decode_steps_equal_teacher_forcing(cell, attention, input_feeding):
+    """The one-step inference path computes what the training path computes."""
+    model = tiny_model(attention, cell, input_feeding)
+    src, lengths = batch([4, 5, 6, 7], [8, 9])
+    tgt_in = torch.tensor([[1, 4, 5, 6], [1, 7, 8, 9]])
+    with torch.inference_mode():
+        logits, weights = model(src, lengths, tgt_in)
+        memory, state = model.encode(src, lengths)
+        for t in range(tgt_in.size(1)):
+            log_probs, state, w = model.decode_step(tgt_in[:, t], state, memory)
+            assert torch.allclose(log_probs, logits[:, t].log_softmax(-1), atol=1e-5)
+            if attention != "none":
+                assert torch.allclose(w, weights[:, t], atol=1e-5)
+    assert logits.shape == (2, 4, 12)
+    assert (weights is None) == (attention == "none")
+
+
+def test_padding_does_not_change_a_translation():
+    model = tiny_model()
+    alone = decoding.beam_search(model, *batch([4, 5, 6]), beam_size=3)[0][0]
+    padded = decoding.beam_search(model, *batch([4, 5, 6], [7, 8, 9, 10, 11, 12]), beam_size=3)
+    assert padded[0][0].tokens == alone.tokens
+    assert padded[0][0].score == pytest.approx(alone.score, abs=1e-5)
+
+
+# -- search -----------------------------------------------------------------------------
+
+SOURCES = [[4, 5, 6], [7, 8], [9, 10, 11, 12, 13], [14], [15, 16, 17, 18]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_size_one_equals_greedy(seed):
+    model = tiny_model(seed=seed)
+    src, lengths = batch(*SOURCES)
+    greedy = decoding.greedy(model, src, lengths, alpha=1.0)
+    beam = decoding.beam_search(model, src, lengths, beam_size=1, alpha=1.0)
+    for g, b in zip(greedy, beam, strict=True):
+        assert b[0].tokens == g.tokens
+        assert b[0].score == pytest.approx(g.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_beam_search_never_scores_below_greedy(seed):
+    model = tiny_model(seed=seed, cell="lstm")
+    src, lengths = batch(*SOURCES)
+    greedy = decoding.greedy(model, src, lengths, alpha=0.0)
+    for k in (2, 4, 8):
+        beam = decoding.beam_search(model, src, lengths, beam_size=k, alpha=0.0)
+        for g, b in zip(greedy, beam, strict=True):
+            assert b[0].score >= g.score - 1e-5
+
+
+def test_n_best_lists_are_distinct_and_sorted():
+    model = tiny_model(seed=3)
+    found = decoding.beam_search(model, *batch(*SOURCES), beam_size=5, n_best=5)
+    for hyps in found:
+        assert len(hyps) == 5
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 5
+
+
+def test_batched_beam_search_equals_one_sentence_at_a_time():
+    model = tiny_model(seed=1)
+    together = decoding.beam_search(model, *batch(*SOURCES), beam_size=4, n_best=2)
+    for source, hyps in zip(SOURCES, together, strict=True):
+        alone = decoding.beam_search(model, *batch(source), beam_size=4, n_best=2)[0]
+        assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+
+
+def test_max_length_ends_every_hypothesis():
+    model = tiny_model(seed=2)
+    found = decoding.beam_search(model, *batch([4]), beam_size=3, max_length_ratio=1.0)
+    assert all(len(h.tokens) <= 6 for h in found[0])
+
+
+def test_attention_is_returned_per_step():
+    model = tiny_model()
+    hyp = decoding.beam_search(model, *batch([4, 5, 6]), beam_size=3, return_attention=True)[0][0]
+    assert hyp.attention.shape == (len(hyp.tokens) + 1, 3)
+    assert torch.allclose(hyp.attention.sum(-1), torch.ones(len(hyp.tokens) + 1), atol=1e-5)
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def test_train_translate_evaluate(run_cli, trained_translator, dates):
+    for name in ("best.ckpt", "last.ckpt", "metrics.jsonl"):
+        assert (trained_translator / name).exists()
+    evals = [json.loads(line) for line in (trained_translator / "metrics.jsonl").open()]
+    evals = [e for e in evals if e.get("split") == "valid"]
+    assert {"loss", "perplexity", "bleu", "chrf"} <= set(evals[0])
+    assert len(evals[0]["examples"]) == 3
+    result = run_cli("evaluate", trained_translator, "--data", dates[1], "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert {"bleu", "chrf", "loss", "perplexity"} <= set(scores)
+    assert scores["sentences"] == 20
+
+
+def test_translate_writes_one_line_per_input_line(run_cli, trained_translator):
+    lines = ["3 March 1987", "", "May 5, 2001", "1.2.1999"]
+    result = run_cli("translate", trained_translator, "--batch-size", 2, input="\n".join(lines))
+    assert result.exit_code == 0, result.output
+    out = result.stdout.split("\n")
+    assert len(out) == len(lines) + 1 and out[-1] == "" and out[1] == ""
+    greedy = run_cli("translate", trained_translator, "--beam-size", 1, input="\n".join(lines))
+    assert len(greedy.stdout.split("\n")) == len(lines) + 1
+
+
+def test_translate_n_best_and_json(run_cli, trained_translator):
+    result = run_cli(
+        "translate", trained_translator, "--text", "3 March 1987", "--n-best", 3, "--beam-size", 3
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.strip("\n").split("\n")]
+    assert len(rows) == 3 and all(len(r) == 2 for r in rows)
+    scores = [float(r[1]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    result = run_cli("translate", trained_translator, "--text", "3 March 1987", "--json")
+    record = json.loads(result.stdout)
+    assert set(record) == {"translation", "score", "tokens"}
+
+
+def test_translate_shows_attention(run_cli, trained_translator, tmp_path):
+    result = run_cli("translate", trained_translator, "--text", "3 May 1987", "--show-attention")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stderr.rstrip("\n").split("\n")
+    assert header.split() == ["3", "▁", "M", "a", "y", "▁", "1", "9", "8", "7"]
+    tokens = json.loads(
+        run_cli("translate", trained_translator, "--text", "3 May 1987", "--json").stdout
+    )["tokens"]
+    assert len(rows) in (len(tokens), len(tokens) + 1)  # + the eos step, when it ended
+    assert all(set(row[len(row.split()[0]) :]) <= set(" ░▒▓█") for row in rows)
+    pytest.importorskip("matplotlib")
+    image = tmp_path / "att.png"
+    result = run_cli(
+        "translate", trained_translator, "--text", "3 May 1987", "--attention-plot", image
+    )
+    assert result.exit_code == 0, result.output
+    assert image.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_attention_needs_one_sentence(run_cli, trained_translator):
+    result = run_cli("translate", trained_translator, "--show-attention", input="a\n")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: --show-attention and --attention-plot draw one sentence: give it with --text\n"
+    )
+
+
+def test_line_without_tab(run_cli, tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("eins\tone\nzwei two\n")
+    result = run_cli(
+        "train", "translator", "--train", train, "--out", tmp_path / "r", "--max-steps", 5, *TINY
+    )
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {train}:2: no tab in the line; write it as source<TAB>target\n"
+
+
+def test_mismatched_files_on_the_command_line(run_cli, tmp_path):
+    (tmp_path / "t.de").write_text("eins\nzwei\n")
+    (tmp_path / "t.en").write_text("one\n")
+    result = run_cli(
+        "train", "translator", "--train", tmp_path / "t", "--src-lang", "de", "--tgt-lang", "en",
+        "--out", tmp_path / "r", "--max-steps", 5, *TINY,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "t.de has 2 lines but" in result.stderr and "t.en has 1;" in result.stderr
+
+
+def test_generator_checkpoint_given_to_translate(run_cli, trained):
+    result = run_cli("translate", trained, "--text", "hallo")
+    assert result.exit_code == 1
+    assert "this is a generator checkpoint, not a translator checkpoint" in result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+
+
+def test_n_best_above_beam_size(run_cli, trained_translator):
+    result = run_cli(
+        "translate", trained_translator, "--text", "x", "--n-best", 4, "--beam-size", 2
+    )
+    assert result.exit_code == 1
+    assert result.stderr == "Error: --n-best 4 needs --beam-size 4 or more\n"
+
+
+def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
+    """Stopped mid-epoch in the second epoch, resumed: the same weights as one run."""
+    from seqtool import checkpoint
+    from seqtool.config import TokenizerConfig, TrainConfig
+    from seqtool.errors import TrainingInterrupted
+    from seqtool.tasks import translator
+    from seqtool.training import Trainer
+    from tests.test_training import StopAt
+
+    cfg = TrainConfig(
+        batch_size=16, max_steps=40, eval_every=10, device="cpu", precision="fp32",
+        label_smoothing=0.1, batch_tokens=200,
+    )  # fmt: skip
+    model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.2, "cell": "lstm"}
+
+    def task(run_dir, resume=None):
+        return translator.prepare(
+            str(dates[0]), str(dates[1]), run_dir, TokenizerConfig("char"), model, cfg, resume,
+            lambda message: None,
+        )  # fmt: skip
+
+    whole = Trainer(task(tmp_path / "a"), cfg, tmp_path / "a")
+    whole.fit()
+    assert whole.task.num_batches() < 31  # the stop falls in the second epoch
+    first = Trainer(task(tmp_path / "b"), cfg, tmp_path / "b", callbacks=StopAt(31))
+    with pytest.raises(TrainingInterrupted):
+        first.fit()
+    ckpt = checkpoint.load(tmp_path / "b" / "last.ckpt")
+    resumed = Trainer(task(tmp_path / "b", ckpt), cfg, tmp_path / "b", resume=ckpt)
+    resumed.fit()
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_dates_are_learned_with_sharp_attention(run_cli, tmp_path):
+    """The end-to-end check: seconds of training on the dates task give exact ISO dates,
+    and the attention that writes the year rests on the year's digits."""
+    from seqtool import checkpoint
+    from seqtool.tasks import translator
+
+    train, valid, test = (tmp_path / f"{n}.tsv" for n in ("train", "valid", "test"))
+    train.write_text("".join(date_lines(20000, 0)))
+    valid.write_text("".join(date_lines(100, 1)))
+    test.write_text("".join(date_lines(200, 2)))
+    out = tmp_path / "dates"
+    result = run_cli(
+        "train", "translator", "--train", train, "--valid", valid, "--out", out,
+        "--tokenizer", "char", "--hidden-size", "64", "--embedding-size", "32",
+        "--dropout", "0.1", "--lr", "3e-3", "--label-smoothing", "0", "--max-steps", "600",
+        "--eval-every", "300", "--precision", "fp32",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads(run_cli("evaluate", out, "--data", test, "--json").stdout)
+    assert scores["exact_match"] >= 0.9, scores
+
+    model, src_tok, tgt_tok = translator.load_model(checkpoint.load(out))
+    text = "Tuesday, March 3, 1987"
+    hyp = translator.translate(
+        model, [src_tok.encode(text)], tgt_tok, torch.device("cpu"), return_attention=True
+    )[0][0][1]
+    assert tgt_tok.decode(hyp.tokens) == "1987-03-03"
+    # rows 0-3 write the year: each is sharply peaked on a digit of the source's year
+    year = slice(text.index("1987"), len(text))
+    for row in hyp.attention[:4]:
+        assert row.max() > 0.5
+        assert row[year].sum() > 0.8
