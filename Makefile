@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHAKES := ../shared/corpora/tinyshakespeare
 
-.PHONY: install demo test bench lint format clean
+.PHONY: install demo test bench lint format clean gpu-data
 
 install: $(STAMP)
 
@@ -37,6 +37,14 @@ lint: install
 format: install
 	$(BIN)/ruff format seqtool tests bench corpora
 	$(BIN)/ruff check --fix seqtool tests bench corpora
+
+# bench/gpu.sh runs on a lent GPU machine that receives the checkout only: copy the
+# shared corpora and reference scripts in (ignored by git through .git/info/exclude)
+gpu-data:
+	mkdir -p gpu-data/corpora gpu-data/bench
+	cp -r ../shared/corpora/tinyshakespeare ../shared/corpora/multi30k gpu-data/corpora/
+	cp ../shared/bench/ref_*.py gpu-data/bench/
+	grep -qx 'gpu-data/' .git/info/exclude 2>/dev/null || echo 'gpu-data/' >> .git/info/exclude
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -308,10 +308,14 @@ def _train(
 ) -> None:
     """What every `train` command does: check the run directory, build the configs, let
     the task read its data, and run the training loop."""
-    from seqtool import checkpoint
+    from seqtool import checkpoint, distributed
     from seqtool.config import TokenizerConfig
+    from seqtool.training import pick_device
     from seqtool.ui import note
 
+    distributed.init(pick_device(options["device"]))  # under torchrun: join the others
+    if not distributed.is_main():
+        note = lambda message: None  # noqa: E731 (one process speaks for all)
     run_dir, replaced = _check_run_dir(out, resume, force)
     resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
     config = _train_config(ctx, options, resume_ckpt)
@@ -327,9 +331,23 @@ def _train(
         note,
         **task_options,
     )
-    for path in replaced:
-        path.unlink()
-    _fit(task, config, run_dir, resume_ckpt)
+    if distributed.is_main():
+        for path in replaced:
+            path.unlink()
+    try:
+        _fit(task, config, run_dir, resume_ckpt)
+    finally:
+        distributed.shutdown()
+
+
+def _resume_command() -> str:
+    from seqtool import distributed
+
+    launcher = ["seqtool"]
+    if distributed.world() > 1:
+        launcher = ["torchrun", "--nproc_per_node", str(distributed.world()), "-m", "seqtool"]
+    command = " ".join(shlex.quote(a) for a in [*launcher, *sys.argv[1:]])
+    return command if "--resume" in sys.argv else command + " --resume"
 
 
 def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
@@ -345,11 +363,11 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
     try:
         progress = trainer.fit()
     except TrainingInterrupted:
-        command = " ".join(shlex.quote(a) for a in ["seqtool", *sys.argv[1:]])
-        if "--resume" not in sys.argv:
-            command += " --resume"
-        console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {command}")
+        if trainer.main:
+            console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {_resume_command()}")
         raise
+    if not trainer.main:
+        return
     best = "-"
     if progress.best is not None:
         best = f"{progress.best:.4f} at step {progress.best_step:,}"

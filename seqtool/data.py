@@ -134,7 +134,22 @@ def encode_file(
     path: Path, tokenizer: Tokenizer, cache: Path, start: int = 0, end: int | None = None
 ) -> TokenArray:
     """Tokenize a byte range of `path` into `cache` (+ `.json` beside it), or reuse the
-    cache when the file, the range and the tokenizer are unchanged."""
+    cache when the file, the range and the tokenizer are unchanged. Under torchrun the
+    first process writes the cache while the others wait, then they map it."""
+    from seqtool import distributed
+
+    if not distributed.is_main():
+        distributed.barrier()
+    try:
+        return _encode_file(path, tokenizer, cache, start, end)
+    finally:
+        if distributed.is_main():
+            distributed.barrier()
+
+
+def _encode_file(
+    path: Path, tokenizer: Tokenizer, cache: Path, start: int, end: int | None
+) -> TokenArray:
     end = path.stat().st_size if end is None else end
     stat = path.stat()
     key = {
@@ -391,3 +406,11 @@ def token_batches(
         batches.append(batch)
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
+
+
+def to_device(tensor, device):
+    """Move a batch to the device: from pinned memory without blocking on CUDA, so the
+    copy overlaps the work already queued."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
 
+from seqtool import distributed
 from seqtool.errors import DataError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -44,26 +45,10 @@ class Tokenizer:
     ) -> tuple[Tokenizer, str | None]:
         """Train on `lines` (the training side only; iterated once, twice when the
         vocabulary must shrink). Returns the tokenizer and a warning when the requested
-        vocabulary was too large for the corpus and was shrunk."""
-        requested = vocab_size
-        if vocab_size is None:
-            # char: an upper bound only, so every distinct character gets its piece;
-            # subword: as large as the corpus allows, up to default_size (fitted silently)
-            vocab_size = 1_000_000 if kind == "char" else default_size
-        try:
-            return cls(_train_proto(lines, kind, vocab_size)), None
-        except RuntimeError as err:
-            high, low = _TOO_HIGH.search(str(err)), _TOO_LOW.search(str(err))
-            if not (high or low):
-                raise DataError(f"sentencepiece could not train a {kind} model: {err}") from err
-            fitted = int((high or low).group(1))
-            warning = None
-            if requested is not None:
-                warning = (
-                    f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for "
-                    f"this corpus; using {fitted}"
-                )
-            return cls(_train_proto(lines, kind, fitted)), warning
+        vocabulary was too large for the corpus and was shrunk. Under torchrun the first
+        process trains it and hands it to the others, so that all hold the same one."""
+        proto, warning = distributed.on_main(lambda: _fit(lines, kind, vocab_size, default_size))
+        return cls(proto), warning
 
     def encode(self, text: str) -> list[int]:
         if _SPACE_MARK not in text:
@@ -126,6 +111,31 @@ def _training_sentences(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         for start in range(0, len(line), _MAX_PIECE_OF_LINE):
             yield line[start : start + _MAX_PIECE_OF_LINE]
+
+
+def _fit(
+    lines: Iterable[str], kind: str, vocab_size: int | None, default_size: int
+) -> tuple[bytes, str | None]:
+    """The model proto, and a warning when the requested size had to change."""
+    requested = vocab_size
+    if vocab_size is None:
+        # char: an upper bound only, so every distinct character gets its piece;
+        # subword: as large as the corpus allows, up to default_size (fitted silently)
+        vocab_size = 1_000_000 if kind == "char" else default_size
+    try:
+        return _train_proto(lines, kind, vocab_size), None
+    except RuntimeError as err:
+        high, low = _TOO_HIGH.search(str(err)), _TOO_LOW.search(str(err))
+        if not (high or low):
+            raise DataError(f"sentencepiece could not train a {kind} model: {err}") from err
+        fitted = int((high or low).group(1))
+        warning = None
+        if requested is not None:
+            warning = (
+                f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for "
+                f"this corpus; using {fitted}"
+            )
+        return _train_proto(lines, kind, fitted), warning
 
 
 def _train_proto(lines: Iterable[str], kind: str, vocab_size: int) -> bytes:

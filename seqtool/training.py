@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
-from seqtool import checkpoint
+from seqtool import checkpoint, distributed
 from seqtool.config import TrainConfig
 from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted
 
@@ -50,9 +51,10 @@ class Callbacks(Protocol):
 
 
 def pick_device(name: str) -> torch.device:
+    """The device to run on; under torchrun each process takes the GPU of its local rank."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", distributed.local_rank())
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -60,6 +62,8 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError("--device cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: no MPS device is available")
+    if name == "cuda":
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
@@ -99,10 +103,16 @@ class Trainer:
         resume: dict[str, Any] | None = None,
     ) -> None:
         self.task, self.config, self.run_dir = task, config, Path(run_dir)
-        self.callbacks = callbacks
+        # only the first process reports, evaluates and writes files
+        self.main = distributed.is_main()
+        self.callbacks = callbacks if self.main else None
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
-        self.model = task.model.to(self.device)
+        self.model = task.model.to(self.device)  # checkpoints hold this, never the wrapper
+        self.network = self.model  # what the training step runs
+        if distributed.world() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
@@ -149,6 +159,17 @@ class Trainer:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._loop()
+        except (RuntimeError, torch.distributed.DistError) as err:
+            if distributed.world() == 1:
+                raise
+            # gloo and nccl report a dead peer or a timeout as one of these; keep the gist
+            reason = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip()).split(". ")[0]
+            reason = reason.splitlines()[0] if reason else type(err).__name__
+            raise TrainingError(
+                f"process {distributed.rank()} of {distributed.world()} lost the others at "
+                f"step {self.progress.step} ({reason}); every process must run, "
+                f"restart with --resume"
+            ) from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -167,7 +188,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with autocast(self.device, self.precision):
-                loss, tokens = task.train_loss(self.model, p.batch, self.device)
+                loss, tokens = task.train_loss(self.network, p.batch, self.device)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(
@@ -193,6 +214,8 @@ class Trainer:
             window_steps += 1
             window_tokens += tokens
             self._call("on_step", self)
+            # every process sees the same time spent and stops at the same step
+            stop, p.elapsed = distributed.agree(self._stop_signal is not None, p.elapsed)
 
             if p.step % c.log_every == 0:
                 now = time.perf_counter()
@@ -208,9 +231,10 @@ class Trainer:
                     "on_log",
                 )
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
-            if self._stop_signal is not None:
+            if stop:
                 self._save_last()
-                raise TrainingInterrupted(f"stopped by signal {self._stop_signal} at step {p.step}")
+                cause = f"signal {self._stop_signal}" if self._stop_signal else "another process"
+                raise TrainingInterrupted(f"stopped by {cause} at step {p.step}")
             if p.step % c.eval_every == 0 and self._evaluate():
                 return
         if self.last_eval.get("step") != p.step:
@@ -219,10 +243,12 @@ class Trainer:
     def _evaluate(self) -> bool:
         """Validate, save checkpoints; True when early stopping says to stop."""
         c, p, task = self.config, self.progress, self.task
-        self.model.eval()
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            metrics = task.evaluate(self.model, self.device)
-        self.model.train()
+        metrics = {}
+        if self.main:
+            self.model.eval()
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                metrics = task.evaluate(self.model, self.device)
+            self.model.train()
         score = metrics.get(task.metric)
         improved = score is not None and (
             p.best is None or (score > p.best if task.higher_is_better else score < p.best)
@@ -232,11 +258,12 @@ class Trainer:
         elif score is not None:
             p.bad_evals += 1
         self.last_eval = {"step": p.step, "split": "valid", **metrics, "best": bool(improved)}
-        if improved or score is None:
+        if self.main and (improved or score is None):
             checkpoint.save(self.run_dir / "best.ckpt", self._payload(last=False))
         self._save_last()
-        self._log(self.last_eval, "on_eval")
-        return c.patience is not None and p.bad_evals >= c.patience
+        if self.main:
+            self._log(self.last_eval, "on_eval")
+        return distributed.share(c.patience is not None and p.bad_evals >= c.patience)
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -251,30 +278,53 @@ class Trainer:
             },
         }
         if last:
-            rng = {"cpu": torch.get_rng_state()}
-            if self.device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state()
+            rng, task_state = self._local_state()
             payload |= {
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
-                "task_state": self.task.state_dict(),
+                "task_state": task_state,
             }
         return payload
 
+    def _local_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """This process's RNG and task state (the generator's hidden state, say)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng, self.task.state_dict()
+
     def _save_last(self) -> None:
-        checkpoint.save(self.run_dir / "last.ckpt", self._payload(last=True))
+        """Every process takes part: with several, the first writes all their RNG and
+        task states (lists in rank order) so that each resumes where it stopped."""
+        states = distributed.gather(self._local_state())
+        if not self.main:
+            return
+        payload = self._payload(last=True)
+        if len(states) > 1:
+            payload["rng"] = [rng for rng, _ in states]
+            payload["task_state"] = [task for _, task in states]
+        checkpoint.save(self.run_dir / "last.ckpt", payload)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if "optimizer" not in ckpt:
             raise ConfigError(f"{ckpt['path']}: holds no optimizer state; resume from last.ckpt")
+        rng, task_state = ckpt["rng"], ckpt["task_state"]
+        processes = len(rng) if isinstance(rng, list) else 1
+        if processes != distributed.world():
+            raise ConfigError(
+                f"{ckpt['path']}: this run trained in {processes} processes; resume it in "
+                f"{processes} (torchrun --nproc_per_node {processes} ...)"
+            )
+        if isinstance(rng, list):
+            rng, task_state = rng[distributed.rank()], task_state[distributed.rank()]
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["cpu"])
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        self.task.load_state_dict(ckpt["task_state"], self.device)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.task.load_state_dict(task_state, self.device)
         self.progress = Progress(**ckpt["progress"])
         self.last_eval = {"step": self.progress.step, **ckpt.get("metrics", {})}
 
@@ -288,6 +338,8 @@ class Trainer:
         )
 
     def _log(self, record: dict[str, Any], event: str) -> None:
+        if not self.main:
+            return
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
         self._call(event, record)

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seqtool import metrics
+from seqtool import distributed, metrics
 from seqtool.config import ClassifierConfig, TokenizerConfig, TrainConfig
-from seqtool.data import Example, length_buckets, pad, read_labeled
+from seqtool.data import Example, length_buckets, pad, read_labeled, to_device
 from seqtool.errors import DataError
 from seqtool.models.classifier import ClassifierModel
 from seqtool.tokenizer import UNK_ID, Tokenizer
@@ -74,9 +74,11 @@ class ClassifierTask:
 
     def train_loss(self, model, index: int, device: torch.device):
         batch = self.order[index]
-        tokens, lengths = pad([self.train_ids[i] for i in batch])
-        logits, _ = model(tokens.to(device, non_blocking=True), lengths)
-        return self.loss(logits, self.train_targets[batch].to(device)), int(lengths.sum())
+        mine, factor = distributed.part(batch)  # all of it, in one process
+        tokens, lengths = pad([self.train_ids[i] for i in mine])
+        logits, _ = model(to_device(tokens, device), lengths)
+        loss = self.loss(logits, to_device(self.train_targets[mine], device)) * factor
+        return loss, sum(len(self.train_ids[i]) for i in batch)
 
     def evaluate(self, model, device: torch.device) -> dict[str, float]:
         if not self.valid_ids:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqtool import metrics
+from seqtool import distributed, metrics
 from seqtool.config import GeneratorConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     LMStream,
@@ -21,8 +21,9 @@ from seqtool.data import (
     encode_file,
     holdout_offset,
     read_text,
+    to_device,
 )
-from seqtool.errors import DataError
+from seqtool.errors import ConfigError, DataError
 from seqtool.models.generator import GeneratorModel
 from seqtool.tokenizer import Tokenizer
 
@@ -53,6 +54,11 @@ class GeneratorTask:
                 f"needs ({config.batch_size} x {config.seq_len} + 1 = {need}); "
                 f"lower --batch-size or --seq-len"
             )
+        if config.batch_size % distributed.world():
+            raise ConfigError(
+                f"--batch-size {config.batch_size} (streams in all) must divide evenly among "
+                f"{distributed.world()} processes"
+            )
         self.valid, self.config = valid, config
         self.model = GeneratorModel(model_config)
         self.model.init_output_bias(unigram_log_probs(train, model_config.vocab_size))
@@ -65,10 +71,13 @@ class GeneratorTask:
         self.hidden = None
 
     def train_loss(self, model, index: int, device: torch.device):
-        inputs, targets = (t.to(device, non_blocking=True) for t in self.train_stream.batch(index))
+        inputs, targets = self.train_stream.batch(index)
+        tokens = targets.numel()  # in the whole batch, over all processes
+        mine = distributed.rows(len(inputs))  # each process runs its own streams
+        inputs, targets = (to_device(t[mine], device) for t in (inputs, targets))
         logits, state = model(inputs, self.hidden)
         self.hidden = _detach(state)
-        return lm_loss(logits, targets), targets.numel()
+        return lm_loss(logits, targets), tokens
 
     def evaluate(self, model, device: torch.device) -> dict[str, float]:
         return evaluate_lm(model, self.valid, self.config.batch_size, self.config.seq_len, device)

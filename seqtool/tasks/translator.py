@@ -9,9 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seqtool import decoding, metrics
+from seqtool import decoding, distributed, metrics
 from seqtool.config import TokenizerConfig, TrainConfig, TranslatorConfig
-from seqtool.data import Pair, pad, parallel_paths, read_parallel, token_batches
+from seqtool.data import Pair, pad, parallel_paths, read_parallel, to_device, token_batches
 from seqtool.errors import DataError
 from seqtool.models.translator import TranslatorModel
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
@@ -66,14 +66,17 @@ class TranslatorTask:
 
     def train_loss(self, model, index: int, device: torch.device):
         batch = self.order[index]
-        loss, tokens = translation_loss(
+        mine, factor = distributed.part(batch)  # all of it, in one process
+        loss, _ = translation_loss(
             model,
-            [self.train_src[i] for i in batch],
-            [self.train_tgt[i] for i in batch],
+            [self.train_src[i] for i in mine],
+            [self.train_tgt[i] for i in mine],
             device,
             self.config.label_smoothing,
         )
-        return loss / tokens, tokens
+        # the mean over the whole batch's target tokens, once gradients are averaged
+        tokens = sum(len(self.train_tgt[i]) + 1 for i in batch)
+        return loss * (distributed.world() * (factor > 0) / tokens), tokens
 
     def evaluate(self, model, device: torch.device) -> dict[str, Any]:
         if not self.valid:
@@ -149,8 +152,8 @@ def translation_loss(
     src_tokens, src_lengths = pad(src)
     tgt_in, _ = pad([[BOS_ID, *t] for t in tgt])
     tgt_out, _ = pad([[*t, EOS_ID] for t in tgt])
-    tgt_out = tgt_out.to(device, non_blocking=True)
-    logits, _ = model(src_tokens.to(device, non_blocking=True), src_lengths, tgt_in.to(device))
+    tgt_out = to_device(tgt_out, device)
+    logits, _ = model(to_device(src_tokens, device), src_lengths, to_device(tgt_in, device))
     loss = F.cross_entropy(
         logits.flatten(0, 1).float(),
         tgt_out.flatten(),
