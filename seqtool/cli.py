@@ -883,7 +883,8 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     from seqtool.ui import rule
 
     model, tokenizer = load_model(checkpoint.load(run, task="generator"))
-    model.to(pick_device(device))
+    target = pick_device(device)
+    model.to(target)
     # without a prompt, start as after a line break
     ids = tokenizer.encode(prompt or "\n")
     steps = decoding.sample(model, ids, length, num_samples, temperature, top_k, top_p, seed)
@@ -891,8 +892,11 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     if num_samples == 1:
         decoder = StreamDecoder(tokenizer)
         out.write(prompt)
-        for token in steps:
-            out.write(decoder.push(token.item()))
+        # read the tokens back a few at a time: on a GPU each read waits for the device,
+        # and one wait per character would stall the queue of sampling steps
+        for group in _chunks(steps, 1 if target.type == "cpu" else 16):
+            for token in torch.cat(group).tolist():
+                out.write(decoder.push(token))
             out.flush()
         out.write(decoder.flush() + "\n")
         return

@@ -33,13 +33,74 @@ def choose(
     temperature: float,
     top_k: int | None,
     top_p: float | None,
-    generator: torch.Generator | None,
+    noise: torch.Tensor,
 ) -> torch.Tensor:
-    """logits (batch, vocab) -> token ids (batch,); temperature 0 is greedy."""
+    """logits (batch, vocab), noise uniform in [0, 1) (batch, vocab) -> token ids (batch,);
+    temperature 0 is greedy.
+
+    Gumbel-max: argmax(logits / T - log(-log u)) is a draw from softmax(logits / T). The
+    randomness comes in as `noise`, so a step calls no random generator and can be
+    captured as a CUDA graph.
+    """
     if temperature == 0:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+    return (logits - torch.log(-torch.log(noise))).argmax(-1)
+
+
+def _clone(state):
+    return tuple(t.clone() for t in state) if isinstance(state, tuple) else state.clone()
+
+
+def _copy_into(target, source) -> None:
+    if isinstance(target, tuple):
+        for t, s in zip(target, source, strict=True):
+            t.copy_(s)
+    else:
+        target.copy_(source)
+
+
+class _Sampler:
+    """One sampling step on fixed buffers: feed the last token, choose the next.
+
+    On CUDA the step is captured once as a CUDA graph and replayed: at batch 1 a step
+    is a few dozen small kernels, and launching them one by one from Python costs far
+    more than running them. Replays queue up without waiting for the host.
+    """
+
+    def __init__(self, model, token, state, temperature, top_k, top_p) -> None:
+        self.model, self.options = model, (temperature, top_k, top_p)
+        self.token, self.state = token.clone(), _clone(state)
+        self.noise = torch.rand(token.size(0), model.config.vocab_size, device=token.device)
+        self.graph = self._capture() if token.is_cuda else None
+
+    def _step(self) -> None:
+        logits, state = self.model.decode_step(self.token, self.state)
+        self.token.copy_(choose(logits, *self.options, self.noise))
+        _copy_into(self.state, state)
+
+    def _capture(self):
+        start = (self.token.clone(), _clone(self.state))
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up kernels and the allocator first
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        self.token.copy_(start[0])  # capturing ran nothing, but the warm-up did
+        _copy_into(self.state, start[1])
+        return graph
+
+    def __call__(self, noise: torch.Tensor) -> torch.Tensor:
+        self.noise.copy_(noise)
+        if self.graph is None:
+            self._step()
+        else:
+            self.graph.replay()
+        return self.token.clone()
 
 
 @torch.inference_mode()
@@ -56,20 +117,30 @@ def sample(
     """Yield `length` token ids per sample, one step at a time: (num_samples,) each.
 
     The prompt primes the state in one call of the fused layer; each further token
-    costs one `decode_step`. All samples advance together as one batch.
+    costs one `decode_step` (one CUDA graph replay on a GPU). All samples advance
+    together as one batch. Nothing here waits for the device: a caller that prints
+    each token as it comes does.
     """
     if not prompt:
         raise ValueError("sampling needs a prompt of at least one token")
+    if length < 1:
+        return
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
+    vocab = model.config.vocab_size
+
+    def noise() -> torch.Tensor:
+        return torch.rand(num_samples, vocab, generator=generator, device=device)
+
     tokens = torch.tensor([prompt], device=device).expand(num_samples, -1)
     logits, state = model(tokens)
-    logits = logits[:, -1]
-    for _ in range(length):
-        token = choose(logits, temperature, top_k, top_p, generator)
-        yield token
-        logits, state = model.decode_step(token, state)
+    token = choose(logits[:, -1], temperature, top_k, top_p, noise())
+    yield token
+    if length > 1:
+        step = _Sampler(model, token, state, temperature, top_k, top_p)
+        for _ in range(length - 1):
+            yield step(noise())
 
 
 @dataclass

@@ -140,6 +140,9 @@ def _fit(
 
 def _train_proto(lines: Iterable[str], kind: str, vocab_size: int) -> bytes:
     out = io.BytesIO()
+    # a corpus of more than input_sentence_size lines is sampled: seeded, the same corpus
+    # gives the same model, so the token cache of an earlier run stays valid
+    spm.set_random_generator_seed(1)
     spm.SentencePieceTrainer.train(
         sentence_iterator=_training_sentences(lines),
         model_writer=out,

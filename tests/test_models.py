@@ -60,3 +60,17 @@ def test_generator_starts_from_the_unigram_distribution(tmp_path):
     model = GeneratorModel(GeneratorConfig(vocab_size=8, embedding_size=4, hidden_size=8))
     model.init_output_bias(log_probs)
     assert torch.equal(model.out.bias.detach(), log_probs)
+
+
+def test_unigram_counts_block_by_block_equal_one_count():
+    import numpy as np
+
+    from seqtool.data import TokenArray
+    from seqtool.tasks.generator import unigram_log_probs
+
+    ids = np.random.default_rng(0).integers(0, 50, size=10_001).astype(np.uint16)
+    whole = unigram_log_probs(TokenArray(ids, len(ids)), 60)
+    blocks = unigram_log_probs(TokenArray(ids, len(ids)), 60, block=777)
+    torch.testing.assert_close(blocks, whole)
+    expected = np.log((np.bincount(ids, minlength=60) + 1) / (len(ids) + 60))
+    torch.testing.assert_close(whole, torch.from_numpy(expected).float())

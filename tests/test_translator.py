@@ -1,6 +1,10 @@
 import importlib.util
 import json
+import os
+import pty
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -423,3 +427,61 @@ def test_dates_are_learned_with_sharp_attention(run_cli, tmp_path):
     for row in hyp.attention[:4]:
         assert row.max() > 0.5
         assert row[year].sum() > 0.8
+
+
+def test_joint_vocabulary_and_tied_embeddings(run_cli, dates, tmp_path):
+    out = tmp_path / "joint"
+    result = train_translator(run_cli, dates, out, "--joint-vocab", "--tie-embeddings")
+    assert result.exit_code == 0, result.output
+    ckpt = torch.load(out / "best.ckpt", weights_only=True)
+    assert ckpt["tokenizers"]["src"] == ckpt["tokenizers"]["tgt"]
+    assert ckpt["model_config"]["tie_embeddings"] is True
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["vocab_size"]["src"] == info["vocab_size"]["tgt"]
+    assert run_cli("translate", out, "--text", "3 May 1987").exit_code == 0
+
+
+def test_tied_output_layer_is_the_target_embedding():
+    model = tiny_model(tie_embeddings=True)
+    assert model.out.weight is model.tgt_embedding.weight
+    logits, _ = model(*batch([4, 5]), torch.tensor([[1, 4, 5]]))
+    assert logits.shape == (1, 3, 12)
+
+
+def test_missing_matplotlib_names_the_extra(run_cli, trained_translator, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    result = run_cli(
+        "translate",
+        trained_translator,
+        "--text",
+        "3 May 1987",
+        "--attention-plot",
+        tmp_path / "a.png",
+    )
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: --attention-plot needs matplotlib: pip install 'seqtool[plot]'\n"
+    )
+
+
+def test_interactive_at_a_terminal_answers_each_line(trained_translator):
+    """Typed at a terminal, each line is translated as soon as it is entered."""
+    primary, secondary = pty.openpty()
+    command = [sys.executable, "-m", "seqtool", "translate", str(trained_translator)]
+    proc = subprocess.Popen(
+        command, stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    os.close(secondary)
+    try:
+        os.write(primary, b"3 May 1987\n")
+        first = proc.stdout.readline()  # arrives while the terminal is still open
+        os.write(primary, b"May 5, 2001\n")
+        second = proc.stdout.readline()
+        os.write(primary, b"\x04")  # Ctrl-D ends
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        proc.kill()
+    assert first.endswith("\n") and second.endswith("\n")
+    assert proc.returncode == 0
+    assert "Type a sentence" in stderr

@@ -102,9 +102,12 @@ class GeneratorTask:
         }
 
 
-def unigram_log_probs(data: TokenArray, vocab_size: int) -> torch.Tensor:
-    """Add-one smoothed log frequency of every token id in the training data."""
-    counts = np.bincount(data.ids, minlength=vocab_size)[:vocab_size] + 1.0
+def unigram_log_probs(data: TokenArray, vocab_size: int, block: int = 1 << 24) -> torch.Tensor:
+    """Add-one smoothed log frequency of every token id in the training data, counted
+    block by block (np.bincount widens its input to int64: 8 bytes a token at once)."""
+    counts = np.ones(vocab_size)
+    for start in range(0, len(data.ids), block):
+        counts += np.bincount(data.ids[start : start + block], minlength=vocab_size)[:vocab_size]
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 

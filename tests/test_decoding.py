@@ -1,0 +1,65 @@
+"""Sampling: the Gumbel-max draw, filtering, and the fixed-buffer step used on CUDA."""
+
+import pytest
+import torch
+
+from seqtool import decoding
+from seqtool.config import GeneratorConfig
+from seqtool.models.generator import GeneratorModel
+
+
+def tiny_generator(cell="lstm"):
+    torch.manual_seed(0)
+    config = GeneratorConfig(vocab_size=11, cell=cell, embedding_size=6, hidden_size=8)
+    return GeneratorModel(config).eval()
+
+
+def test_gumbel_draws_follow_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(40_000, -1)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(logits.shape, generator=generator)
+    chosen = decoding.choose(logits, 1.0, None, None, noise)
+    frequencies = torch.bincount(chosen, minlength=4).float() / len(chosen)
+    assert torch.allclose(frequencies, logits[0].softmax(-1), atol=0.01)
+    # temperature sharpens: at 0.5 the first token takes softmax(2 * logits)[0]
+    sharp = decoding.choose(logits, 0.5, None, None, noise)
+    expected = (2 * logits[0]).softmax(-1)[0].item()
+    assert (sharp == 0).float().mean().item() == pytest.approx(expected, abs=0.01)
+
+
+def test_top_k_and_top_p_keep_only_the_likely_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(5_000, -1)
+    noise = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1))
+    assert set(decoding.choose(logits, 1.0, 2, None, noise).tolist()) == {0, 1}
+    assert set(decoding.choose(logits, 1.0, None, 0.8, noise).tolist()) == {0, 1}
+    assert set(decoding.choose(logits, 1.0, None, 0.81, noise).tolist()) == {0, 1, 2}
+    assert decoding.choose(logits, 0.0, None, None, noise).unique().tolist() == [0]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sample_equals_a_plain_loop_of_decode_steps(cell):
+    """The fixed-buffer step (captured as a CUDA graph on a GPU) computes what a
+    hand-written loop computes, from the same seed."""
+    model = tiny_generator(cell)
+    prompt, length, batch = [1, 2, 3], 30, 3
+    got = torch.stack(list(decoding.sample(model, prompt, length, batch, 0.9, 5, None, seed=7)))
+    generator = torch.Generator().manual_seed(7)
+    with torch.inference_mode():
+        logits, state = model(torch.tensor([prompt]).expand(batch, -1))
+        logits, expected = logits[:, -1], []
+        for _ in range(length):
+            noise = torch.rand(batch, 11, generator=generator)
+            token = decoding.choose(logits, 0.9, 5, None, noise)
+            expected.append(token)
+            logits, state = model.decode_step(token, state)
+    assert torch.equal(got, torch.stack(expected))
+    assert got.shape == (length, batch)
+
+
+def test_same_seed_same_sample_and_length_zero():
+    model = tiny_generator()
+    first = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=3)))
+    again = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=3)))
+    other = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=4)))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert list(decoding.sample(model, [1], 0)) == []
