@@ -21,7 +21,9 @@ M30K=$DATA/corpora/multi30k
 mkdir -p "$OUT"
 test -f "$SHAKES/train.txt" -a -f "$M30K/train.de" -a -f "$DATA/bench/ref_charlstm.py" || {
     echo "gpu.sh: $DATA/ lacks the corpora or reference scripts; run make gpu-data" >&2; exit 1; }
-pip install -q --no-deps --no-build-isolation -e . >/dev/null  # offline: no build env
+# offline: no build environment to fetch
+pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.txt" 2>&1 || {
+    cat "$OUT/pip.txt" >&2; exit 1; }
 PY=python
 card=$($PY -c "import torch; print(torch.cuda.get_device_name(0) if '$DEVICE' == 'cuda' else 'cpu')")
 echo "card: $card" | tee "$OUT/log.txt"
@@ -29,7 +31,7 @@ echo "card: $card" | tee "$OUT/log.txt"
 # 1. generator training, hidden 512 (the CPU throughput model), 2 minutes against the reference
 seqtool train generator --train "$SHAKES/train.txt" --valid "$SHAKES/valid.txt" \
     --out "$OUT/shakes" --force --device $DEVICE --hidden-size 512 --layers 2 \
-    --embedding-size 64 --batch-size 64 --seq-len 128 --max-time $BUDGET --eval-every 500 \
+    --embedding-size 64 --batch-size 64 --seq-len 128 --max-time $BUDGET --eval-every 500 --log-every 5 \
     2>>"$OUT/log.txt"
 $PY "$DATA/bench/ref_charlstm.py" --train "$SHAKES/train.txt" --valid "$SHAKES/valid.txt" \
     --device $DEVICE --seconds $REF_SECONDS > "$OUT/ref_train.txt"
@@ -44,7 +46,8 @@ $PY bench/run.py probe-sample "$OUT/shakes" 2000 1 "$DEVICE" > "$OUT/probe_sampl
 
 # 3. translator on Multi30k for 2 minutes, BLEU on test2016 and speed at beam 5
 seqtool train translator --train "$M30K/train" --valid "$M30K/valid" --src-lang de \
-    --tgt-lang en --out "$OUT/de-en" --force --device $DEVICE --max-time $BUDGET 2>>"$OUT/log.txt"
+    --tgt-lang en --out "$OUT/de-en" --force --device $DEVICE --max-time $BUDGET \
+    --log-every 10 2>>"$OUT/log.txt"
 seqtool evaluate "$OUT/de-en" --data "$M30K/test2016" --src-lang de --tgt-lang en \
     --beam-size 5 --device $DEVICE --json > "$OUT/test2016.json"
 start_t=$(date +%s.%N)

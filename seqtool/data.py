@@ -120,10 +120,13 @@ def _segments(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TokenArray:
-    """A tokenized text: ids (memory-mapped, uint16 or int32) and its character count."""
+    """A tokenized text: ids (memory-mapped, uint16 or int32), its character count, and
+    how often each id occurs (counted while encoding, so that nothing has to read all
+    the ids again)."""
 
     ids: np.ndarray
     num_chars: int
+    counts: np.ndarray
 
     @property
     def chars_per_token(self) -> float:
@@ -163,19 +166,22 @@ def _encode_file(
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     if meta_path.exists() and cache.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return TokenArray(_open_ids(cache, dtype), meta["num_chars"])
+        if meta.get("key") == key and "counts" in meta:
+            return TokenArray(_open_ids(cache, dtype), meta["num_chars"], np.array(meta["counts"]))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    num_chars = 0
+    num_chars, counts = 0, np.zeros(tokenizer.vocab_size, dtype=np.int64)
     tmp = cache.with_suffix(".tmp")
     with tmp.open("wb") as out:
         for block in read_text(path, start, end):
             num_chars += len(block)
             for ids in tokenizer.encode_batch(_segments(block)):
-                out.write(np.asarray(ids, dtype=dtype).tobytes())
+                array = np.asarray(ids, dtype=dtype)
+                counts += np.bincount(array, minlength=tokenizer.vocab_size)
+                out.write(array.tobytes())
     os.replace(tmp, cache)
-    meta_path.write_text(json.dumps({"key": key, "num_chars": num_chars}))
-    return TokenArray(_open_ids(cache, dtype), num_chars)
+    meta = {"key": key, "num_chars": num_chars, "counts": counts.tolist()}
+    meta_path.write_text(json.dumps(meta))
+    return TokenArray(_open_ids(cache, dtype), num_chars, counts)
 
 
 def _open_ids(path: Path, dtype) -> np.ndarray:

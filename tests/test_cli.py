@@ -327,3 +327,17 @@ def test_signal_saves_last_checkpoint_and_exits_130(corpus, tmp_path, signum):
         env={**os.environ},
     )
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_new_run_on_the_same_corpus_reuses_tokenizer_and_cache(run_cli, corpus, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "generator", "--train", corpus, "--out", out, "--max-steps", 2, *TINY]
+    assert run_cli(*args).exit_code == 0
+    cache = out / "data" / "train.ids"
+    built = cache.stat().st_mtime_ns
+    again = run_cli(*args, "--force")
+    assert again.exit_code == 0
+    assert cache.stat().st_mtime_ns == built  # mapped again, not rebuilt
+    corpus.write_text(corpus.read_text() + "one more line\n")
+    assert run_cli(*args, "--force").exit_code == 0
+    assert cache.stat().st_mtime_ns != built  # the corpus changed: rebuilt

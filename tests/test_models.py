@@ -54,7 +54,8 @@ def test_generator_starts_from_the_unigram_distribution(tmp_path):
     from seqtool.data import TokenArray
     from seqtool.tasks.generator import unigram_log_probs
 
-    log_probs = unigram_log_probs(TokenArray(np.array([4, 4, 4, 5], dtype=np.uint16), 4), 8)
+    ids = np.array([4, 4, 4, 5], dtype=np.uint16)
+    log_probs = unigram_log_probs(TokenArray(ids, 4, np.bincount(ids, minlength=8)), 8)
     assert log_probs.exp().sum().item() == pytest.approx(1.0)
     assert log_probs[4] > log_probs[5] > log_probs[7]  # seen often, seen once, never seen
     model = GeneratorModel(GeneratorConfig(vocab_size=8, embedding_size=4, hidden_size=8))
@@ -62,15 +63,18 @@ def test_generator_starts_from_the_unigram_distribution(tmp_path):
     assert torch.equal(model.out.bias.detach(), log_probs)
 
 
-def test_unigram_counts_block_by_block_equal_one_count():
+def test_encoding_counts_every_id_once(tmp_path):
+    """The counts the unigram start needs come with the cache, so nothing reads all the
+    ids of a large corpus again (that maps every page of the cache into memory)."""
     import numpy as np
 
-    from seqtool.data import TokenArray
-    from seqtool.tasks.generator import unigram_log_probs
+    from seqtool.data import encode_file
+    from seqtool.tokenizer import Tokenizer
 
-    ids = np.random.default_rng(0).integers(0, 50, size=10_001).astype(np.uint16)
-    whole = unigram_log_probs(TokenArray(ids, len(ids)), 60)
-    blocks = unigram_log_probs(TokenArray(ids, len(ids)), 60, block=777)
-    torch.testing.assert_close(blocks, whole)
-    expected = np.log((np.bincount(ids, minlength=60) + 1) / (len(ids) + 60))
-    torch.testing.assert_close(whole, torch.from_numpy(expected).float())
+    text = tmp_path / "t.txt"
+    text.write_text("abracadabra\n" * 500 + "zebra\n")
+    tokenizer, _ = Tokenizer.train(["abracadabra", "zebra"], "char")
+    first = encode_file(text, tokenizer, tmp_path / "c.ids")
+    again = encode_file(text, tokenizer, tmp_path / "c.ids")  # from the cache
+    expected = np.bincount(np.asarray(first.ids), minlength=tokenizer.vocab_size)
+    assert np.array_equal(first.counts, expected) and np.array_equal(again.counts, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,12 +103,9 @@ class GeneratorTask:
         }
 
 
-def unigram_log_probs(data: TokenArray, vocab_size: int, block: int = 1 << 24) -> torch.Tensor:
-    """Add-one smoothed log frequency of every token id in the training data, counted
-    block by block (np.bincount widens its input to int64: 8 bytes a token at once)."""
-    counts = np.ones(vocab_size)
-    for start in range(0, len(data.ids), block):
-        counts += np.bincount(data.ids[start : start + block], minlength=vocab_size)[:vocab_size]
+def unigram_log_probs(data: TokenArray, vocab_size: int) -> torch.Tensor:
+    """Add-one smoothed log frequency of every token id in the training data."""
+    counts = data.counts[:vocab_size] + 1.0
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
@@ -172,11 +170,7 @@ def prepare(
         model_config = GeneratorConfig.from_dict(resume["model_config"])
         tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
     else:
-        tokenizer, warning = Tokenizer.train(
-            TextLines(train_file, *train_range), tokenizer_config.kind, tokenizer_config.vocab_size
-        )
-        if warning:
-            notify(warning)
+        tokenizer = _tokenizer(run_dir / "data", train_file, train_range, tokenizer_config, notify)
         model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **model_options)
     cache = run_dir / "data"
     started = time.perf_counter()
@@ -194,6 +188,39 @@ def prepare(
     return GeneratorTask(
         model_config, tokenizer, tokenizer_config, train, valid, config, str(train_file)
     )
+
+
+def _tokenizer(
+    cache: Path,
+    path: Path,
+    byte_range: tuple[int, int | None],
+    config: TokenizerConfig,
+    notify: Callable[[str], None],
+) -> Tokenizer:
+    """Train the tokenizer, or take the one an earlier run in this directory trained on
+    the same file, range and settings: on a large corpus training takes a while, and
+    one trained anew may differ (sentencepiece samples large corpora), which would void
+    the token cache."""
+    stat = path.stat()
+    key = {
+        "source": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "range": list(byte_range),
+        "config": config.to_dict(),
+    }
+    meta, model = cache / "tokenizer.json", cache / "tokenizer.model"
+    if meta.exists() and model.exists() and json.loads(meta.read_text()) == key:
+        return Tokenizer(model.read_bytes())
+    lines = TextLines(path, *byte_range)
+    tokenizer, warning = Tokenizer.train(lines, config.kind, config.vocab_size)
+    if warning:
+        notify(warning)
+    if distributed.is_main():
+        cache.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(tokenizer.proto)
+        meta.write_text(json.dumps(key))
+    return tokenizer
 
 
 def _check_not_empty(path: Path) -> None:
