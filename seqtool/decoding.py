@@ -4,6 +4,7 @@ greedy and batched beam search for translators."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -80,17 +81,23 @@ class _Sampler:
         _copy_into(self.state, state)
 
     def _capture(self):
+        """The step as a CUDA graph, or None (then it runs eagerly) when this torch or
+        this GPU cannot capture it."""
         start = (self.token.clone(), _clone(self.state))
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm up kernels and the allocator first
-            for _ in range(3):
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm up kernels and the allocator first
+                for _ in range(3):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._step()
-        self.token.copy_(start[0])  # capturing ran nothing, but the warm-up did
+        except RuntimeError as err:
+            warnings.warn(f"sampling without a CUDA graph: {err}", stacklevel=2)
+            graph = None
+        self.token.copy_(start[0])  # the warm-up stepped the buffers: start over
         _copy_into(self.state, start[1])
         return graph
 
