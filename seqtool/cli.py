@@ -639,8 +639,9 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
     import torch
 
     from seqtool import checkpoint
+    from seqtool.data import encode_lines
     from seqtool.errors import ConfigError
-    from seqtool.tasks.classifier import decide, encode, load_model, predict_logits
+    from seqtool.tasks.classifier import decide, load_model, predict_logits
     from seqtool.training import pick_device
     from seqtool.ui import attention_bars, warn
 
@@ -659,7 +660,7 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
             )
     out = sys.stdout
     for chunk in _chunks(_input_lines(input_path, text), batch_size):
-        ids = encode(tokenizer, chunk, config.max_length, warn)
+        ids = encode_lines(tokenizer, chunk, config.max_length, warn)
         probs, chosen = decide(predict_logits(model, ids, batch_size, target), config, threshold)
         for line, row, labels in zip(chunk, probs, chosen, strict=True):
             if not line.strip():
@@ -751,6 +752,7 @@ def translate(
       seqtool translate runs/de-en --text "Ein Hund rennt." --show-attention
     """
     from seqtool import checkpoint
+    from seqtool.data import encode_lines
     from seqtool.errors import ConfigError
     from seqtool.tasks import translator
     from seqtool.training import pick_device
@@ -784,7 +786,7 @@ def translate(
     chunk_size = 1 if interactive else batch_size * 16
     out = sys.stdout
     for chunk in _chunks(_input_lines(input_path, text), chunk_size):
-        ids = translator.encode(src_tokenizer, chunk, config.max_length, "source", warn)
+        ids = encode_lines(src_tokenizer, chunk, config.max_length, warn, "source lines")
         results = translator.translate(
             model,
             ids,
@@ -983,9 +985,8 @@ def evaluate(
 def _evaluate_translator(
     ckpt, data, src_lang, tgt_lang, batch_size, beam_size, length_penalty, device
 ) -> dict:
-    import torch
-
     from seqtool import metrics
+    from seqtool.data import encode_lines
     from seqtool.tasks import translator
     from seqtool.ui import warn
 
@@ -993,15 +994,9 @@ def _evaluate_translator(
     model.to(device)
     pairs = translator.read_pairs(data, src_lang, tgt_lang, warn)
     limit = model.config.max_length
-    src = translator.encode(src_tokenizer, [p.src for p in pairs], limit, "source", warn)
-    tgt = translator.encode(tgt_tokenizer, [p.tgt for p in pairs], limit, "target", warn)
-    total, tokens = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(src), batch_size):
-            loss, n = translator.translation_loss(
-                model, src[start : start + batch_size], tgt[start : start + batch_size], device
-            )
-            total, tokens = total + loss.item(), tokens + n
+    src = encode_lines(src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
+    tgt = encode_lines(tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
+    loss = translator.mean_loss(model, src, tgt, batch_size, device)
     found = translator.translate(
         model, src, tgt_tokenizer, device, batch_size, beam_size, 1, length_penalty
     )
@@ -1010,8 +1005,8 @@ def _evaluate_translator(
     return {
         **metrics.bleu_chrf(hypotheses, references),
         "exact_match": exact,
-        "loss": total / tokens,
-        "perplexity": metrics.perplexity(total / tokens),
+        "loss": loss,
+        "perplexity": metrics.perplexity(loss),
         "sentences": len(pairs),
         "beam_size": beam_size,
     }
@@ -1033,7 +1028,7 @@ def _evaluate_generator(ckpt, data: str, batch_size: int, device) -> dict:
 
 
 def _evaluate_classifier(ckpt, data: str, batch_size: int, threshold: float, device) -> dict:
-    from seqtool.data import read_labeled
+    from seqtool.data import encode_lines, read_labeled
     from seqtool.tasks import classifier
     from seqtool.ui import warn
 
@@ -1044,7 +1039,7 @@ def _evaluate_classifier(ckpt, data: str, batch_size: int, threshold: float, dev
     if skipped:
         warn(f"{data}: skipped {skipped:,} empty lines")
     classifier.check_labels(examples, config, data)
-    ids = classifier.encode(tokenizer, [e.text for e in examples], config.max_length, warn)
+    ids = encode_lines(tokenizer, [e.text for e in examples], config.max_length, warn)
     logits = classifier.predict_logits(model, ids, batch_size, device)
     targets = classifier.make_targets(examples, config)
     report = classifier.score(logits, targets, config, threshold)

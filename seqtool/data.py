@@ -12,14 +12,14 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from seqtool.errors import DataError
-from seqtool.tokenizer import Tokenizer
+from seqtool.tokenizer import UNK_ID, Tokenizer
 
 BLOCK_BYTES = 1 << 22
 SEGMENT_CHARS = 1 << 16  # unit of work for sentencepiece's encoder threads
@@ -294,6 +294,32 @@ def _split_fasttext(line: str) -> tuple[tuple[str, ...], str]:
     while words and words[0].startswith(FASTTEXT_PREFIX):
         labels.append(words.pop(0)[len(FASTTEXT_PREFIX) :])
     return tuple(label for label in labels if label), " ".join(words)
+
+
+def encode_lines(
+    tokenizer: Tokenizer,
+    texts: list[str],
+    max_length: int,
+    notify: Callable[[str], None],
+    what: str = "lines",
+) -> list[list[int]]:
+    """Token ids per line, cut to max_length (with one warning); an empty line keeps one
+    token (unk) so that an encoder has something to read."""
+    ids = tokenizer.encode_batch(texts)
+    cut = sum(len(s) > max_length for s in ids)
+    if cut:
+        notify(f"{cut:,} {what} are longer than {max_length} tokens and were cut")
+    return [s[:max_length] or [UNK_ID] for s in ids]
+
+
+def random_holdout(items: list, count: int, seed: int) -> tuple[list, list]:
+    """(rest, held out): `count` items drawn at random, seeded (files are often sorted,
+    by label say, so the last lines are no fair sample); the rest keeps its order."""
+    import torch
+
+    perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = [items[i] for i in perm[:count]]
+    return [items[i] for i in sorted(perm[count:])], held
 
 
 def length_buckets(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:

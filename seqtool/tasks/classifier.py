@@ -13,10 +13,18 @@ import torch.nn.functional as F
 
 from seqtool import distributed, metrics
 from seqtool.config import ClassifierConfig, TokenizerConfig, TrainConfig
-from seqtool.data import Example, length_buckets, pad, read_labeled, to_device
+from seqtool.data import (
+    Example,
+    encode_lines,
+    length_buckets,
+    pad,
+    random_holdout,
+    read_labeled,
+    to_device,
+)
 from seqtool.errors import DataError
 from seqtool.models.classifier import ClassifierModel
-from seqtool.tokenizer import UNK_ID, Tokenizer
+from seqtool.tokenizer import Tokenizer
 
 METRICS = ("accuracy", "macro_f1", "loss")
 
@@ -40,8 +48,12 @@ class ClassifierTask:
         self.model_config, self.tokenizer = model_config, tokenizer
         self.tokenizer_config, self.config = tokenizer_config, config
         self.metric, self.higher_is_better = metric, metric != "loss"
-        self.train_ids = encode(tokenizer, [e.text for e in train], model_config.max_length, notify)
-        self.valid_ids = encode(tokenizer, [e.text for e in valid], model_config.max_length, notify)
+        self.train_ids = encode_lines(
+            tokenizer, [e.text for e in train], model_config.max_length, notify
+        )
+        self.valid_ids = encode_lines(
+            tokenizer, [e.text for e in valid], model_config.max_length, notify
+        )
         self.train_targets = make_targets(train, model_config)
         self.valid_targets = make_targets(valid, model_config)
         self.class_weights = class_weights
@@ -130,17 +142,6 @@ def classification_loss(
     return F.cross_entropy(logits.float(), targets, weight=weights)
 
 
-def encode(
-    tokenizer: Tokenizer, texts: list[str], max_length: int, notify: Callable[[str], None]
-) -> list[list[int]]:
-    ids = tokenizer.encode_batch(texts)
-    cut = sum(len(s) > max_length for s in ids)
-    if cut:
-        notify(f"{cut:,} lines are longer than {max_length} tokens and were cut")
-    # an empty line still needs one token to run through the encoder
-    return [s[:max_length] or [UNK_ID] for s in ids]
-
-
 @torch.inference_mode()
 def predict_logits(model, sequences: list[list[int]], batch_size: int, device) -> torch.Tensor:
     """Logits (n, labels) in input order; batches are formed from similar lengths."""
@@ -211,11 +212,8 @@ def prepare(
         if skipped:
             notify(f"{valid_path}: skipped {skipped:,} empty lines")
     else:
-        # a seeded random 10%: labelled files are often sorted by label
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
         cut = max(1, len(train) // 10)
-        valid = [train[i] for i in perm[:cut].tolist()]
-        train = [train[i] for i in sorted(perm[cut:].tolist())]
+        train, valid = random_holdout(train, cut, config.seed)
         notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
     if resume is not None:
         metric = resume["task_options"]["metric"]

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 
 from seqtool import decoding, distributed, metrics
 from seqtool.config import TokenizerConfig, TrainConfig, TranslatorConfig
-from seqtool.data import Pair, pad, parallel_paths, read_parallel, to_device, token_batches
+from seqtool.data import (
+    Pair,
+    encode_lines,
+    pad,
+    parallel_paths,
+    random_holdout,
+    read_parallel,
+    to_device,
+    token_batches,
+)
 from seqtool.errors import DataError
 from seqtool.models.translator import TranslatorModel
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
@@ -42,10 +51,18 @@ class TranslatorTask:
         self.tokenizer_config = tokenizer_config
         self.metric, self.higher_is_better = metric, metric != "loss"
         limit = model_config.max_length
-        self.train_src = encode(src_tokenizer, [p.src for p in train], limit, "source", notify)
-        self.train_tgt = encode(tgt_tokenizer, [p.tgt for p in train], limit, "target", notify)
-        self.valid_src = encode(src_tokenizer, [p.src for p in valid], limit, "source", notify)
-        self.valid_tgt = encode(tgt_tokenizer, [p.tgt for p in valid], limit, "target", notify)
+        self.train_src = encode_lines(
+            src_tokenizer, [p.src for p in train], limit, notify, "source lines"
+        )
+        self.train_tgt = encode_lines(
+            tgt_tokenizer, [p.tgt for p in train], limit, notify, "target lines"
+        )
+        self.valid_src = encode_lines(
+            src_tokenizer, [p.src for p in valid], limit, notify, "source lines"
+        )
+        self.valid_tgt = encode_lines(
+            tgt_tokenizer, [p.tgt for p in valid], limit, notify, "target lines"
+        )
         self.valid = valid
         self.model = TranslatorModel(model_config)
         self.epoch, self.order = -1, []
@@ -82,15 +99,7 @@ class TranslatorTask:
         if not self.valid:
             return {}
         batch_size = self.config.batch_size
-        total, tokens = 0.0, 0
-        for start in range(0, len(self.valid_src), batch_size):
-            loss, n = translation_loss(
-                model,
-                self.valid_src[start : start + batch_size],
-                self.valid_tgt[start : start + batch_size],
-                device,
-            )
-            total, tokens = total + loss.item(), tokens + n
+        loss = mean_loss(model, self.valid_src, self.valid_tgt, batch_size, device)
         hypotheses = translate(
             model, self.valid_src, self.tgt_tokenizer, device, batch_size, beam_size=1
         )
@@ -98,8 +107,8 @@ class TranslatorTask:
         references = [p.tgt for p in self.valid]
         scores = metrics.bleu_chrf(best, references)
         return {
-            "loss": total / tokens,
-            "perplexity": metrics.perplexity(total / tokens),
+            "loss": loss,
+            "perplexity": metrics.perplexity(loss),
             "bleu": scores["bleu"],
             "chrf": scores["chrf"],
             "examples": [
@@ -124,22 +133,6 @@ class TranslatorTask:
         }
 
 
-def encode(
-    tokenizer: Tokenizer,
-    texts: list[str],
-    max_length: int,
-    side: str,
-    notify: Callable[[str], None],
-) -> list[list[int]]:
-    """Token ids per line, cut to max_length (with a warning); an empty line keeps one
-    token so that the encoder has something to read."""
-    ids = tokenizer.encode_batch(texts)
-    cut = sum(len(s) > max_length for s in ids)
-    if cut:
-        notify(f"{cut:,} {side} lines are longer than {max_length} tokens and were cut")
-    return [s[:max_length] or [EOS_ID] for s in ids]
-
-
 def translation_loss(
     model,
     src: list[list[int]],
@@ -162,6 +155,18 @@ def translation_loss(
         label_smoothing=label_smoothing,
     )
     return loss, int((tgt_out != 0).sum())
+
+
+@torch.inference_mode()
+def mean_loss(model, src: list[list[int]], tgt: list[list[int]], batch_size: int, device) -> float:
+    """Cross-entropy per target token (eos included) over all pairs, in batches."""
+    total, tokens = 0.0, 0
+    for start in range(0, len(src), batch_size):
+        loss, n = translation_loss(
+            model, src[start : start + batch_size], tgt[start : start + batch_size], device
+        )
+        total, tokens = total + loss.item(), tokens + n
+    return total / tokens
 
 
 def translate(
@@ -219,10 +224,8 @@ def prepare(
     if valid_path:
         valid = read_pairs(valid_path, src_lang, tgt_lang, notify)
     else:
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
         cut = max(1, min(len(train) // 10, 1000))
-        valid = [train[i] for i in perm[:cut].tolist()]
-        train = [train[i] for i in sorted(perm[cut:].tolist())]
+        train, valid = random_holdout(train, cut, config.seed)
         notify(f"no --valid given: holding out {cut:,} random pairs of {train_path}")
     if not train:
         raise DataError(f"{train_path}: too few sentence pairs to train on")
