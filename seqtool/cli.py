@@ -55,6 +55,9 @@ def cli() -> None:
       seqtool train generator --train input.txt --out runs/shakes --max-time 10m
       seqtool generate runs/shakes --prompt "ROMEO:" --length 300
     """
+    from seqtool.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
 
 @cli.group(cls=SeqtoolGroup)
