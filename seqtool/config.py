@@ -53,6 +53,7 @@ class _Config:
 class TokenizerConfig(_Config):
     kind: str = "char"
     vocab_size: int | None = None  # None: every character (char) or a per-task default
+    lead_space: bool = False  # see Tokenizer: lines are read as if they began with a space
 
     def __post_init__(self) -> None:
         _check(self.kind in TOKENIZERS, f"unknown tokenizer {self.kind!r}")
@@ -89,13 +90,21 @@ class ClassifierConfig(_Config):
     pooling: str = "max"
     multi_label: bool = False
     max_length: int = 256  # tokens; longer lines are cut
+    members: int = 1  # classifiers trained side by side, probabilities averaged
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))  # a list after a checkpoint
         _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
         _check(self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}")
         _check(len(self.labels) >= 2 or self.multi_label, "a classifier needs two labels or more")
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "max_length"):
+        for name in (
+            "vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "num_layers",
+            "max_length",
+            "members",
+        ):
             _check(getattr(self, name) > 0, f"{name} must be positive")
         _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
 

@@ -27,10 +27,17 @@ _TOO_LOW = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
 
 
 class Tokenizer:
-    """A trained sentencepiece model. Ids: pad 0, bos 1, eos 2, unk 3, then pieces."""
+    """A trained sentencepiece model. Ids: pad 0, bos 1, eos 2, unk 3, then pieces.
 
-    def __init__(self, proto: bytes) -> None:
-        self.proto = proto
+    With `lead_space`, encode() reads each text as if it began with a space and decode()
+    removes that space: subword pieces start at a space ("▁word"), so without it the
+    first word of every line would get other pieces than the same word elsewhere. For
+    tokenizers of whole lines (classifier); a stream cut into blocks (generator) must
+    not have it.
+    """
+
+    def __init__(self, proto: bytes, lead_space: bool = False) -> None:
+        self.proto, self.lead_space = proto, lead_space
         self.sp = spm.SentencePieceProcessor(model_proto=proto)
         self.vocab_size = self.sp.vocab_size()
         self._mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
@@ -42,15 +49,21 @@ class Tokenizer:
         kind: str = "char",
         vocab_size: int | None = None,
         default_size: int = 16_000,
+        lead_space: bool = False,
     ) -> tuple[Tokenizer, str | None]:
         """Train on `lines` (the training side only; iterated once, twice when the
         vocabulary must shrink). Returns the tokenizer and a warning when the requested
         vocabulary was too large for the corpus and was shrunk. Under torchrun the first
         process trains it and hands it to the others, so that all hold the same one."""
-        proto, warning = distributed.on_main(lambda: _fit(lines, kind, vocab_size, default_size))
-        return cls(proto), warning
+        prefix = " " if lead_space else ""
+        proto, warning = distributed.on_main(
+            lambda: _fit(lines, kind, vocab_size, default_size, prefix)
+        )
+        return cls(proto, lead_space), warning
 
     def encode(self, text: str) -> list[int]:
+        if self.lead_space:
+            text = " " + text
         if _SPACE_MARK not in text:
             return self.sp.encode(text)
         ids: list[int] = []
@@ -63,10 +76,13 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], num_threads: int = -1) -> list[list[int]]:
         if any(_SPACE_MARK in t for t in texts):
             return [self.encode(t) for t in texts]
+        if self.lead_space:
+            texts = [" " + t for t in texts]
         return self.sp.encode(texts, num_threads=num_threads)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.sp.decode([int(i) for i in ids])
+        text = self.sp.decode([int(i) for i in ids])
+        return text[1:] if self.lead_space and text.startswith(" ") else text
 
     def piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(int(token_id))
@@ -106,15 +122,16 @@ class StreamDecoder:
         return text
 
 
-def _training_sentences(lines: Iterable[str]) -> Iterator[str]:
+def _training_sentences(lines: Iterable[str], prefix: str) -> Iterator[str]:
     """Cut long lines so that sentencepiece does not skip them."""
     for line in lines:
+        line = prefix + line
         for start in range(0, len(line), _MAX_PIECE_OF_LINE):
             yield line[start : start + _MAX_PIECE_OF_LINE]
 
 
 def _fit(
-    lines: Iterable[str], kind: str, vocab_size: int | None, default_size: int
+    lines: Iterable[str], kind: str, vocab_size: int | None, default_size: int, prefix: str
 ) -> tuple[bytes, str | None]:
     """The model proto, and a warning when the requested size had to change."""
     requested = vocab_size
@@ -123,7 +140,7 @@ def _fit(
         # subword: as large as the corpus allows, up to default_size (fitted silently)
         vocab_size = 1_000_000 if kind == "char" else default_size
     try:
-        return _train_proto(lines, kind, vocab_size), None
+        return _train_proto(lines, kind, vocab_size, prefix), None
     except RuntimeError as err:
         high, low = _TOO_HIGH.search(str(err)), _TOO_LOW.search(str(err))
         if not (high or low):
@@ -135,16 +152,16 @@ def _fit(
                 f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for "
                 f"this corpus; using {fitted}"
             )
-        return _train_proto(lines, kind, fitted), warning
+        return _train_proto(lines, kind, fitted, prefix), warning
 
 
-def _train_proto(lines: Iterable[str], kind: str, vocab_size: int) -> bytes:
+def _train_proto(lines: Iterable[str], kind: str, vocab_size: int, prefix: str) -> bytes:
     out = io.BytesIO()
     # a corpus of more than input_sentence_size lines is sampled: seeded, the same corpus
     # gives the same model, so the token cache of an earlier run stays valid
     spm.set_random_generator_seed(1)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_training_sentences(lines),
+        sentence_iterator=_training_sentences(lines, prefix),
         model_writer=out,
         model_type=kind,
         vocab_size=vocab_size,

@@ -10,7 +10,8 @@ from seqtool import metrics
 from seqtool.config import ClassifierConfig
 from seqtool.data import read_labeled
 from seqtool.errors import DataError
-from seqtool.models.classifier import ClassifierModel
+from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
+from seqtool.tasks.classifier import classification_loss
 
 POSITIVE = ["good", "great", "lovely", "superb", "fine", "wonderful"]
 NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring", "terrible"]
@@ -189,6 +190,39 @@ def test_padding_does_not_change_a_prediction(pooling, cell):
         assert weights[0, 3:].abs().sum() == 0 and weights[0].sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_ensemble_averages_its_members_probabilities(multi_label):
+    torch.manual_seed(0)
+    config = ClassifierConfig(
+        vocab_size=20,
+        labels=("a", "b", "c"),
+        embedding_size=4,
+        hidden_size=6,
+        pooling="attention",
+        multi_label=multi_label,
+        members=3,
+    )
+    ensemble = ClassifierEnsemble(config).eval()
+    tokens, lengths = torch.tensor([[5, 6, 7, 0], [1, 2, 3, 4]]), torch.tensor([3, 4])
+    logits, weights = ensemble(tokens, lengths)
+    members = [member(tokens, lengths) for member in ensemble.members]
+    if multi_label:
+        expected = torch.stack([m[0].sigmoid() for m in members]).mean(0)
+        torch.testing.assert_close(logits.sigmoid(), expected)
+    else:
+        expected = torch.stack([m[0].softmax(-1) for m in members]).mean(0)
+        torch.testing.assert_close(logits.softmax(-1), expected)
+    torch.testing.assert_close(weights, torch.stack([m[1] for m in members]).mean(0))
+    # in training each member has its own loss: the ensemble's is their sum
+    ensemble.train()
+    torch.manual_seed(1)
+    stacked, _ = ensemble(tokens, lengths)
+    assert stacked.shape == (3, 2, 3)
+    targets = torch.tensor([[1.0, 0, 1], [0, 1, 0]]) if multi_label else torch.tensor([0, 2])
+    total = sum(classification_loss(m, targets, config) for m in stacked)
+    torch.testing.assert_close(classification_loss(stacked, targets, config), total)
+
+
 # -- command line -----------------------------------------------------------------------------
 
 
@@ -202,6 +236,23 @@ def test_train_learns_and_evaluate_reports(run_cli, trained_classifier, sentimen
     assert sum(map(sum, scores["confusion"])) == 100
     table = run_cli("evaluate", trained_classifier, "--data", valid)
     assert "confusion" in table.stderr and "macro_f1" in table.stderr
+
+
+def test_ensemble_trains_classifies_and_explains(run_cli, sentiment, tmp_path):
+    out = tmp_path / "ensemble"
+    result = train_classifier(
+        run_cli, sentiment, out, "--max-steps", 150, "--pooling", "attention", "--ensemble", 2
+    )
+    assert result.exit_code == 0, result.output
+    _, valid = sentiment
+    scores = json.loads(run_cli("evaluate", out, "--data", valid, "--json").stdout)
+    assert scores["accuracy"] >= 0.9
+    explained = run_cli("classify", out, "--text", "the plot was awful", "--explain")
+    assert explained.stdout == "neg\n"
+    weights = [float(line.split()[1]) for line in explained.stderr.splitlines() if line.strip()]
+    assert sum(weights) == pytest.approx(1.0, abs=0.01)
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["model_config"]["members"] == 2
 
 
 def test_classify_one_line_per_input_line(run_cli, trained_classifier):

@@ -7,6 +7,7 @@ TRAIN = ["hello world", "the cat sat on the mat", "  two  spaces\tand a tab"] * 
 CHAR, _ = Tokenizer.train(TRAIN, "char")
 UNIGRAM, _ = Tokenizer.train(TRAIN * 5, "unigram", 320)
 BPE, _ = Tokenizer.train(TRAIN * 5, "bpe", 320)
+LINES, _ = Tokenizer.train(TRAIN * 5, "unigram", 320, lead_space=True)
 
 # any text that can be UTF-8 encoded (no lone surrogates)
 TEXTS = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
@@ -23,6 +24,19 @@ def test_char_round_trip_is_exact(text):
 def test_subword_round_trips_are_exact(text):
     assert UNIGRAM.decode(UNIGRAM.encode(text)) == text
     assert BPE.decode(BPE.encode(text)) == text
+    assert LINES.decode(LINES.encode(text)) == text
+    assert LINES.encode_batch([text, "x"])[0] == LINES.encode(text)
+
+
+def test_lead_space_gives_a_first_word_its_usual_pieces():
+    def pieces(tokenizer, text):
+        return [tokenizer.piece(i) for i in tokenizer.encode(text)]
+
+    assert pieces(LINES, "the mat") == pieces(LINES, "on the mat")[-len(pieces(LINES, "the mat")) :]
+    assert pieces(LINES, "the")[0] == "\u2581t"
+    # without it a line's first word is cut differently from the same word after a space
+    assert pieces(UNIGRAM, "the")[0] == "t"
+    assert "\u2581t" in pieces(UNIGRAM, "on the")
 
 
 def test_round_trip_of_hard_cases():
