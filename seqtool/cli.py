@@ -101,7 +101,7 @@ CLASSIFIER_DEFAULTS = dict(
     eval_every=100,
 )
 
-# three members for 6 epochs: SST-2 82.9 in about 4 minutes on 2 cores, where one
+# three members for 6 epochs: SST-2 82.9 in about 3.5 minutes on 2 cores, where one
 # member for 10 epochs reaches 80.7 in 2 (bench/analysis.md)
 CLASSIFIER_MEMBERS = 3
 CLASSIFIER_EPOCHS = 6
