@@ -3,6 +3,8 @@ optionally several of them trained side by side as one ensemble."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -97,7 +99,9 @@ class ClassifierEnsemble(nn.Module):
             return stacked, attention
         if self.config.multi_label:
             return torch.logit(stacked.float().sigmoid().mean(0), eps=1e-7), attention
-        return stacked.float().log_softmax(-1).exp().mean(0).log(), attention
+        # log of the mean probability: logsumexp of the log-probabilities, less log(members)
+        mean = stacked.float().log_softmax(-1).logsumexp(0) - math.log(len(self.members))
+        return mean, attention
 
 
 def build_model(config: ClassifierConfig) -> nn.Module:

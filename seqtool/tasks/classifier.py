@@ -241,7 +241,7 @@ def prepare(
             [e.text for e in train],
             tokenizer_config.kind,
             tokenizer_config.vocab_size,
-            lead_space=True,
+            lead_space=tokenizer_config.lead_space,
         )
         if warning:
             notify(warning)
