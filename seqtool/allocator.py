@@ -35,6 +35,6 @@ def keep_freed_memory() -> bool:
         for option, value in (
             (M_MMAP_MAX, 0),
             (M_TRIM_THRESHOLD, INT_MAX),
-            (M_TOP_PAD, 64 << 20),
+            (M_TOP_PAD, 64 << 20),  # grow the heap in large steps: fewer brk calls
         )
     )

@@ -61,6 +61,13 @@ class Tokenizer:
         )
         return cls(proto, lead_space), warning
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, name: str = "text") -> Tokenizer:
+        """The tokenizer `name` ("text", "src", "tgt") a checkpoint holds, with the
+        settings it was trained with (checkpoints before `lead_space` lack it: off)."""
+        lead_space = ckpt.get("tokenizer_config", {}).get("lead_space", False)
+        return cls(ckpt["tokenizers"][name], lead_space)
+
     def encode(self, text: str) -> list[int]:
         if self.lead_space:
             text = " " + text

@@ -253,6 +253,8 @@ def test_ensemble_trains_classifies_and_explains(run_cli, sentiment, tmp_path):
     assert sum(weights) == pytest.approx(1.0, abs=0.01)
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert info["model_config"]["members"] == 2
+    refused = train_classifier(run_cli, sentiment, tmp_path / "none", "--ensemble", 0)
+    assert refused.exit_code == 2 and "'--ensemble': 0 is not in the range" in refused.stderr
 
 
 def test_classify_one_line_per_input_line(run_cli, trained_classifier):

@@ -86,3 +86,11 @@ def test_too_small_vocabulary_grows_with_a_warning():
 def test_default_subword_vocabulary_fits_the_corpus_silently():
     tokenizer, warning = Tokenizer.train(TRAIN, "unigram")
     assert warning is None and 256 < tokenizer.vocab_size < 16_000
+
+
+def test_a_checkpoint_gives_back_the_tokenizer_it_was_trained_with():
+    ckpt = {"tokenizers": {"text": LINES.proto}, "tokenizer_config": {"lead_space": True}}
+    restored = Tokenizer.from_checkpoint(ckpt)
+    assert restored.lead_space and restored.encode("the mat") == LINES.encode("the mat")
+    older = Tokenizer.from_checkpoint({"tokenizers": {"src": UNIGRAM.proto}}, "src")
+    assert not older.lead_space and older.encode("the mat") == UNIGRAM.encode("the mat")

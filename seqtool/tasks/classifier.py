@@ -225,7 +225,7 @@ def prepare(
         class_weights = resume["task_options"]["class_weights"]
         model_config = ClassifierConfig.from_dict(resume["model_config"])
         tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
-        tokenizer = Tokenizer(resume["tokenizers"]["text"], tokenizer_config.lead_space)
+        tokenizer = Tokenizer.from_checkpoint(resume)
     else:
         multi = model_options.get("multi_label", False)
         several = next((e for e in train if len(e.labels) > 1), None)
@@ -267,5 +267,4 @@ def load_model(ckpt: dict[str, Any]) -> tuple[torch.nn.Module, Tokenizer]:
     model = build_model(ClassifierConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()
-    lead_space = TokenizerConfig.from_dict(ckpt["tokenizer_config"]).lead_space
-    return model, Tokenizer(ckpt["tokenizers"]["text"], lead_space)
+    return model, Tokenizer.from_checkpoint(ckpt)

@@ -166,7 +166,7 @@ def prepare(
         train_range, valid_range = (0, cut), (cut, None)
         notify(f"no --valid given: holding out the last 10% of {train_file} for validation")
     if resume is not None:
-        tokenizer = Tokenizer(resume["tokenizers"]["text"])
+        tokenizer = Tokenizer.from_checkpoint(resume)
         model_config = GeneratorConfig.from_dict(resume["model_config"])
         tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
     else:
@@ -233,7 +233,7 @@ def load_model(ckpt: dict[str, Any]) -> tuple[GeneratorModel, Tokenizer]:
     model = GeneratorModel(GeneratorConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()
-    return model, Tokenizer(ckpt["tokenizers"]["text"])
+    return model, Tokenizer.from_checkpoint(ckpt)
 
 
 def _detach(state):

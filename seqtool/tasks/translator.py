@@ -233,8 +233,8 @@ def prepare(
         metric = resume["task_options"]["metric"]
         model_config = TranslatorConfig.from_dict(resume["model_config"])
         tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
-        src_tok = Tokenizer(resume["tokenizers"]["src"])
-        tgt_tok = Tokenizer(resume["tokenizers"]["tgt"])
+        src_tok = Tokenizer.from_checkpoint(resume, "src")
+        tgt_tok = Tokenizer.from_checkpoint(resume, "tgt")
     else:
         src_tok, tgt_tok = train_tokenizers(train, tokenizer_config, joint_vocab, notify)
         model_config = TranslatorConfig(
@@ -284,4 +284,4 @@ def load_model(ckpt: dict[str, Any]) -> tuple[TranslatorModel, Tokenizer, Tokeni
     model = TranslatorModel(TranslatorConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     model.eval()
-    return model, Tokenizer(ckpt["tokenizers"]["src"]), Tokenizer(ckpt["tokenizers"]["tgt"])
+    return model, Tokenizer.from_checkpoint(ckpt, "src"), Tokenizer.from_checkpoint(ckpt, "tgt")
