@@ -2,10 +2,10 @@
 
 glibc serves each allocation above 32 MB (a training step's activations) with a fresh
 mmap and returns it to the kernel on free, so every step faults its activations in
-page by page again: a quarter of a training step on 2 cores was spent in the kernel.
-Serving them from the heap and never trimming it makes the next step reuse the same
-pages (fp32 char-LSTM training 1.2x as fast). The process keeps its peak memory
-until it exits, which a training or inference run reaches anyway.
+page by page again: a char-LSTM trained at fp32 on 2 cores spent 14.5 s of its 90 s of
+CPU time in the kernel. Serving them from the heap and never trimming it makes the next
+step reuse the same pages (0.8 s in the kernel; training 1.2x as fast). The process
+keeps its peak memory until it exits, which a training or inference run reaches anyway.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ CLASSIFIER_DEFAULTS = dict(
 )
 
 # three members for 6 epochs: SST-2 82.9 in about 3.5 minutes on 2 cores, where one
-# member for 10 epochs reaches 80.7 in 2 (bench/analysis.md)
+# member for 10 epochs reaches 80.7 in 2 (BENCHMARKS.md, "SST-2")
 CLASSIFIER_MEMBERS = 3
 CLASSIFIER_EPOCHS = 6
 
