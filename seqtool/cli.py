@@ -320,7 +320,7 @@ def _train(
     command line sets no budget)."""
     from seqtool import checkpoint, distributed
     from seqtool.config import TokenizerConfig
-    from seqtool.training import pick_device
+    from seqtool.device import pick_device
     from seqtool.ui import note
 
     distributed.init(pick_device(options["device"]))  # under torchrun: join the others
@@ -662,9 +662,9 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
 
     from seqtool import checkpoint
     from seqtool.data import encode_lines
+    from seqtool.device import pick_device
     from seqtool.errors import ConfigError
     from seqtool.tasks.classifier import decide, load_model, predict_logits
-    from seqtool.training import pick_device
     from seqtool.ui import attention_bars, warn
 
     ckpt = checkpoint.load(run, task="classifier")
@@ -775,9 +775,9 @@ def translate(
     """
     from seqtool import checkpoint
     from seqtool.data import encode_lines
+    from seqtool.device import pick_device
     from seqtool.errors import ConfigError
     from seqtool.tasks import translator
-    from seqtool.training import pick_device
     from seqtool.ui import attention_matrix, note, warn
 
     if n_best > beam_size:
@@ -901,9 +901,9 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     import torch
 
     from seqtool import checkpoint, decoding
+    from seqtool.device import pick_device
     from seqtool.tasks.generator import load_model
     from seqtool.tokenizer import StreamDecoder
-    from seqtool.training import pick_device
     from seqtool.ui import rule
 
     model, tokenizer = load_model(checkpoint.load(run, task="generator"))
@@ -978,8 +978,8 @@ def evaluate(
       seqtool evaluate runs/de-en --data multi30k/test2016 --src-lang de --tgt-lang en
     """
     from seqtool import checkpoint
+    from seqtool.device import pick_device
     from seqtool.errors import CheckpointError
-    from seqtool.training import pick_device
 
     ckpt = checkpoint.load(run)
     target = pick_device(device)
