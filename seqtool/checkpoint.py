@@ -7,64 +7,157 @@ A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable wi
     tokenizers {name: sentencepiece proto bytes}, model_state, progress, metrics,
     task_options (classifier: metric, class_weights)
     (+ in last.ckpt: optimizer, scaler, rng, task_state)
+
+Every failure is a one-line CheckpointError naming the file: `load` for files that are
+not checkpoints, `tokenizer` and `restore_model` for checkpoints whose contents are
+damaged or crafted, `save` for a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import pickle
+import re
+import stat
+import types
+import typing
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from seqtool import __version__
-from seqtool.errors import CheckpointError
+from seqtool.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from seqtool.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "task", "model_config", "tokenizers", "model_state")
+# torch.save writes a zip archive; torch.load also reads the older plain pickle format
+_ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
+_TEMPORARY = ".*.ckpt.tmp"  # `save` writes best.ckpt through .best.ckpt.tmp
 
 
 def resolve(run: str | os.PathLike) -> Path:
     """A run directory (its best.ckpt) or a checkpoint file."""
     path = Path(run)
-    if path.is_dir():
+    mode = _mode(path)
+    if mode is None:
+        raise CheckpointError(f"{path}: no such run directory or checkpoint file")
+    if stat.S_ISDIR(mode):
         for name in ("best.ckpt", "last.ckpt"):
-            if (path / name).exists():
+            if _mode(path / name) is not None:
                 return path / name
         raise CheckpointError(f"{path}: no best.ckpt or last.ckpt in this run directory")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such run directory or checkpoint file")
+    if path.match(_TEMPORARY):
+        raise CheckpointError(
+            f"{path}: the temporary file of a save that did not finish, not a checkpoint; "
+            "use best.ckpt or last.ckpt"
+        )
     return path
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file, flush, fsync, then rename over `path`: a crash while
-    saving leaves the previous checkpoint intact."""
+    saving leaves the previous checkpoint intact. A failed write (disk full) removes the
+    temporary file and raises CheckpointError."""
     payload = {"format_version": FORMAT_VERSION, "seqtool_version": __version__, **payload}
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            writer = _Writer(f)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not isinstance(err, OSError):
+            raise
+        kept = "; the previous checkpoint is kept" if path.exists() else ""
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint ({err.strerror or err}){kept}"
+        ) from None
+
+
+class _Writer:
+    """The file torch.save writes to. Its zip writer reports a failed write as a
+    RuntimeError that has lost the cause; this keeps the OSError (disk full, file too
+    large) so that the message can say what went wrong."""
+
+    def __init__(self, file) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def clean_temporary(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of saves that never finished (a run killed while
+    saving); returns what was removed. Nothing reads them, but each holds a
+    checkpoint's worth of disk."""
+    removed = []
+    for tmp in Path(run_dir).glob(_TEMPORARY):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
     """Load and check a checkpoint; `task` names the task the caller can run."""
     path = resolve(run)
     try:
+        with path.open("rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    # only a zip archive or a pickle reaches torch.load, so that its errors about
+    # pickles are not reported for a text file
+    if not head:
+        raise CheckpointError(f"{path}: not a seqtool checkpoint (the file is empty)")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise CheckpointError(
+            f"{path}: not a seqtool checkpoint (neither a zip archive nor a pickle)"
+        )
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on foreign pickle protocols
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # weights_only refuses anything but tensors and plain containers
-        first = str(err).strip().splitlines()
-        detail = next((line for line in first if "Unsupported" in line), "unsupported content")
+        # weights_only refuses any reference to a Python class or function (GLOBAL)
+        name = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if name:
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds Python objects, not only weights "
+                f"(it names {name.group(1)})"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
         raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects, not only weights "
-            f"({detail.strip().rstrip('.')})"
+            f"{path}: not a seqtool checkpoint, or truncated or corrupt "
+            f"({detail.group(1).strip() if detail else _first_line(err)})"
         ) from None
     except Exception as err:  # torch.load of arbitrary bytes can fail in many ways
         raise CheckpointError(
@@ -72,9 +165,12 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
         ) from None
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED):
         raise CheckpointError(f"{path}: not a seqtool checkpoint (required keys are missing)")
-    if ckpt["format_version"] > FORMAT_VERSION:
+    version = ckpt["format_version"]
+    if type(version) is not int:
+        raise CheckpointError(f"{path}: not a seqtool checkpoint (format_version {version!r})")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format {ckpt['format_version']} is newer than this seqtool "
+            f"{path}: checkpoint format {version} is newer than this seqtool "
             f"reads ({FORMAT_VERSION}); upgrade seqtool"
         )
     if task is not None and ckpt["task"] != task:
@@ -86,9 +182,127 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
     return ckpt
 
 
+def tokenizer(ckpt: dict[str, Any], name: str = "text") -> Tokenizer:
+    """The tokenizer `name` ("text", "src", "tgt") of a loaded checkpoint."""
+    from seqtool.tokenizer import Tokenizer  # sentencepiece only where a command needs it
+
+    path = ckpt.get("path", "checkpoint")
+    try:
+        return Tokenizer.from_checkpoint(ckpt, name)
+    except KeyError:
+        raise CheckpointError(f"{path}: this checkpoint holds no tokenizer {name}") from None
+    except (AttributeError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path}: the tokenizer {name} in this checkpoint is corrupt ({_first_line(err)})"
+        ) from None
+
+
+def restore_model(
+    ckpt: dict[str, Any], config_cls: type, build: Callable[[Any], nn.Module]
+) -> nn.Module:
+    """The model of a loaded checkpoint, in eval mode: `config_cls` (a config dataclass)
+    reads `model_config`, `build(config)` makes the model, which gets `model_state`.
+
+    The model is first built on the meta device, which allocates nothing, and its
+    parameter shapes are compared with the stored weights: a crafted config (a hidden
+    size of 10**9) is refused before it can exhaust memory."""
+    path = ckpt.get("path", "checkpoint")
+    try:
+        config = _parse_config(ckpt["model_config"], config_cls)
+        with torch.device("meta"), _SkipInit():
+            skeleton = build(config)
+    except (ConfigError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: model_config is invalid ({_first_line(err)})") from None
+    difference = _first_difference(skeleton.state_dict(), ckpt["model_state"])
+    if difference is None:
+        model = build(config)
+        try:
+            model.load_state_dict(ckpt["model_state"])
+            return model.eval()
+        except RuntimeError as err:
+            difference = _first_line(err)
+    raise CheckpointError(
+        f"{path}: the weights do not match the model config (first difference: {difference})"
+    )
+
+
+class _SkipInit(TorchFunctionMode):
+    """Skips torch.nn.init's functions: meta tensors hold no values to initialize, and
+    the meta normal_ imports torch._dynamo, a second of start-up for every command."""
+
+    def __torch_function__(self, func, arg_types=(), args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
+def _parse_config(data: Any, config_cls: type):
+    """config_cls.from_dict, once each field is known to hold a value of its declared
+    type: the dataclasses check ranges, not types, and a string where a number belongs
+    would fail later with a traceback."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a {type(data).__name__}, not a dict")
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        if field.name not in data:
+            if field.default is dataclasses.MISSING:
+                raise ValueError(f"{field.name} is missing")
+        elif not _has_type(data[field.name], hints[field.name]):
+            hint = hints[field.name]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint)
+            raise TypeError(f"{field.name} is {data[field.name]!r}, not {expected}")
+    return config_cls.from_dict(data)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """isinstance for the hints configs use: int, float, bool, str, X | None, tuple[X, ...]."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if origin is tuple:  # a list once stored
+        item = typing.get_args(hint)[0]
+        return isinstance(value, (tuple, list)) and all(_has_type(v, item) for v in value)
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is int:
+        return type(value) is int  # not a bool
+    return isinstance(value, hint)
+
+
+def _first_difference(expected: dict[str, torch.Tensor], state: Any) -> str | None:
+    """How `state` differs from the model's state_dict (`expected`) in keys or shapes."""
+    if not isinstance(state, dict):
+        return f"model_state is a {type(state).__name__}, not a dict"
+    for key, tensor in expected.items():
+        if key not in state:
+            return f"{key} is missing from the weights"
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            return f"{key} is not a tensor ({type(value).__name__})"
+        if value.shape != tensor.shape:
+            return (
+                f"{key} shape {list(value.shape)} in the file vs {list(tensor.shape)} in the config"
+            )
+    extra = next((key for key in state if key not in expected), None)
+    return None if extra is None else f"{extra} is not in the model"
+
+
 _COMMANDS = {"generator": "generate", "classifier": "classify", "translator": "translate"}
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _mode(path: Path) -> int | None:
+    """The file's st_mode, or None where nothing is there."""
+    try:
+        return path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: {err.strerror or err}") from None

@@ -37,8 +37,15 @@ class Tokenizer:
     """
 
     def __init__(self, proto: bytes, lead_space: bool = False) -> None:
+        # sentencepiece takes empty bytes for a model without pieces, and its parse
+        # error names its own source line: say what is wrong instead
+        if not isinstance(proto, bytes) or not proto:
+            raise ValueError("not a sentencepiece model: no bytes")
         self.proto, self.lead_space = proto, lead_space
-        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        except RuntimeError as err:
+            raise ValueError("not a sentencepiece model: the bytes do not parse") from err
         self.vocab_size = self.sp.vocab_size()
         self._mark_ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE_MARK.encode()]
 
