@@ -1,3 +1,69 @@
-"""seqtool: train and run recurrent sequence models from the command line."""
+"""seqtool: train and run recurrent sequence models.
+
+    import seqtool
+    gen = seqtool.load("runs/shakes")            # a run directory or a .ckpt file
+    gen.generate("ROMEO:", length=300, seed=1)
+
+`load` returns a `Generator`, `Classifier` or `Translator`. Everything that needs torch
+is imported on first use, so `import seqtool` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from seqtool.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    SeqtoolError,
+    SeqtoolWarning,
+    TrainingError,
+    TrainingInterrupted,
+)
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it, imported when first used
+_LAZY = {
+    "load": "seqtool.inference",
+    "info": "seqtool.inference",
+    "Generator": "seqtool.tasks.generator",
+    "Classifier": "seqtool.tasks.classifier",
+    "Classification": "seqtool.tasks.classifier",
+    "Explanation": "seqtool.tasks.classifier",
+    "Translator": "seqtool.tasks.translator",
+    "Translation": "seqtool.tasks.translator",
+}
+
+__all__ = [
+    "CheckpointError",
+    "Classification",
+    "Classifier",
+    "ConfigError",
+    "DataError",
+    "Explanation",
+    "Generator",
+    "SeqtoolError",
+    "SeqtoolWarning",
+    "TrainingError",
+    "TrainingInterrupted",
+    "Translation",
+    "Translator",
+    "info",
+    "load",
+]
+
+if TYPE_CHECKING:
+    from seqtool.inference import info, load
+    from seqtool.tasks.classifier import Classification, Classifier, Explanation
+    from seqtool.tasks.generator import Generator
+    from seqtool.tasks.translator import Translation, Translator
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'seqtool' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -1,7 +1,9 @@
 """The command line: parse options, call the library, render results.
 
-Heavy imports (torch, sentencepiece, rich) happen inside the commands, so that
-`seqtool --help` answers at once.
+Each command is one call into the library (seqtool.load, seqtool.training.train,
+seqtool.inference.info); results go to stdout, everything a person reads goes to stderr
+through seqtool.ui. Library imports happen inside the commands, so that `seqtool --help`
+and every subcommand's `--help` answer without importing torch.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from pathlib import Path
 
 import click
 
@@ -17,17 +18,33 @@ from seqtool import __version__
 from seqtool.config import (
     ATTENTIONS,
     CELLS,
+    DEFAULT_MEMBERS,
+    DEFAULT_TOKENIZER,
     DEVICES,
     POOLINGS,
     PRECISIONS,
     SCHEDULES,
     TOKENIZERS,
+    TRAIN_DEFAULTS,
+    ClassifierConfig,
+    ClassifyConfig,
+    GeneratorConfig,
+    SamplingConfig,
+    SearchConfig,
+    TrainConfig,
+    TranslatorConfig,
+    defaults,
 )
 
 POSITIVE = click.IntRange(min=1)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
 TRANSLATOR_METRICS = ("bleu", "loss")
 INTERRUPTED = 130
+SAMPLING, SEARCH, CLASSIFY = (
+    defaults(SamplingConfig),
+    defaults(SearchConfig),
+    defaults(ClassifyConfig),
+)
 
 
 class SeqtoolGroup(click.Group):
@@ -45,6 +62,26 @@ class SeqtoolGroup(click.Group):
             raise click.ClickException(str(err)) from None
 
 
+def _show_warnings() -> None:
+    """The library reports SeqtoolWarnings; print each as a `Warning: ...` line."""
+    import warnings
+
+    from seqtool.errors import SeqtoolWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, SeqtoolWarning):
+            from seqtool.ui import warn
+
+            warn(str(message))
+        else:
+            original(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", SeqtoolWarning)
+
+
 @click.group(cls=SeqtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="seqtool")
 def cli() -> None:
@@ -58,6 +95,7 @@ def cli() -> None:
     from seqtool.allocator import keep_freed_memory
 
     keep_freed_memory()
+    _show_warnings()
 
 
 @cli.group(cls=SeqtoolGroup)
@@ -82,147 +120,7 @@ def _duration(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
-GENERATOR_DEFAULTS = dict(
-    layers=2,
-    hidden_size=512,
-    embedding_size=64,
-    dropout=0.0,
-    batch_size=64,
-    lr=2e-3,
-    eval_every=250,
-)
-CLASSIFIER_DEFAULTS = dict(
-    layers=1,
-    hidden_size=256,
-    embedding_size=256,
-    dropout=0.5,
-    batch_size=32,
-    lr=3e-3,
-    eval_every=100,
-)
-
-# three members for 6 epochs: SST-2 82.9 in about 3.5 minutes on 2 cores, where one
-# member for 10 epochs reaches 80.7 in 2 (BENCHMARKS.md, "SST-2")
-CLASSIFIER_MEMBERS = 3
-CLASSIFIER_EPOCHS = 6
-
-TRANSLATOR_DEFAULTS = dict(
-    layers=1,
-    hidden_size=256,
-    embedding_size=256,
-    dropout=0.3,
-    batch_size=64,
-    lr=1e-3,
-    eval_every=500,
-    cell="gru",
-    batch_help="Most sentence pairs per batch (see --batch-tokens).",
-)
-
-
-def training_options(defaults: dict):
-    """Options every `train` command shares, with the same names everywhere; the
-    model-size defaults differ per task."""
-    options = [
-        click.option(
-            "--out",
-            "out",
-            required=True,
-            type=click.Path(file_okay=False),
-            help="Run directory for checkpoints and metrics.jsonl.",
-        ),
-        click.option(
-            "--cell",
-            type=click.Choice(CELLS),
-            default=defaults.get("cell", "lstm"),
-            show_default=True,
-            help="Recurrent cell; rnn is the basic Elman network.",
-        ),
-        click.option("--layers", type=POSITIVE, default=defaults["layers"], show_default=True),
-        click.option(
-            "--hidden-size", type=POSITIVE, default=defaults["hidden_size"], show_default=True
-        ),
-        click.option(
-            "--embedding-size", type=POSITIVE, default=defaults["embedding_size"], show_default=True
-        ),
-        click.option(
-            "--dropout",
-            type=click.FloatRange(0, 1, max_open=True),
-            default=defaults["dropout"],
-            show_default=True,
-        ),
-        click.option(
-            "--batch-size",
-            type=POSITIVE,
-            default=defaults["batch_size"],
-            show_default=True,
-            help=defaults.get("batch_help"),
-        ),
-        click.option(
-            "--lr",
-            type=click.FloatRange(0, min_open=True),
-            default=defaults["lr"],
-            show_default=True,
-            help="Peak learning rate (AdamW).",
-        ),
-        click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True),
-        click.option(
-            "--clip",
-            type=click.FloatRange(0),
-            default=1.0,
-            show_default=True,
-            help="Clip the gradient norm to this; 0 turns clipping off.",
-        ),
-        click.option(
-            "--schedule",
-            type=click.Choice(SCHEDULES),
-            default="cosine",
-            show_default=True,
-            help="Learning rate after warmup: cosine decay to lr/10 over the budget.",
-        ),
-        click.option("--warmup-steps", type=click.IntRange(min=0), default=50, show_default=True),
-        click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
-        click.option(
-            "--max-epochs",
-            type=click.FloatRange(0, min_open=True),
-            help="Budget in passes over the training data.",
-        ),
-        click.option(
-            "--max-time",
-            callback=_duration,
-            metavar="DURATION",
-            help="Budget in wall time: 90s, 10m, 2h.",
-        ),
-        click.option(
-            "--eval-every",
-            type=POSITIVE,
-            default=defaults["eval_every"],
-            show_default=True,
-            help="Validate (and save checkpoints) every N steps.",
-        ),
-        click.option("--log-every", type=POSITIVE, default=25, show_default=True),
-        click.option(
-            "--patience", type=POSITIVE, help="Stop after N evaluations without improvement."
-        ),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
-        click.option(
-            "--precision",
-            type=click.Choice(PRECISIONS),
-            default="auto",
-            show_default=True,
-            help="auto: bf16 where the hardware runs it natively, else fp32.",
-        ),
-        click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
-        click.option(
-            "--vocab-size",
-            type=POSITIVE,
-            help="Sentencepiece vocabulary size (adjusted with a warning if it does "
-            "not fit the corpus).",
-        ),
-        click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
-        click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
-    ]
-
+def _apply(options: list):
     def decorate(f):
         for option in reversed(options):
             f = option(f)
@@ -231,65 +129,190 @@ def training_options(defaults: dict):
     return decorate
 
 
-# train options that may change when a run is resumed; the rest come from the checkpoint
-RESUMABLE = (
-    "max_steps",
-    "max_epochs",
-    "max_time",
-    "eval_every",
-    "log_every",
-    "patience",
-    "device",
-    "precision",
-    "threads",
-)
-
-
-def _train_config(ctx: click.Context, options: dict, resume_ckpt, default_epochs: int):
-    from seqtool.config import TrainConfig
-    from seqtool.ui import note, warn
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    given = {k: v for k, v in options.items() if k in names}
-    if resume_ckpt is None:
-        config = TrainConfig(**given)
-        if not config.has_budget:
-            note(
-                f"no budget given: training for {default_epochs} epochs (set --max-steps, "
-                "--max-epochs or --max-time)"
-            )
-            config = TrainConfig(**{**given, "max_epochs": default_epochs})
-        return config
-    stored = dict(resume_ckpt["train_config"])
-    explicit = {k for k in options if ctx.get_parameter_source(k).name == "COMMANDLINE"}
-    ignored = sorted(
-        k for k in explicit - set(RESUMABLE) if k not in names or given[k] != stored[k]
+def training_options(task: str, model_config):
+    """Options every `train` command shares, with the same names everywhere; their
+    defaults come from the task's model config and TRAIN_DEFAULTS."""
+    model = defaults(model_config)
+    run = {**defaults(TrainConfig), **TRAIN_DEFAULTS[task]}
+    batch_help = (
+        "Most sentence pairs per batch (see --batch-tokens)." if task == "translator" else None
     )
-    if ignored:
-        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-        warn(f"{flags} ignored: a resumed run keeps its stored settings")
-    stored.update({k: given[k] for k in explicit & set(RESUMABLE)})
-    return TrainConfig.from_dict(stored)
+    return _apply(
+        [
+            click.option(
+                "--out",
+                "out",
+                required=True,
+                type=click.Path(file_okay=False),
+                help="Run directory for checkpoints and metrics.jsonl.",
+            ),
+            click.option(
+                "--cell",
+                type=click.Choice(CELLS),
+                default=model["cell"],
+                show_default=True,
+                help="Recurrent cell; rnn is the basic Elman network.",
+            ),
+            click.option("--layers", type=POSITIVE, default=model["num_layers"], show_default=True),
+            click.option(
+                "--hidden-size", type=POSITIVE, default=model["hidden_size"], show_default=True
+            ),
+            click.option(
+                "--embedding-size",
+                type=POSITIVE,
+                default=model["embedding_size"],
+                show_default=True,
+            ),
+            click.option(
+                "--dropout",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=model["dropout"],
+                show_default=True,
+            ),
+            click.option(
+                "--batch-size",
+                type=POSITIVE,
+                default=run["batch_size"],
+                show_default=True,
+                help=batch_help,
+            ),
+            click.option(
+                "--lr",
+                type=click.FloatRange(0, min_open=True),
+                default=run["lr"],
+                show_default=True,
+                help="Peak learning rate (AdamW).",
+            ),
+            click.option(
+                "--weight-decay",
+                type=click.FloatRange(0),
+                default=run["weight_decay"],
+                show_default=True,
+            ),
+            click.option(
+                "--clip",
+                type=click.FloatRange(0),
+                default=run["clip"],
+                show_default=True,
+                help="Clip the gradient norm to this; 0 turns clipping off.",
+            ),
+            click.option(
+                "--schedule",
+                type=click.Choice(SCHEDULES),
+                default=run["schedule"],
+                show_default=True,
+                help="Learning rate after warmup: cosine decay to lr/10 over the budget.",
+            ),
+            click.option(
+                "--warmup-steps",
+                type=click.IntRange(min=0),
+                default=run["warmup_steps"],
+                show_default=True,
+            ),
+            click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
+            click.option(
+                "--max-epochs",
+                type=click.FloatRange(0, min_open=True),
+                help="Budget in passes over the training data.",
+            ),
+            click.option(
+                "--max-time",
+                callback=_duration,
+                metavar="DURATION",
+                help="Budget in wall time: 90s, 10m, 2h.",
+            ),
+            click.option(
+                "--eval-every",
+                type=POSITIVE,
+                default=run["eval_every"],
+                show_default=True,
+                help="Validate (and save checkpoints) every N steps.",
+            ),
+            click.option("--log-every", type=POSITIVE, default=run["log_every"], show_default=True),
+            click.option(
+                "--patience", type=POSITIVE, help="Stop after N evaluations without improvement."
+            ),
+            click.option("--seed", type=int, default=run["seed"], show_default=True),
+            click.option(
+                "--device", type=click.Choice(DEVICES), default=run["device"], show_default=True
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(PRECISIONS),
+                default=run["precision"],
+                show_default=True,
+                help="auto: bf16 where the hardware runs it natively, else fp32.",
+            ),
+            click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
+            click.option(
+                "--tokenizer",
+                type=click.Choice(TOKENIZERS),
+                default=DEFAULT_TOKENIZER[task],
+                show_default=True,
+            ),
+            click.option(
+                "--vocab-size",
+                type=POSITIVE,
+                help="Sentencepiece vocabulary size (adjusted with a warning if it does "
+                "not fit the corpus).",
+            ),
+            click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
+            click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
+        ]
+    )
 
 
-def _check_run_dir(out: str, resume: bool, force: bool) -> tuple[Path, list[Path]]:
-    """The run directory, and the files of an earlier run that --force will replace
-    (removed only once the new data has been read without error)."""
-    from seqtool.errors import ConfigError
+def data_options(what: str):
+    """--src-lang / --tgt-lang: parallel data as aligned files `PREFIX.LANG`."""
+    return _apply(
+        [
+            click.option("--src-lang", help=f"{what}source suffix: --src-lang de reads PREFIX.de."),
+            click.option("--tgt-lang", help=f"{what}target suffix: --tgt-lang en reads PREFIX.en."),
+        ]
+    )
 
-    run_dir = Path(out)
-    held = [run_dir / n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl")]
-    held = [path for path in held if path.exists()]
-    if resume:
-        if not (run_dir / "last.ckpt").exists():
-            raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt); drop --resume")
-        return run_dir, []
-    if held and not force:
-        raise ConfigError(
-            f"{run_dir} already holds a run ({', '.join(p.name for p in held)}); "
-            f"add --resume to continue it or --force to start over"
-        )
-    return run_dir, held
+
+def search_options(what: str = ""):
+    """Beam search settings shared by translate and evaluate."""
+    return _apply(
+        [
+            click.option(
+                "--beam-size",
+                type=POSITIVE,
+                default=SEARCH["beam_size"],
+                show_default=True,
+                help=f"{what}1 is greedy search.",
+            ),
+            click.option(
+                "--length-penalty",
+                type=click.FloatRange(0),
+                default=SEARCH["length_penalty"],
+                show_default=True,
+                help=f"{what}GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; "
+                "0 turns it off.",
+            ),
+        ]
+    )
+
+
+def inference_options(f):
+    """--device and --threads for every command that runs a trained model."""
+    return _apply(
+        [
+            click.option(
+                "--device",
+                type=click.Choice(DEVICES),
+                default="auto",
+                show_default=True,
+                help="auto: a GPU when there is one, else the CPU.",
+            ),
+            click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
+        ]
+    )(f)
+
+
+def output_options(help_text: str):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 def _model_options(options: dict, *task_specific: str) -> dict:
@@ -301,90 +324,52 @@ def _model_options(options: dict, *task_specific: str) -> dict:
     }
 
 
-def _train(
-    ctx,
-    task_name,
-    prepare,
-    train_path,
-    valid_path,
-    out,
-    resume,
-    force,
-    options,
-    model_options,
-    default_epochs=10,
-    **task_options,
-) -> None:
-    """What every `train` command does: check the run directory, build the configs, let
-    the task read its data, and run the training loop (for `default_epochs` when the
-    command line sets no budget)."""
-    from seqtool import checkpoint, distributed
+def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -> None:
+    """What every `train` command does: one call of seqtool.training.train, rendered."""
     from seqtool.config import TokenizerConfig
-    from seqtool.device import pick_device
-    from seqtool.ui import note
+    from seqtool.errors import TrainingInterrupted
+    from seqtool.training import train as run_training
+    from seqtool.ui import TrainingView, console, note
 
-    distributed.init(pick_device(options["device"]))  # under torchrun: join the others
-    if not distributed.is_main():
-        note = lambda message: None  # noqa: E731 (one process speaks for all)
-    run_dir, replaced = _check_run_dir(out, resume, force)
-    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
-    config = _train_config(ctx, options, resume_ckpt, default_epochs)
-    tokenizer_config = TokenizerConfig(options["tokenizer"], options["vocab_size"])
-    task = prepare(
-        train_path,
-        valid_path,
-        run_dir,
-        tokenizer_config,
-        model_options,
-        config,
-        resume_ckpt,
-        note,
-        **task_options,
-    )
-    if distributed.is_main():
-        for path in replaced:
-            path.unlink()
+    options = ctx.params
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
     try:
-        _fit(task, config, run_dir, resume_ckpt)
-    finally:
-        distributed.shutdown()
+        finished = run_training(
+            task,
+            options["train_path"],
+            options["valid_path"],
+            options["out"],
+            model_options,
+            options,
+            TokenizerConfig(options["tokenizer"], options["vocab_size"]),
+            task_options,
+            resume=options["resume"],
+            force=options["force"],
+            given=given,
+            callbacks=TrainingView(),
+            notify=note,
+        )
+    except TrainingInterrupted as stop:
+        if stop.main:
+            last = f"{options['out']}/last.ckpt"
+            console.print(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
+        raise
+    if not finished.main:
+        return
+    p = finished.progress
+    best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"
+    console.print(
+        f"done: {p.step:,} steps, {p.tokens:,} {finished.unit}, {p.elapsed:.0f}s; best valid "
+        f"{finished.metric} {best}; saved {finished.run_dir}/best.ckpt"
+    )
 
 
-def _resume_command() -> str:
-    from seqtool import distributed
-
+def _resume_command(world: int) -> str:
     launcher = ["seqtool"]
-    if distributed.world() > 1:
-        launcher = ["torchrun", "--nproc_per_node", str(distributed.world()), "-m", "seqtool"]
+    if world > 1:
+        launcher = ["torchrun", "--nproc_per_node", str(world), "-m", "seqtool"]
     command = " ".join(shlex.quote(a) for a in [*launcher, *sys.argv[1:]])
     return command if "--resume" in sys.argv else command + " --resume"
-
-
-def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
-    import torch
-
-    from seqtool.errors import TrainingInterrupted
-    from seqtool.training import Trainer
-    from seqtool.ui import TrainingView, console
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    trainer = Trainer(task, config, run_dir, TrainingView(task.unit), resume_ckpt)
-    try:
-        progress = trainer.fit()
-    except TrainingInterrupted:
-        if trainer.main:
-            console.print(f"Saved {run_dir / 'last.ckpt'}. Resume with:\n  {_resume_command()}")
-        raise
-    if not trainer.main:
-        return
-    best = "-"
-    if progress.best is not None:
-        best = f"{progress.best:.4f} at step {progress.best_step:,}"
-    console.print(
-        f"done: {progress.step:,} steps, {progress.tokens:,} {task.unit}, "
-        f"{progress.elapsed:.0f}s; best valid {task.metric} {best}; saved {run_dir}/best.ckpt"
-    )
 
 
 @train.command("generator")
@@ -397,41 +382,26 @@ def _fit(task, config, run_dir: Path, resume_ckpt) -> None:
 @click.option(
     "--seq-len",
     type=POSITIVE,
-    default=128,
+    default=defaults(TrainConfig)["seq_len"],
     show_default=True,
     help="Truncated-BPTT window; the hidden state is carried across batches.",
 )
 @click.option(
     "--tie-weights/--no-tie-weights",
-    default=False,
+    default=defaults(GeneratorConfig)["tie_weights"],
     show_default=True,
     help="Share the embedding with the output layer.",
 )
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
-@training_options(GENERATOR_DEFAULTS)
+@training_options("generator", GeneratorConfig)
 @click.pass_context
-def train_generator(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+def train_generator(ctx, **options) -> None:
     """Train a character-level (or subword) language model.
 
     \b
     Example:
       seqtool train generator --train input.txt --out runs/shakes --max-time 10m
     """
-    from seqtool.tasks.generator import prepare
-
-    model_options = _model_options(options, "tie_weights")
-    _train(
-        ctx,
-        "generator",
-        prepare,
-        train_path,
-        valid_path,
-        out,
-        resume,
-        force,
-        options,
-        model_options,
-    )
+    _train(ctx, "generator", _model_options(options, "tie_weights"))
 
 
 @train.command("classifier")
@@ -444,11 +414,15 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
 @click.option(
     "--valid", "valid_path", help="Validation file; without it a random 10% of --train is held out."
 )
-@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
+@click.option(
+    "--bidirectional/--no-bidirectional",
+    default=defaults(ClassifierConfig)["bidirectional"],
+    show_default=True,
+)
 @click.option(
     "--pooling",
     type=click.Choice(POOLINGS),
-    default="max",
+    default=defaults(ClassifierConfig)["pooling"],
     show_default=True,
     help="How the encoder's outputs become one vector; attention can be explained.",
 )
@@ -472,7 +446,7 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
 @click.option(
     "--max-length",
     type=POSITIVE,
-    default=256,
+    default=defaults(ClassifierConfig)["max_length"],
     show_default=True,
     help="Tokens per line; longer lines are cut with a warning.",
 )
@@ -480,38 +454,27 @@ def train_generator(ctx, train_path, valid_path, out, resume, force, **options) 
     "--ensemble",
     "members",
     type=POSITIVE,
-    default=CLASSIFIER_MEMBERS,
+    default=DEFAULT_MEMBERS,
     show_default=True,
     help="Classifiers trained side by side, probabilities averaged; each costs as much "
     "time as one.",
 )
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="unigram", show_default=True)
-@training_options(CLASSIFIER_DEFAULTS)
+@training_options("classifier", ClassifierConfig)
 @click.pass_context
-def train_classifier(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+def train_classifier(ctx, **options) -> None:
     """Train a recurrent text classifier.
 
     \b
     Example:
       seqtool train classifier --train sst2/train.tsv --valid sst2/valid.tsv --out runs/sst2
     """
-    from seqtool.tasks.classifier import prepare
-
     model_options = _model_options(
         options, "bidirectional", "pooling", "multi_label", "max_length", "members"
     )
     _train(
         ctx,
         "classifier",
-        prepare,
-        train_path,
-        valid_path,
-        out,
-        resume,
-        force,
-        options,
         model_options,
-        default_epochs=CLASSIFIER_EPOCHS,
         metric=options["early_stop_metric"],
         class_weights=options["class_weights"],
     )
@@ -529,36 +492,42 @@ def train_classifier(ctx, train_path, valid_path, out, resume, force, **options)
     "valid_path",
     help="Validation data; without it random pairs of --train are held out.",
 )
-@click.option("--src-lang", help="Source suffix: --train data/train --src-lang de reads train.de.")
-@click.option("--tgt-lang", help="Target suffix: --tgt-lang en reads train.en.")
+@data_options("")
 @click.option("--joint-vocab", is_flag=True, help="One sentencepiece model for source and target.")
 @click.option(
     "--attention",
     type=click.Choice(ATTENTIONS),
-    default="bahdanau",
+    default=defaults(TranslatorConfig)["attention"],
     show_default=True,
     help="bahdanau (additive), luong (multiplicative), none (plain encoder-decoder).",
 )
-@click.option("--bidirectional/--no-bidirectional", default=True, show_default=True)
+@click.option(
+    "--bidirectional/--no-bidirectional",
+    default=defaults(TranslatorConfig)["bidirectional"],
+    show_default=True,
+)
 @click.option(
     "--input-feeding/--no-input-feeding",
-    default=True,
+    default=defaults(TranslatorConfig)["input_feeding"],
     show_default=True,
     help="Feed each step's attentional vector into the next step.",
 )
 @click.option(
     "--tie-embeddings/--no-tie-embeddings",
-    default=False,
+    default=defaults(TranslatorConfig)["tie_embeddings"],
     show_default=True,
     help="Share the target embedding with the output layer.",
 )
 @click.option(
-    "--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=TRAIN_DEFAULTS["translator"]["label_smoothing"],
+    show_default=True,
 )
 @click.option(
     "--batch-tokens",
     type=POSITIVE,
-    default=1200,
+    default=TRAIN_DEFAULTS["translator"]["batch_tokens"],
     show_default=True,
     help="Most padded tokens per batch (the longer side); batches are length buckets.",
 )
@@ -572,14 +541,13 @@ def train_classifier(ctx, train_path, valid_path, out, resume, force, **options)
 @click.option(
     "--max-length",
     type=POSITIVE,
-    default=128,
+    default=defaults(TranslatorConfig)["max_length"],
     show_default=True,
     help="Tokens per sentence; longer ones are cut with a warning.",
 )
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="unigram", show_default=True)
-@training_options(TRANSLATOR_DEFAULTS)
+@training_options("translator", TranslatorConfig)
 @click.pass_context
-def train_translator(ctx, train_path, valid_path, out, resume, force, **options) -> None:
+def train_translator(ctx, **options) -> None:
     """Train an encoder-decoder translator with attention.
 
     \b
@@ -587,21 +555,12 @@ def train_translator(ctx, train_path, valid_path, out, resume, force, **options)
       seqtool train translator --train multi30k/train --valid multi30k/valid \\
         --src-lang de --tgt-lang en --out runs/de-en --max-time 45m
     """
-    from seqtool.tasks.translator import prepare
-
     model_options = _model_options(
         options, "bidirectional", "attention", "input_feeding", "tie_embeddings", "max_length"
     )
     _train(
         ctx,
         "translator",
-        prepare,
-        train_path,
-        valid_path,
-        out,
-        resume,
-        force,
-        options,
         model_options,
         src_lang=options["src_lang"],
         tgt_lang=options["tgt_lang"],
@@ -621,17 +580,6 @@ def _input_lines(input_path: str, text: str | None):
     return (line for _, line in read_lines(check_file(input_path)))
 
 
-def _chunks(lines, size: int):
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 @cli.command()
 @click.argument("run")
 @click.argument("input_path", default="-", metavar="[INPUT|-]")
@@ -640,17 +588,19 @@ def _chunks(lines, size: int):
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=CLASSIFY["threshold"],
     show_default=True,
     help="Multi-label models: print every label at least this likely.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
+@output_options("One JSON object per input line.")
 @click.option(
     "--explain", is_flag=True, help="Show which tokens the decision rests on (attention pooling)."
 )
-@click.option("--batch-size", type=POSITIVE, default=256, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_size, device):
+@click.option("--batch-size", type=POSITIVE, default=CLASSIFY["batch_size"], show_default=True)
+@inference_options
+def classify(
+    run, input_path, text, top_k, threshold, as_json, explain, batch_size, device, threads
+):
     """Label each input line (one output line per input line, in order).
 
     \b
@@ -658,88 +608,59 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
       seqtool classify runs/sst2 < sentences.txt
       seqtool classify runs/sst2 --text "a gorgeous , witty film" --top-k 2
     """
-    import torch
-
-    from seqtool import checkpoint
-    from seqtool.data import encode_lines
-    from seqtool.device import pick_device
+    import seqtool
+    from seqtool.data import batched
     from seqtool.errors import ConfigError
-    from seqtool.tasks.classifier import decide, load_model, predict_logits
-    from seqtool.ui import attention_bars, warn
+    from seqtool.ui import attention_bars
 
-    ckpt = checkpoint.load(run, task="classifier")
-    model, tokenizer = load_model(ckpt)
-    target = pick_device(device)
-    model.to(target)
-    config = model.config
+    model = seqtool.load(run, task="classifier", device=device, threads=threads)
     if explain:
         if text is None:
             raise ConfigError("--explain shows one sentence: give it with --text")
-        if config.pooling != "attention":
+        if model.config.pooling != "attention":
             raise ConfigError(
                 f"--explain needs a model trained with --pooling attention "
-                f"(this one pools with {config.pooling})"
+                f"(this one pools with {model.config.pooling})"
             )
     out = sys.stdout
-    for chunk in _chunks(_input_lines(input_path, text), batch_size):
-        ids = encode_lines(tokenizer, chunk, config.max_length, warn)
-        probs, chosen = decide(predict_logits(model, ids, batch_size, target), config, threshold)
-        for line, row, labels in zip(chunk, probs, chosen, strict=True):
+    for chunk in batched(_input_lines(input_path, text), batch_size):
+        results = model.classify(chunk, top_k, threshold, batch_size)
+        for line, result in zip(chunk, results, strict=True):
             if not line.strip():
                 out.write("\n")  # keep one output line per input line
-                continue
-            ranked = row.argsort(descending=True).tolist()[: top_k or len(row)]
-            if as_json:
-                record = {
-                    "label": config.labels[labels[0]],
-                    "labels": [config.labels[i] for i in labels],
-                    "probability": round(float(row[labels[0]]), 6),
-                    "top": [[config.labels[i], round(float(row[i]), 6)] for i in ranked],
-                }
-                out.write(json.dumps(record) + "\n")
+            elif as_json:
+                out.write(json.dumps(result.to_dict()) + "\n")
             elif top_k:
-                out.write("\t".join(f"{config.labels[i]}\t{row[i]:.4f}" for i in ranked) + "\n")
+                out.write("\t".join(f"{label}\t{p:.4f}" for label, p in result.top) + "\n")
             else:
-                out.write(" ".join(config.labels[i] for i in labels) + "\n")
+                out.write(" ".join(result.labels) + "\n")
         out.flush()
     if explain:
-        tokens = torch.tensor([ids[0]])
-        with torch.inference_mode():
-            _, weights = model(tokens.to(target), torch.tensor([len(ids[0])]))
-        pieces = [tokenizer.piece(i) for i in ids[0]]
-        attention_bars(pieces, weights[0].float().tolist())
+        explanation = model.explain(text)
+        attention_bars(explanation.pieces, explanation.weights)
 
 
 @cli.command()
 @click.argument("run")
 @click.argument("input_path", default="-", metavar="[INPUT|-]")
 @click.option("--text", help="Translate this one sentence instead of reading lines.")
-@click.option(
-    "--beam-size", type=POSITIVE, default=5, show_default=True, help="1 is greedy search."
-)
+@search_options()
 @click.option(
     "--n-best",
     type=POSITIVE,
-    default=1,
+    default=SEARCH["n_best"],
     show_default=True,
     help="Print the N best translations per input line, each with its score after a tab.",
 )
 @click.option(
-    "--length-penalty",
-    type=click.FloatRange(0),
-    default=1.0,
-    show_default=True,
-    help="GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; 0 turns it off.",
-)
-@click.option(
     "--max-length-ratio",
     type=click.FloatRange(0, min_open=True),
-    default=2.0,
+    default=SEARCH["max_length_ratio"],
     show_default=True,
     help="At most ratio x source tokens + 5 target tokens.",
 )
-@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
+@click.option("--batch-size", type=POSITIVE, default=SEARCH["batch_size"], show_default=True)
+@output_options("One JSON object per input line.")
 @click.option(
     "--show-attention", is_flag=True, help="Draw the attention matrix of the --text sentence."
 )
@@ -748,20 +669,21 @@ def classify(run, input_path, text, top_k, threshold, as_json, explain, batch_si
     type=click.Path(dir_okay=False),
     help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
 )
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@inference_options
 def translate(
     run,
     input_path,
     text,
     beam_size,
-    n_best,
     length_penalty,
+    n_best,
     max_length_ratio,
     batch_size,
     as_json,
     show_attention,
     attention_plot,
     device,
+    threads,
 ):
     """Translate each input line (one output line per input line, in order).
 
@@ -773,29 +695,19 @@ def translate(
       seqtool translate runs/de-en < test.de > test.hyp
       seqtool translate runs/de-en --text "Ein Hund rennt." --show-attention
     """
-    from seqtool import checkpoint
-    from seqtool.data import encode_lines
-    from seqtool.device import pick_device
+    import seqtool
+    from seqtool.data import batched
     from seqtool.errors import ConfigError
-    from seqtool.tasks import translator
-    from seqtool.ui import attention_matrix, note, warn
+    from seqtool.ui import attention_matrix, note
 
     if n_best > beam_size:
         raise ConfigError(f"--n-best {n_best} needs --beam-size {n_best} or more")
-    ckpt = checkpoint.load(run, task="translator")
-    model, src_tokenizer, tgt_tokenizer = translator.load_model(ckpt)
-    target = pick_device(device)
-    model.to(target)
-    config = model.config
-    draw = show_attention or attention_plot
+    model = seqtool.load(run, task="translator", device=device, threads=threads)
+    draw = bool(show_attention or attention_plot)
     if draw:
         if text is None:
             raise ConfigError(
                 "--show-attention and --attention-plot draw one sentence: give it with --text"
-            )
-        if config.attention == "none":
-            raise ConfigError(
-                "this model was trained with --attention none: it has no attention to show"
             )
         if attention_plot:
             from seqtool.ui import check_matplotlib
@@ -806,56 +718,35 @@ def translate(
         note("Type a sentence and press Enter; Ctrl-D ends.")
     # sorting a chunk of lines by length makes batches with little padding
     chunk_size = 1 if interactive else batch_size * 16
+    search = dict(
+        beam_size=beam_size,
+        n_best=n_best,
+        length_penalty=length_penalty,
+        max_length_ratio=max_length_ratio,
+        batch_size=batch_size,
+    )
     out = sys.stdout
-    for chunk in _chunks(_input_lines(input_path, text), chunk_size):
-        ids = encode_lines(src_tokenizer, chunk, config.max_length, warn, "source lines")
-        results = translator.translate(
-            model,
-            ids,
-            tgt_tokenizer,
-            target,
-            batch_size,
-            beam_size,
-            n_best,
-            length_penalty,
-            max_length_ratio,
-            return_attention=bool(draw),
-        )
-        for line, found in zip(chunk, results, strict=True):
-            if not line.strip():
-                found = [("", None)] * n_best  # keep n_best lines per input line
+    for chunk in batched(_input_lines(input_path, text), chunk_size):
+        results = model.translate(chunk, **search, attention=draw)
+        for result in results:
             if as_json:
-                best = found[0][1]
-                record = {
-                    "translation": found[0][0],
-                    "score": None if best is None else round(best.score, 6),
-                    "tokens": [] if best is None else [tgt_tokenizer.piece(i) for i in best.tokens],
-                }
-                if n_best > 1:
-                    record["n_best"] = [
-                        {"translation": t, "score": None if h is None else round(h.score, 6)}
-                        for t, h in found
-                    ]
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
             elif n_best > 1:
-                for translation, h in found:
-                    out.write(f"{translation}\t{0.0 if h is None else h.score:.4f}\n")
+                found = result.n_best or [("", 0.0)] * n_best  # n_best lines per input line
+                out.writelines(f"{t}\t{score:.4f}\n" for t, score in found)
             else:
-                out.write(found[0][0] + "\n")
+                out.write(result.text + "\n")
         out.flush()
     if draw:
-        best = results[0][0][1]
-        src_pieces = [src_tokenizer.piece(i) for i in ids[0]]
-        tgt_pieces = [tgt_tokenizer.piece(i) for i in best.tokens]
-        if best.attention.size(0) > len(tgt_pieces):
-            tgt_pieces.append("</s>")  # the step that chose to end
-        weights = best.attention[:, : len(src_pieces)].tolist()
+        best = results[0]
         if show_attention:
-            attention_matrix(src_pieces, tgt_pieces, weights)
+            attention_matrix(best.source_tokens, best.target_labels, best.attention)
         if attention_plot:
             from seqtool.ui import attention_heatmap
 
-            attention_heatmap(src_pieces, tgt_pieces, weights, attention_plot)
+            attention_heatmap(
+                best.source_tokens, best.target_labels, best.attention, attention_plot
+            )
             note(f"wrote {attention_plot}")
 
 
@@ -865,14 +756,14 @@ def translate(
 @click.option(
     "--length",
     type=POSITIVE,
-    default=500,
+    default=SAMPLING["length"],
     show_default=True,
     help="Tokens to generate (characters, for a char model).",
 )
 @click.option(
     "--temperature",
     type=click.FloatRange(0),
-    default=0.8,
+    default=SAMPLING["temperature"],
     show_default=True,
     help="0 is greedy; higher is more varied.",
 )
@@ -887,47 +778,35 @@ def translate(
     type=POSITIVE,
     default=1,
     show_default=True,
-    help="Samples computed together as one batch.",
+    help="Samples computed together as one batch; sample i uses seed + i.",
 )
 @click.option("--seed", type=int, help="Same seed, same text.")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, device) -> None:
+@inference_options
+def generate(
+    run, prompt, length, temperature, top_k, top_p, num_samples, seed, device, threads
+) -> None:
     """Sample text from a trained generator; one sample streams as it is produced.
 
     \b
     Example:
       seqtool generate runs/shakes --prompt "ROMEO:" --length 500 --temperature 0.8
     """
-    import torch
-
-    from seqtool import checkpoint, decoding
-    from seqtool.device import pick_device
-    from seqtool.tasks.generator import load_model
-    from seqtool.tokenizer import StreamDecoder
+    import seqtool
     from seqtool.ui import rule
 
-    model, tokenizer = load_model(checkpoint.load(run, task="generator"))
-    target = pick_device(device)
-    model.to(target)
-    # without a prompt, start as after a line break
-    ids = tokenizer.encode(prompt or "\n")
-    steps = decoding.sample(model, ids, length, num_samples, temperature, top_k, top_p, seed)
+    model = seqtool.load(run, task="generator", device=device, threads=threads)
+    sampling = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     out = sys.stdout
     if num_samples == 1:
-        decoder = StreamDecoder(tokenizer)
         out.write(prompt)
-        # read the tokens back a few at a time: on a GPU each read waits for the device,
-        # and one wait per character would stall the queue of sampling steps
-        for group in _chunks(steps, 1 if target.type == "cpu" else 16):
-            for token in torch.cat(group).tolist():
-                out.write(decoder.push(token))
+        for piece in model.stream(prompt, **sampling):
+            out.write(piece)
             out.flush()
-        out.write(decoder.flush() + "\n")
+        out.write("\n")
         return
-    rows = torch.stack(list(steps), dim=1).tolist()  # (num_samples, length)
-    for i, row in enumerate(rows):
+    for i, sample in enumerate(model.generate([prompt] * num_samples, **sampling)):
         rule(f"sample {i + 1}")
-        out.write(prompt + tokenizer.decode(row) + "\n")
+        out.write(prompt + sample + "\n")
         out.flush()
 
 
@@ -939,30 +818,30 @@ def generate(run, prompt, length, temperature, top_k, top_p, num_samples, seed, 
     help="Text to score (generator), labelled lines (classifier), or parallel data "
     "(translator: TSV, or a path prefix with --src-lang/--tgt-lang).",
 )
-@click.option("--src-lang", help="Translator: source suffix of aligned files.")
-@click.option("--tgt-lang", help="Translator: target suffix of aligned files.")
+@data_options("Translator: ")
 @click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=CLASSIFY["threshold"],
     show_default=True,
     help="Multi-label classifiers: the probability a label needs.",
 )
-@click.option(
-    "--beam-size", type=POSITIVE, default=5, show_default=True, help="Translator: 1 is greedy."
-)
-@click.option(
-    "--length-penalty",
-    type=click.FloatRange(0),
-    default=1.0,
-    show_default=True,
-    help="Translator: GNMT alpha.",
-)
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@search_options("Translator: ")
+@inference_options
+@output_options("Print one JSON object.")
 def evaluate(
-    run, data, src_lang, tgt_lang, batch_size, threshold, beam_size, length_penalty, device, as_json
+    run,
+    data,
+    src_lang,
+    tgt_lang,
+    batch_size,
+    threshold,
+    beam_size,
+    length_penalty,
+    device,
+    threads,
+    as_json,
 ) -> None:
     """Score a trained model on a data file.
 
@@ -977,101 +856,28 @@ def evaluate(
       seqtool evaluate runs/sst2 --data sst2/test.tsv
       seqtool evaluate runs/de-en --data multi30k/test2016 --src-lang de --tgt-lang en
     """
-    from seqtool import checkpoint
-    from seqtool.device import pick_device
-    from seqtool.errors import CheckpointError
+    import seqtool
 
-    ckpt = checkpoint.load(run)
-    target = pick_device(device)
-    batch_size = batch_size or ckpt["train_config"]["batch_size"]
-    if ckpt["task"] == "generator":
-        result = _evaluate_generator(ckpt, data, batch_size, target)
-    elif ckpt["task"] == "classifier":
-        result = _evaluate_classifier(ckpt, data, batch_size, threshold, target)
-    elif ckpt["task"] == "translator":
-        result = _evaluate_translator(
-            ckpt, data, src_lang, tgt_lang, batch_size, beam_size, length_penalty, target
-        )
+    model = seqtool.load(run, device=device, threads=threads)
+    if model.task == "generator":
+        result = model.evaluate(data, batch_size)
+    elif model.task == "classifier":
+        result = model.evaluate(data, batch_size, threshold)
     else:
-        raise CheckpointError(f"{ckpt['path']}: evaluate does not know {ckpt['task']} models")
+        result = model.evaluate(data, src_lang, tgt_lang, beam_size, length_penalty, batch_size)
     if as_json:
         click.echo(json.dumps(result))
         return
     from seqtool.ui import classification_tables, key_values
 
     key_values(data, {k: v for k, v in result.items() if not isinstance(v, dict | list)})
-    if ckpt["task"] == "classifier":
-        classification_tables(result, ckpt["model_config"]["labels"])
-
-
-def _evaluate_translator(
-    ckpt, data, src_lang, tgt_lang, batch_size, beam_size, length_penalty, device
-) -> dict:
-    from seqtool import metrics
-    from seqtool.data import encode_lines
-    from seqtool.tasks import translator
-    from seqtool.ui import warn
-
-    model, src_tokenizer, tgt_tokenizer = translator.load_model(ckpt)
-    model.to(device)
-    pairs = translator.read_pairs(data, src_lang, tgt_lang, warn)
-    limit = model.config.max_length
-    src = encode_lines(src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
-    tgt = encode_lines(tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
-    loss = translator.mean_loss(model, src, tgt, batch_size, device)
-    found = translator.translate(
-        model, src, tgt_tokenizer, device, batch_size, beam_size, 1, length_penalty
-    )
-    hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
-    exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
-    return {
-        **metrics.bleu_chrf(hypotheses, references),
-        "exact_match": exact,
-        "loss": loss,
-        "perplexity": metrics.perplexity(loss),
-        "sentences": len(pairs),
-        "beam_size": beam_size,
-    }
-
-
-def _evaluate_generator(ckpt, data: str, batch_size: int, device) -> dict:
-    import tempfile
-
-    import torch
-
-    from seqtool.data import check_file, encode_file
-    from seqtool.tasks.generator import evaluate_lm, load_model
-
-    model, tokenizer = load_model(ckpt)
-    model.to(device)
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        tokens = encode_file(check_file(data), tokenizer, Path(tmp) / "data.ids")
-        return evaluate_lm(model, tokens, batch_size, ckpt["train_config"]["seq_len"], device)
-
-
-def _evaluate_classifier(ckpt, data: str, batch_size: int, threshold: float, device) -> dict:
-    from seqtool.data import encode_lines, read_labeled
-    from seqtool.tasks import classifier
-    from seqtool.ui import warn
-
-    model, tokenizer = classifier.load_model(ckpt)
-    model.to(device)
-    config = model.config
-    examples, skipped = read_labeled(data)
-    if skipped:
-        warn(f"{data}: skipped {skipped:,} empty lines")
-    classifier.check_labels(examples, config, data)
-    ids = encode_lines(tokenizer, [e.text for e in examples], config.max_length, warn)
-    logits = classifier.predict_logits(model, ids, batch_size, device)
-    targets = classifier.make_targets(examples, config)
-    report = classifier.score(logits, targets, config, threshold)
-    loss = classifier.classification_loss(logits, targets, config).item()
-    return {"loss": loss, **report, "examples": len(examples)}
+    if model.task == "classifier":
+        classification_tables(result, model.labels)
 
 
 @cli.command()
 @click.argument("run")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options("Print one JSON object.")
 def info(run, as_json) -> None:
     """Show what a checkpoint holds: task, configs, size, progress.
 
@@ -1079,29 +885,10 @@ def info(run, as_json) -> None:
     Example:
       seqtool info runs/shakes
     """
-    from seqtool import checkpoint
-    from seqtool.tokenizer import Tokenizer
+    from seqtool.inference import info as describe
     from seqtool.ui import key_values
 
-    ckpt = checkpoint.load(run)
-    progress = ckpt.get("progress", {})
-    summary = {
-        "path": ckpt["path"],
-        "task": ckpt["task"],
-        "seqtool_version": ckpt.get("seqtool_version"),
-        "parameters": sum(t.numel() for k, t in ckpt["model_state"].items()),
-        "vocab_size": {k: Tokenizer(p).vocab_size for k, p in ckpt["tokenizers"].items()},
-        "steps": progress.get("step"),
-        "epochs": progress.get("epoch"),
-        "tokens_seen": progress.get("tokens"),
-        "train_seconds": round(progress.get("elapsed", 0.0), 1),
-        "best_score": progress.get("best"),
-        "best_step": progress.get("best_step"),
-        "metrics": ckpt.get("metrics", {}),
-        "model_config": ckpt["model_config"],
-        "tokenizer_config": ckpt.get("tokenizer_config", {}),
-        "train_config": ckpt.get("train_config", {}),
-    }
+    summary = describe(run)
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -178,3 +178,86 @@ class TrainConfig(_Config):
     @property
     def has_budget(self) -> bool:
         return any(v is not None for v in (self.max_steps, self.max_epochs, self.max_time))
+
+
+def defaults(cls) -> dict[str, Any]:
+    """The field defaults of a config class: the one place the command line reads them."""
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+
+
+# training defaults per task, where they differ from TrainConfig's (the generator's)
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "generator": {},
+    "classifier": {"batch_size": 32, "lr": 3e-3, "eval_every": 100},
+    "translator": {
+        "batch_size": 64,
+        "batch_tokens": 1200,
+        "lr": 1e-3,
+        "eval_every": 500,
+        "label_smoothing": 0.1,
+    },
+}
+
+# budget when none is given: three classifier members for 6 epochs reach SST-2 82.9 in
+# about 3.5 minutes on 2 cores, where one member for 10 epochs reaches 80.7 in 2
+DEFAULT_EPOCHS = {"generator": 10, "classifier": 6, "translator": 10}
+
+# tokenizer kind per task: characters for generators, subwords for whole lines
+DEFAULT_TOKENIZER = {"generator": "char", "classifier": "unigram", "translator": "unigram"}
+
+# the classifier trains an ensemble of three unless told otherwise (a checkpoint without
+# the field holds one model, hence ClassifierConfig's default of 1)
+DEFAULT_MEMBERS = 3
+
+
+@dataclass(frozen=True)
+class SamplingConfig(_Config):
+    """How `generate` samples: temperature 0 is greedy."""
+
+    length: int = 500
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.length > 0, "length must be positive")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(self.top_k is None or self.top_k > 0, "top_k must be positive")
+        _check(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SearchConfig(_Config):
+    """How `translate` searches: beam 1 is greedy; GNMT length penalty alpha."""
+
+    beam_size: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0
+    max_length_ratio: float = 2.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("beam_size", "n_best", "batch_size"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(self.length_penalty >= 0, "length_penalty must be >= 0")
+        _check(self.max_length_ratio > 0, "max_length_ratio must be positive")
+        _check(
+            self.n_best <= self.beam_size,
+            f"n_best {self.n_best} needs beam_size {self.n_best} or more",
+        )
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(_Config):
+    """How `classify` decides: multi-label models keep every label this likely."""
+
+    top_k: int | None = None
+    threshold: float = 0.5
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.top_k is None or self.top_k > 0, "top_k must be positive")
+        _check(0 <= self.threshold <= 1, "threshold must be in [0, 1]")
+        _check(self.batch_size > 0, "batch_size must be positive")

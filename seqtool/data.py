@@ -12,17 +12,26 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from seqtool.errors import DataError
 from seqtool.tokenizer import UNK_ID, Tokenizer
 
+T = TypeVar("T")
 BLOCK_BYTES = 1 << 22
 SEGMENT_CHARS = 1 << 16  # unit of work for sentencepiece's encoder threads
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` consecutive items (the last may be shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def check_file(path: str | os.PathLike) -> Path:

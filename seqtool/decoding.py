@@ -69,10 +69,9 @@ class _Sampler:
     more than running them. Replays queue up without waiting for the host.
     """
 
-    def __init__(self, model, token, state, temperature, top_k, top_p) -> None:
+    def __init__(self, model, token, state, noise, temperature, top_k, top_p) -> None:
         self.model, self.options = model, (temperature, top_k, top_p)
-        self.token, self.state = token.clone(), _clone(state)
-        self.noise = torch.rand(token.size(0), model.config.vocab_size, device=token.device)
+        self.token, self.state, self.noise = token.clone(), _clone(state), noise.clone()
         self.graph = self._capture() if token.is_cuda else None
 
     def _step(self) -> None:
@@ -110,42 +109,62 @@ class _Sampler:
         return self.token.clone()
 
 
+def _cat_states(states: list):
+    """Hidden states of single rows (layers, 1, hidden), or (h, c) pairs -> one batch."""
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+    return torch.cat(states, dim=1)
+
+
+def seeds_for(count: int, seed: int | None) -> list[int]:
+    """Row i of a batch draws from its own generator seeded `seed + i`, so that a row's
+    text does not depend on the rows sampled beside it; without a seed, fresh ones."""
+    if seed is None:
+        return [torch.seed() for _ in range(count)]
+    return [seed + i for i in range(count)]
+
+
 @torch.inference_mode()
 def sample(
     model,
-    prompt: list[int],
+    prompts: list[list[int]],
     length: int,
-    num_samples: int = 1,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    seed: int | None = None,
+    seeds: list[int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield `length` token ids per sample, one step at a time: (num_samples,) each.
+    """Yield `length` token ids per prompt, one step at a time: (len(prompts),) each.
 
-    The prompt primes the state in one call of the fused layer; each further token
-    costs one `decode_step` (one CUDA graph replay on a GPU). All samples advance
-    together as one batch. Nothing here waits for the device: a caller that prints
-    each token as it comes does.
+    The model is used only through `encode` (read a prompt in one call of the fused
+    layer) and `decode_step` (one token; one CUDA graph replay on a GPU). Each prompt is
+    read alone, then all rows advance together as one batch; row i draws its noise from
+    a generator seeded `seeds[i]`, so it gets the same text in any batch. Nothing here
+    waits for the device: a caller that prints each token as it comes does.
     """
-    if not prompt:
-        raise ValueError("sampling needs a prompt of at least one token")
+    if not prompts or not all(prompts):
+        raise ValueError("sampling needs a prompt of at least one token per row")
     if length < 1:
         return
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    vocab = model.config.vocab_size
+    seeds = seeds if seeds is not None else seeds_for(len(prompts), None)
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    primed: dict[tuple[int, ...], tuple] = {}  # identical prompts are read once
+    for prompt in prompts:
+        if tuple(prompt) not in primed:
+            primed[tuple(prompt)] = model.encode(torch.tensor([prompt], device=device))
+    logits = torch.cat([primed[tuple(p)][0] for p in prompts])
+    state = _cat_states([primed[tuple(p)][1] for p in prompts])
+    vocab = logits.size(-1)
 
     def noise() -> torch.Tensor:
-        return torch.rand(num_samples, vocab, generator=generator, device=device)
+        return torch.stack([torch.rand(vocab, generator=g, device=device) for g in generators])
 
-    tokens = torch.tensor([prompt], device=device).expand(num_samples, -1)
-    logits, state = model(tokens)
-    token = choose(logits[:, -1], temperature, top_k, top_p, noise())
+    first = noise()
+    token = choose(logits, temperature, top_k, top_p, first)
     yield token
     if length > 1:
-        step = _Sampler(model, token, state, temperature, top_k, top_p)
+        step = _Sampler(model, token, state, first, temperature, top_k, top_p)
         for _ in range(length - 1):
             yield step(noise())
 

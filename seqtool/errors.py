@@ -23,3 +23,15 @@ class TrainingError(SeqtoolError):
 
 class TrainingInterrupted(SeqtoolError):
     """SIGINT or SIGTERM: `last.ckpt` was saved and the run can be resumed."""
+
+
+class SeqtoolWarning(UserWarning):
+    """Something the user should know that does not stop the work (lines cut, lines
+    skipped); the CLI prints these as `Warning: ...` lines."""
+
+
+def warn(message: str) -> None:
+    """Report `message` as a SeqtoolWarning: library callers see a Python warning."""
+    import warnings
+
+    warnings.warn(message, SeqtoolWarning, stacklevel=2)

@@ -16,16 +16,18 @@ import math
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from seqtool import checkpoint, distributed
-from seqtool.config import TrainConfig
+from seqtool import checkpoint, distributed, tasks
+from seqtool.config import DEFAULT_EPOCHS, TokenizerConfig, TrainConfig
 from seqtool.device import autocast, pick_device, pick_precision
-from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted
+from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
+from seqtool.tasks import TrainRequest
 
 
 @dataclass
@@ -112,6 +114,8 @@ class Trainer:
         if not self.config.has_budget:
             raise ConfigError("give a budget: --max-steps, --max-epochs or --max-time")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            checkpoint.clean_temporary(self.run_dir)  # a save that a killed run left unfinished
         self._call("on_start", self)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -305,3 +309,149 @@ class Trainer:
         handler = getattr(self.callbacks, event, None)
         if handler is not None:
             handler(*args)
+
+
+# options that may change when a run is resumed; the rest come from its checkpoint
+RESUMABLE = (
+    "max_steps",
+    "max_epochs",
+    "max_time",
+    "eval_every",
+    "log_every",
+    "patience",
+    "device",
+    "precision",
+    "threads",
+)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a finished `train` reports: progress, and what its figures count."""
+
+    progress: Progress
+    unit: str
+    metric: str
+    run_dir: Path
+    main: bool  # this process wrote the files (always, outside torchrun)
+
+
+def train(
+    task_name: str,
+    train_path: str,
+    valid_path: str | None,
+    out: str | Path,
+    model_options: dict[str, Any],
+    train_options: dict[str, Any],
+    tokenizer: TokenizerConfig,
+    options: dict[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    given: dict[str, Any] | None = None,
+    callbacks: Callbacks | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> Finished:
+    """Train a model of `task_name` into the run directory `out`.
+
+    model_options: model config fields (num_layers, hidden_size, ...); train_options:
+    TrainConfig fields; options: the task's own (src_lang, metric, class_weights, ...);
+    given: the options the user set explicitly, by option name (a resumed run warns
+    about those that differ from its stored settings and cannot change). Without a
+    budget, trains for the task's default epochs.
+    A run directory that holds a run is refused unless `resume` or `force`; with
+    `force` the old files go only once the new data has been read without error.
+    """
+    distributed.init(pick_device(train_options.get("device", "auto")))  # join the others
+    if not distributed.is_main():
+        notify = lambda message: None  # noqa: E731 (one process speaks for all)
+    run_dir, replaced = _check_run_dir(Path(out), resume, force)
+    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
+    config = _train_config(task_name, train_options, resume_ckpt, given or {}, notify)
+    request = TrainRequest(
+        train_path, valid_path, run_dir, tokenizer, model_options, config, resume_ckpt,
+        options or {},
+    )  # fmt: skip
+    task = tasks.get(task_name).prepare(request, notify)
+    if distributed.is_main():
+        for path in replaced:
+            path.unlink()
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
+        try:
+            progress = trainer.fit()
+        except TrainingInterrupted as stop:
+            stop.main, stop.world = trainer.main, distributed.world()
+            raise
+        return Finished(progress, task.unit, task.metric, run_dir, trainer.main)
+    finally:
+        distributed.shutdown()
+
+
+def _train_config(
+    task_name: str,
+    options: dict[str, Any],
+    resume_ckpt: dict[str, Any] | None,
+    given: dict[str, Any],
+    notify: Callable[[str], None],
+) -> TrainConfig:
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    fields = {k: v for k, v in options.items() if k in names}
+    if resume_ckpt is None:
+        config = TrainConfig(**fields)
+        if not config.has_budget:
+            epochs = DEFAULT_EPOCHS[task_name]
+            notify(
+                f"no budget given: training for {epochs} epochs (set --max-steps, "
+                "--max-epochs or --max-time)"
+            )
+            config = TrainConfig(**{**fields, "max_epochs": epochs})
+        return config
+    stored = dict(resume_ckpt["train_config"])
+    _warn_ignored(resume_ckpt, given)
+    stored.update({k: v for k, v in given.items() if k in RESUMABLE})
+    return TrainConfig.from_dict(stored)
+
+
+# what a resumed run reads again (the data) rather than settings it keeps
+_DATA_OPTIONS = ("train_path", "valid_path", "out", "resume", "force", "src_lang", "tgt_lang")
+
+
+def _warn_ignored(ckpt: dict[str, Any], given: dict[str, Any]) -> None:
+    """Warn about the options set on the command line that a resumed run cannot change
+    and that differ from what it stored (option names: --layers is num_layers)."""
+    tokenizer = ckpt.get("tokenizer_config", {})
+    stored = {
+        **ckpt.get("train_config", {}),
+        **ckpt["model_config"],
+        "layers": ckpt["model_config"].get("num_layers"),
+        "tokenizer": tokenizer.get("kind"),
+        "vocab_size": tokenizer.get("vocab_size"),
+        "early_stop_metric": ckpt.get("task_options", {}).get("metric"),
+        "class_weights": ckpt.get("task_options", {}).get("class_weights"),
+    }
+    ignored = sorted(
+        k
+        for k, v in given.items()
+        if k not in RESUMABLE and k not in _DATA_OPTIONS and stored.get(k, object()) != v
+    )
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        warn(f"{flags} ignored: a resumed run keeps its stored settings")
+
+
+def _check_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[Path, list[Path]]:
+    """The run directory, and the files of an earlier run that `force` will replace."""
+    held = [run_dir / n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl")]
+    held = [path for path in held if path.exists()]
+    if resume:
+        if not (run_dir / "last.ckpt").exists():
+            raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt); drop --resume")
+        return run_dir, []
+    if held and not force:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(p.name for p in held)}); "
+            f"add --resume to continue it or --force to start over"
+        )
+    return run_dir, held

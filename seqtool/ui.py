@@ -36,8 +36,8 @@ class TrainingView:
     """Training callbacks: a progress bar with loss, learning rate, throughput and ETA,
     and one line per evaluation."""
 
-    def __init__(self, unit: str = "tokens") -> None:
-        self.unit = unit
+    def __init__(self) -> None:
+        self.unit = "tokens"  # what the task counts; known once training starts
         self.progress = Progress(
             TextColumn("[bold]step {task.fields[step]}"),
             BarColumn(),
@@ -51,6 +51,7 @@ class TrainingView:
         self.bar = None
 
     def on_start(self, trainer) -> None:
+        self.unit = trainer.task.unit
         console.print(
             f"device {trainer.device.type}, precision {trainer.precision}, "
             f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters, "

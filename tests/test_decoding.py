@@ -39,16 +39,17 @@ def test_top_k_and_top_p_keep_only_the_likely_tokens():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_sample_equals_a_plain_loop_of_decode_steps(cell):
     """The fixed-buffer step (captured as a CUDA graph on a GPU) computes what a
-    hand-written loop computes, from the same seed."""
+    hand-written loop computes, from the same seeds: row i draws from seed + i."""
     model = tiny_generator(cell)
     prompt, length, batch = [1, 2, 3], 30, 3
-    got = torch.stack(list(decoding.sample(model, prompt, length, batch, 0.9, 5, None, seed=7)))
-    generator = torch.Generator().manual_seed(7)
+    seeds = decoding.seeds_for(batch, 7)
+    got = torch.stack(list(decoding.sample(model, [prompt] * batch, length, 0.9, 5, None, seeds)))
+    generators = [torch.Generator().manual_seed(7 + i) for i in range(batch)]
     with torch.inference_mode():
         logits, state = model(torch.tensor([prompt]).expand(batch, -1))
         logits, expected = logits[:, -1], []
         for _ in range(length):
-            noise = torch.rand(batch, 11, generator=generator)
+            noise = torch.stack([torch.rand(11, generator=g) for g in generators])
             token = decoding.choose(logits, 0.9, 5, None, noise)
             expected.append(token)
             logits, state = model.decode_step(token, state)
@@ -56,10 +57,22 @@ def test_sample_equals_a_plain_loop_of_decode_steps(cell):
     assert got.shape == (length, batch)
 
 
+def test_a_row_samples_the_same_text_alone_or_in_a_batch():
+    model = tiny_generator("gru")
+    prompts = [[1, 2, 3], [4], [5, 6]]
+    batch = torch.stack(list(decoding.sample(model, prompts, 25, 1.0, seeds=[3, 9, 4])))
+    for row, (prompt, seed) in enumerate(zip(prompts, [3, 9, 4], strict=True)):
+        alone = torch.stack(list(decoding.sample(model, [prompt], 25, 1.0, seeds=[seed])))
+        assert torch.equal(batch[:, row], alone[:, 0])
+
+
 def test_same_seed_same_sample_and_length_zero():
     model = tiny_generator()
-    first = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=3)))
-    again = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=3)))
-    other = torch.stack(list(decoding.sample(model, [1], 20, 2, 1.0, seed=4)))
+
+    def draw(seed):
+        return torch.stack(list(decoding.sample(model, [[1], [1]], 20, 1.0, seeds=[seed, seed])))
+
+    first, again, other = draw(3), draw(3), draw(4)
     assert torch.equal(first, again) and not torch.equal(first, other)
-    assert list(decoding.sample(model, [1], 0)) == []
+    assert torch.equal(first[:, 0], first[:, 1])  # same prompt, same seed: same text
+    assert list(decoding.sample(model, [[1]], 0)) == []

@@ -5,6 +5,7 @@ import torch
 
 from seqtool.config import TokenizerConfig, TrainConfig
 from seqtool.errors import TrainingError, TrainingInterrupted
+from seqtool.tasks import TrainRequest
 from seqtool.tasks.generator import prepare
 from seqtool.training import Trainer
 
@@ -19,16 +20,10 @@ MODEL = {
 
 
 def make_task(corpus, run_dir, config, resume=None, model=MODEL):
-    return prepare(
-        str(corpus),
-        None,
-        run_dir,
-        TokenizerConfig("char"),
-        model,
-        config,
-        resume,
-        lambda message: None,
+    request = TrainRequest(
+        str(corpus), None, run_dir, TokenizerConfig("char"), model, config, resume
     )
+    return prepare(request, lambda message: None)
 
 
 def config(**overrides):
@@ -155,16 +150,10 @@ def test_classifier_resume_equals_uninterrupted_run(tmp_path):
     model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.2, "pooling": "attention"}
 
     def task(run_dir, resume=None):
-        return classifier.prepare(
-            str(path),
-            None,
-            run_dir,
-            TokenizerConfig("unigram", 300),
-            model,
-            cfg,
-            resume,
-            lambda message: None,
+        request = TrainRequest(
+            str(path), None, run_dir, TokenizerConfig("unigram", 300), model, cfg, resume
         )
+        return classifier.prepare(request, lambda message: None)
 
     whole = Trainer(task(tmp_path / "a"), cfg, tmp_path / "a")
     whole.fit()

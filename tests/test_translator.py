@@ -365,7 +365,7 @@ def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
     from seqtool import checkpoint
     from seqtool.config import TokenizerConfig, TrainConfig
     from seqtool.errors import TrainingInterrupted
-    from seqtool.tasks import translator
+    from seqtool.tasks import TrainRequest, translator
     from seqtool.training import Trainer
     from tests.test_training import StopAt
 
@@ -376,10 +376,10 @@ def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
     model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.2, "cell": "lstm"}
 
     def task(run_dir, resume=None):
-        return translator.prepare(
-            str(dates[0]), str(dates[1]), run_dir, TokenizerConfig("char"), model, cfg, resume,
-            lambda message: None,
-        )  # fmt: skip
+        request = TrainRequest(
+            str(dates[0]), str(dates[1]), run_dir, TokenizerConfig("char"), model, cfg, resume
+        )
+        return translator.prepare(request, lambda message: None)
 
     whole = Trainer(task(tmp_path / "a"), cfg, tmp_path / "a")
     whole.fit()
@@ -398,8 +398,7 @@ def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
 def test_dates_are_learned_with_sharp_attention(run_cli, tmp_path):
     """The end-to-end check: seconds of training on the dates task give exact ISO dates,
     and the attention that writes the year rests on the year's digits."""
-    from seqtool import checkpoint
-    from seqtool.tasks import translator
+    import seqtool
 
     train, valid, test = (tmp_path / f"{n}.tsv" for n in ("train", "valid", "test"))
     train.write_text("".join(date_lines(20000, 0)))
@@ -416,15 +415,12 @@ def test_dates_are_learned_with_sharp_attention(run_cli, tmp_path):
     scores = json.loads(run_cli("evaluate", out, "--data", test, "--json").stdout)
     assert scores["exact_match"] >= 0.9, scores
 
-    model, src_tok, tgt_tok = translator.load_model(checkpoint.load(out))
     text = "Tuesday, March 3, 1987"
-    hyp = translator.translate(
-        model, [src_tok.encode(text)], tgt_tok, torch.device("cpu"), return_attention=True
-    )[0][0][1]
-    assert tgt_tok.decode(hyp.tokens) == "1987-03-03"
+    found = seqtool.load(out, device="cpu").translate(text, attention=True)
+    assert found.text == "1987-03-03"
     # rows 0-3 write the year: each is sharply peaked on a digit of the source's year
     year = slice(text.index("1987"), len(text))
-    for row in hyp.attention[:4]:
+    for row in torch.tensor(found.attention[:4]):
         assert row.max() > 0.5
         assert row[year].sum() > 0.8
 

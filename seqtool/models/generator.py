@@ -47,6 +47,14 @@ class GeneratorModel(nn.Module):
         hidden, state = self.rnn(self.dropout(self.embedding(tokens.t())), state)
         return self._head(self.dropout(hidden)).transpose(0, 1), state
 
+    def encode(
+        self, tokens: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Read a prompt in one call of the fused layer: tokens (batch, time) -> logits
+        for the token after it (batch, vocab), state."""
+        logits, state = self(tokens, state)
+        return logits[:, -1], state
+
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.out(self.proj(hidden) if self.proj is not None else hidden)
 

@@ -6,14 +6,14 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from seqtool import distributed, metrics
-from seqtool.config import ClassifierConfig, TokenizerConfig, TrainConfig
+from seqtool import checkpoint, distributed, metrics
+from seqtool.config import ClassifierConfig, ClassifyConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     Example,
     encode_lines,
@@ -23,9 +23,13 @@ from seqtool.data import (
     read_labeled,
     to_device,
 )
-from seqtool.errors import DataError
+from seqtool.errors import ConfigError, DataError, warn
+from seqtool.inference import Loaded
 from seqtool.models.classifier import build_model
+from seqtool.tasks import Notify, TrainRequest, restored
 from seqtool.tokenizer import Tokenizer
+
+CLASSIFY = ClassifyConfig()
 
 METRICS = ("accuracy", "macro_f1", "loss")
 
@@ -197,18 +201,8 @@ def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -
                 )
 
 
-def prepare(
-    train_path: str,
-    valid_path: str | None,
-    run_dir: Path,
-    tokenizer_config: TokenizerConfig,
-    model_options: dict[str, Any],
-    config: TrainConfig,
-    resume: dict[str, Any] | None,
-    notify: Callable[[str], None],
-    metric: str = "accuracy",
-    class_weights: str | None = None,
-) -> ClassifierTask:
+def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
+    train_path, valid_path, config = request.train, request.valid, request.config
     train, skipped = read_labeled(train_path)
     if skipped:
         notify(f"{train_path}: skipped {skipped:,} empty lines")
@@ -220,14 +214,13 @@ def prepare(
         cut = max(1, len(train) // 10)
         train, valid = random_holdout(train, cut, config.seed)
         notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
-    if resume is not None:
-        metric = resume["task_options"]["metric"]
-        class_weights = resume["task_options"]["class_weights"]
-        model_config = ClassifierConfig.from_dict(resume["model_config"])
-        tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
-        tokenizer = Tokenizer.from_checkpoint(resume)
+    if request.resume is not None:
+        options = request.resume["task_options"]
+        model_config, tokenizer_config = restored(request, ClassifierConfig)
+        tokenizer = checkpoint.tokenizer(request.resume)
     else:
-        multi = model_options.get("multi_label", False)
+        options = request.options
+        multi = request.model_options.get("multi_label", False)
         several = next((e for e in train if len(e.labels) > 1), None)
         if several is not None and not multi:
             raise DataError(
@@ -236,7 +229,7 @@ def prepare(
             )
         labels = sorted(Counter(label for e in train for label in e.labels))
         # a line's first word gets the same pieces as elsewhere: +1.1 points on SST-2
-        tokenizer_config = dataclasses.replace(tokenizer_config, lead_space=True)
+        tokenizer_config = dataclasses.replace(request.tokenizer, lead_space=True)
         tokenizer, warning = Tokenizer.train(
             [e.text for e in train],
             tokenizer_config.kind,
@@ -246,7 +239,7 @@ def prepare(
         if warning:
             notify(warning)
         model_config = ClassifierConfig(
-            vocab_size=tokenizer.vocab_size, labels=tuple(labels), **model_options
+            vocab_size=tokenizer.vocab_size, labels=tuple(labels), **request.model_options
         )
     check_labels(valid, model_config, valid_path or train_path)
     torch.manual_seed(config.seed)
@@ -257,14 +250,113 @@ def prepare(
         train,
         valid,
         config,
-        metric,
-        class_weights,
+        options.get("metric", "accuracy"),
+        options.get("class_weights"),
         notify,
     )
 
 
-def load_model(ckpt: dict[str, Any]) -> tuple[torch.nn.Module, Tokenizer]:
-    model = build_model(ClassifierConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model_state"])
-    model.eval()
-    return model, Tokenizer.from_checkpoint(ckpt)
+@dataclass(frozen=True)
+class Classification:
+    """The decision on one text: the best label and its probability, every label chosen
+    (several for multi-label models), and the top labels with probabilities, best first."""
+
+    label: str
+    labels: list[str]
+    probability: float
+    top: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `classify --json` record."""
+        return {
+            "label": self.label,
+            "labels": self.labels,
+            "probability": round(self.probability, 6),
+            "top": [[label, round(p, 6)] for label, p in self.top],
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which pieces an attention-pooling classifier rests its decision on: the pieces
+    of the text and their attention weights (summing to 1)."""
+
+    pieces: list[str]
+    weights: list[float]
+
+
+class Classifier(Loaded):
+    """A trained text classifier: `classify`, `explain`, `evaluate`, `info`."""
+
+    task = "classifier"
+
+    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
+        super().__init__(ckpt, device)
+        self.model = checkpoint.restore_model(ckpt, ClassifierConfig, build_model).to(device)
+        self.config = self.model.config
+        self.tokenizer = checkpoint.tokenizer(ckpt)
+        self.labels = list(self.config.labels)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return encode_lines(self.tokenizer, texts, self.config.max_length, warn)
+
+    def classify(
+        self,
+        text: str | list[str],
+        top_k: int | None = None,
+        threshold: float = CLASSIFY.threshold,
+        batch_size: int = CLASSIFY.batch_size,
+    ) -> Classification | list[Classification]:
+        """Label a text, or each text of a list (batched by length)."""
+        options = ClassifyConfig(top_k, threshold, batch_size)
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            return []
+        logits = predict_logits(self.model, self._encode(texts), options.batch_size, self.device)
+        probs, chosen = decide(logits, self.config, options.threshold)
+        results = []
+        for row, ids in zip(probs.tolist(), chosen, strict=True):
+            ranked = sorted(range(len(row)), key=lambda i: -row[i])[: options.top_k or len(row)]
+            results.append(
+                Classification(
+                    label=self.labels[ids[0]],
+                    labels=[self.labels[i] for i in ids],
+                    probability=row[ids[0]],
+                    top=[(self.labels[i], row[i]) for i in ranked],
+                )
+            )
+        return results[0] if isinstance(text, str) else results
+
+    def explain(self, text: str) -> Explanation:
+        """The attention weight of each piece of `text` (models with --pooling attention)."""
+        if self.config.pooling != "attention":
+            raise ConfigError(
+                f"explaining needs a model trained with --pooling attention "
+                f"(this one pools with {self.config.pooling})"
+            )
+        ids = self._encode([text])[0]
+        with torch.inference_mode():
+            tokens = torch.tensor([ids], device=self.device)
+            _, weights = self.model(tokens, torch.tensor([len(ids)]))
+        pieces = [self.tokenizer.piece(i) for i in ids]
+        return Explanation(pieces, weights[0].float().tolist())
+
+    def evaluate(
+        self, data: str, batch_size: int | None = None, threshold: float = CLASSIFY.threshold
+    ) -> dict[str, Any]:
+        """accuracy, macro_f1, loss, per-class figures and the confusion matrix of a
+        labelled file."""
+        batch_size = batch_size or self.train_config.get("batch_size", 32)
+        examples, skipped = read_labeled(data)
+        if skipped:
+            warn(f"{data}: skipped {skipped:,} empty lines")
+        check_labels(examples, self.config, data)
+        ids = self._encode([e.text for e in examples])
+        logits = predict_logits(self.model, ids, batch_size, self.device)
+        targets = make_targets(examples, self.config)
+        report = score(logits, targets, self.config, threshold)
+        loss = classification_loss(logits, targets, self.config).item()
+        return {"loss": loss, **report, "examples": len(examples)}
+
+
+Inference = Classifier

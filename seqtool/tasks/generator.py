@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqtool import distributed, metrics
-from seqtool.config import GeneratorConfig, TokenizerConfig, TrainConfig
+from seqtool import checkpoint, decoding, distributed, metrics
+from seqtool.config import GeneratorConfig, SamplingConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     LMStream,
     TextLines,
     TokenArray,
+    batched,
     check_file,
     encode_file,
     holdout_offset,
@@ -25,8 +27,12 @@ from seqtool.data import (
     to_device,
 )
 from seqtool.errors import ConfigError, DataError
+from seqtool.inference import Loaded
 from seqtool.models.generator import GeneratorModel
-from seqtool.tokenizer import Tokenizer
+from seqtool.tasks import Notify, TrainRequest, restored
+from seqtool.tokenizer import StreamDecoder, Tokenizer
+
+SAMPLING = SamplingConfig()
 
 
 class GeneratorTask:
@@ -143,20 +149,12 @@ def evaluate_lm(model, data: TokenArray, batch_size: int, seq_len: int, device) 
     }
 
 
-def prepare(
-    train_path: str,
-    valid_path: str | None,
-    run_dir: Path,
-    tokenizer_config: TokenizerConfig,
-    model_options: dict[str, Any],
-    config: TrainConfig,
-    resume: dict[str, Any] | None,
-    notify: Callable[[str], None],
-) -> GeneratorTask:
+def prepare(request: TrainRequest, notify: Notify) -> GeneratorTask:
     """Read and tokenize the corpus, and build the task (a fresh model, or the resumed
     run's tokenizer and model config)."""
-    train_file = check_file(train_path)
-    valid_file = check_file(valid_path) if valid_path else None
+    config = request.config
+    train_file = check_file(request.train)
+    valid_file = check_file(request.valid) if request.valid else None
     _check_not_empty(train_file)
     if valid_file:
         _check_not_empty(valid_file)
@@ -165,14 +163,14 @@ def prepare(
         cut = holdout_offset(train_file)
         train_range, valid_range = (0, cut), (cut, None)
         notify(f"no --valid given: holding out the last 10% of {train_file} for validation")
-    if resume is not None:
-        tokenizer = Tokenizer.from_checkpoint(resume)
-        model_config = GeneratorConfig.from_dict(resume["model_config"])
-        tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
+    cache = request.run_dir / "data"
+    if request.resume is not None:
+        model_config, tokenizer_config = restored(request, GeneratorConfig)
+        tokenizer = checkpoint.tokenizer(request.resume)
     else:
-        tokenizer = _tokenizer(run_dir / "data", train_file, train_range, tokenizer_config, notify)
-        model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **model_options)
-    cache = run_dir / "data"
+        tokenizer_config = request.tokenizer
+        tokenizer = _tokenizer(cache, train_file, train_range, tokenizer_config, notify)
+        model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
     started = time.perf_counter()
     train = encode_file(train_file, tokenizer, cache / "train.ids", *train_range)
     seconds = time.perf_counter() - started
@@ -229,11 +227,86 @@ def _check_not_empty(path: Path) -> None:
         raise DataError(f"{path}: the file {what}; give a text file with content")
 
 
-def load_model(ckpt: dict[str, Any]) -> tuple[GeneratorModel, Tokenizer]:
-    model = GeneratorModel(GeneratorConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model_state"])
-    model.eval()
-    return model, Tokenizer.from_checkpoint(ckpt)
+class Generator(Loaded):
+    """A trained language model: `generate`, `stream`, `evaluate`, `info`.
+
+    Sampling: temperature 0 is greedy; top_k keeps the k likeliest tokens, top_p the
+    smallest set whose probability reaches p. With a seed the text is repeatable: row i
+    of a batch (a list of prompts) samples with seed + i, and gets the same text as
+    that prompt alone with that seed.
+    """
+
+    task = "generator"
+
+    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
+        super().__init__(ckpt, device)
+        self.model = checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel).to(device)
+        self.tokenizer = checkpoint.tokenizer(ckpt)
+
+    def _tokens(
+        self, prompts: list[str], options: SamplingConfig, seed: int | None
+    ) -> Iterator[torch.Tensor]:
+        # without a prompt, start as after a line break
+        ids = [self.tokenizer.encode(p or "\n") for p in prompts]
+        seeds = decoding.seeds_for(len(prompts), seed)
+        o = options
+        return decoding.sample(self.model, ids, o.length, o.temperature, o.top_k, o.top_p, seeds)
+
+    def stream(
+        self,
+        prompt: str = "",
+        length: int = SAMPLING.length,
+        temperature: float = SAMPLING.temperature,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield the text after `prompt` as it is sampled (`length` tokens in all)."""
+        options = SamplingConfig(length, temperature, top_k, top_p)
+        decoder = StreamDecoder(self.tokenizer)
+        steps = self._tokens([prompt], options, seed)
+        # read tokens back a few at a time: on a GPU each read waits for the device, and
+        # one wait per character would stall the queue of sampling steps
+        group = 1 if self.device.type == "cpu" else 16
+        with torch.inference_mode():
+            for chunk in batched(steps, group):
+                text = "".join(decoder.push(t) for t in torch.cat(chunk).tolist())
+                if text:
+                    yield text
+        rest = decoder.flush()
+        if rest:
+            yield rest
+
+    def generate(
+        self,
+        prompt: str | list[str] = "",
+        length: int = SAMPLING.length,
+        temperature: float = SAMPLING.temperature,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> str | list[str]:
+        """The text sampled after `prompt`; a list of prompts is sampled as one batch
+        and gives a list of texts."""
+        options = SamplingConfig(length, temperature, top_k, top_p)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            return []
+        with torch.inference_mode():
+            rows = torch.stack(list(self._tokens(prompts, options, seed)), dim=1).tolist()
+        texts = [self.tokenizer.decode(row) for row in rows]
+        return texts[0] if isinstance(prompt, str) else texts
+
+    def evaluate(self, data: str, batch_size: int | None = None) -> dict[str, float]:
+        """loss, perplexity, bits_per_char and tokens of a text file, state carried."""
+        batch_size = batch_size or self.train_config.get("batch_size", 64)
+        seq_len = self.train_config.get("seq_len", 128)
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            tokens = encode_file(check_file(data), self.tokenizer, Path(tmp) / "data.ids")
+            return evaluate_lm(self.model, tokens, batch_size, seq_len, self.device)
+
+
+Inference = Generator
 
 
 def _detach(state):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from seqtool import decoding, distributed, metrics
-from seqtool.config import TokenizerConfig, TrainConfig, TranslatorConfig
+from seqtool import checkpoint, decoding, distributed, metrics
+from seqtool.config import SearchConfig, TokenizerConfig, TrainConfig, TranslatorConfig
 from seqtool.data import (
     Pair,
     encode_lines,
@@ -21,13 +21,16 @@ from seqtool.data import (
     to_device,
     token_batches,
 )
-from seqtool.errors import DataError
+from seqtool.errors import ConfigError, DataError, warn
+from seqtool.inference import Loaded
 from seqtool.models.translator import TranslatorModel
+from seqtool.tasks import Notify, TrainRequest, restored
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 METRICS = ("bleu", "loss")
 DEFAULT_VOCAB = 8000  # per side (JoeyNMT's Multi30k setting); joint: one model of this size
 EXAMPLES = 3  # translations shown at each evaluation
+SEARCH = SearchConfig()
 
 
 class TranslatorTask:
@@ -205,43 +208,35 @@ def translate(
     return out
 
 
-def prepare(
-    train_path: str,
-    valid_path: str | None,
-    run_dir: Path,
-    tokenizer_config: TokenizerConfig,
-    model_options: dict[str, Any],
-    config: TrainConfig,
-    resume: dict[str, Any] | None,
-    notify: Callable[[str], None],
-    src_lang: str | None = None,
-    tgt_lang: str | None = None,
-    joint_vocab: bool = False,
-    metric: str = "bleu",
-) -> TranslatorTask:
+def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
     """Read the parallel data, train (or restore) the tokenizers, and build the task."""
-    train = read_pairs(train_path, src_lang, tgt_lang, notify)
-    if valid_path:
-        valid = read_pairs(valid_path, src_lang, tgt_lang, notify)
+    config, options = request.config, request.options
+    src_lang, tgt_lang = options.get("src_lang"), options.get("tgt_lang")
+    train = read_pairs(request.train, src_lang, tgt_lang, notify)
+    if request.valid:
+        valid = read_pairs(request.valid, src_lang, tgt_lang, notify)
     else:
         cut = max(1, min(len(train) // 10, 1000))
         train, valid = random_holdout(train, cut, config.seed)
-        notify(f"no --valid given: holding out {cut:,} random pairs of {train_path}")
+        notify(f"no --valid given: holding out {cut:,} random pairs of {request.train}")
     if not train:
-        raise DataError(f"{train_path}: too few sentence pairs to train on")
-    if resume is not None:
-        metric = resume["task_options"]["metric"]
-        model_config = TranslatorConfig.from_dict(resume["model_config"])
-        tokenizer_config = TokenizerConfig.from_dict(resume["tokenizer_config"])
-        src_tok = Tokenizer.from_checkpoint(resume, "src")
-        tgt_tok = Tokenizer.from_checkpoint(resume, "tgt")
+        raise DataError(f"{request.train}: too few sentence pairs to train on")
+    if request.resume is not None:
+        metric = request.resume["task_options"]["metric"]
+        model_config, tokenizer_config = restored(request, TranslatorConfig)
+        src_tok = checkpoint.tokenizer(request.resume, "src")
+        tgt_tok = checkpoint.tokenizer(request.resume, "tgt")
     else:
-        src_tok, tgt_tok = train_tokenizers(train, tokenizer_config, joint_vocab, notify)
+        metric, tokenizer_config = options.get("metric", "bleu"), request.tokenizer
+        joint = options.get("joint_vocab", False)
+        src_tok, tgt_tok = train_tokenizers(train, tokenizer_config, joint, notify)
         model_config = TranslatorConfig(
-            src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size, **model_options
+            src_vocab_size=src_tok.vocab_size,
+            tgt_vocab_size=tgt_tok.vocab_size,
+            **request.model_options,
         )
     notify(
-        f"{train_path}: {len(train):,} pairs; vocabulary source {src_tok.vocab_size:,}, "
+        f"{request.train}: {len(train):,} pairs; vocabulary source {src_tok.vocab_size:,}, "
         f"target {tgt_tok.vocab_size:,}{' (joint)' if src_tok.proto == tgt_tok.proto else ''}"
     )
     torch.manual_seed(config.seed)
@@ -280,8 +275,141 @@ def train_tokenizers(
     return fit([p.src for p in train]), fit([p.tgt for p in train])
 
 
-def load_model(ckpt: dict[str, Any]) -> tuple[TranslatorModel, Tokenizer, Tokenizer]:
-    model = TranslatorModel(TranslatorConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model_state"])
-    model.eval()
-    return model, Tokenizer.from_checkpoint(ckpt, "src"), Tokenizer.from_checkpoint(ckpt, "tgt")
+@dataclass(frozen=True)
+class Translation:
+    """One sentence's translation: the text, its length-penalized score (None for an
+    empty line), its target pieces, the source pieces, the attention (one row per
+    target step, the end-of-sentence step included; columns are source pieces) when
+    asked for, and the n best (text, score) pairs, best first."""
+
+    text: str
+    score: float | None
+    tokens: list[str]
+    source_tokens: list[str]
+    attention: list[list[float]] | None
+    n_best: list[tuple[str, float]]
+
+    @property
+    def target_labels(self) -> list[str]:
+        """Labels for the attention rows: the pieces, and `</s>` for the step that ended."""
+        rows = len(self.attention or [])
+        return self.tokens + ["</s>"] * (rows - len(self.tokens))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `translate --json` record (`n_best` only when more than one was asked)."""
+        record: dict[str, Any] = {
+            "translation": self.text,
+            "score": None if self.score is None else round(self.score, 6),
+            "tokens": self.tokens,
+        }
+        if len(self.n_best) > 1:
+            record["n_best"] = [{"translation": t, "score": round(s, 6)} for t, s in self.n_best]
+        if self.attention is not None:
+            record["source_tokens"] = self.source_tokens
+            record["attention"] = [[round(w, 4) for w in row] for row in self.attention]
+        return record
+
+
+class Translator(Loaded):
+    """A trained translator: `translate`, `evaluate`, `info`."""
+
+    task = "translator"
+
+    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
+        super().__init__(ckpt, device)
+        self.model = checkpoint.restore_model(ckpt, TranslatorConfig, TranslatorModel).to(device)
+        self.config = self.model.config
+        self.src_tokenizer = checkpoint.tokenizer(ckpt, "src")
+        self.tgt_tokenizer = checkpoint.tokenizer(ckpt, "tgt")
+
+    def translate(
+        self,
+        text: str | list[str],
+        beam_size: int = SEARCH.beam_size,
+        n_best: int = SEARCH.n_best,
+        length_penalty: float = SEARCH.length_penalty,
+        max_length_ratio: float = SEARCH.max_length_ratio,
+        batch_size: int = SEARCH.batch_size,
+        attention: bool = False,
+    ) -> Translation | list[Translation]:
+        """Translate a sentence, or each sentence of a list (batched by length).
+
+        beam_size 1 is greedy search; scores are log-probabilities over the GNMT length
+        penalty ((5 + length) / 6) ** length_penalty; at most max_length_ratio x source
+        pieces + 5 target pieces; attention=True returns each sentence's attention.
+        """
+        o = SearchConfig(beam_size, n_best, length_penalty, max_length_ratio, batch_size)
+        texts = [text] if isinstance(text, str) else list(text)
+        if attention and self.config.attention == "none":
+            raise ConfigError(
+                "this model was trained with --attention none: it has no attention to show"
+            )
+        ids = encode_lines(self.src_tokenizer, texts, self.config.max_length, warn, "source lines")
+        found = translate(
+            self.model,
+            ids,
+            self.tgt_tokenizer,
+            self.device,
+            o.batch_size,
+            o.beam_size,
+            o.n_best,
+            o.length_penalty,
+            o.max_length_ratio,
+            return_attention=attention,
+        )
+        results = [
+            self._result(line, source, hypotheses, attention)
+            for line, source, hypotheses in zip(texts, ids, found, strict=True)
+        ]
+        return results[0] if isinstance(text, str) else results
+
+    def _result(self, line: str, source: list[int], found, attention: bool) -> Translation:
+        if not line.strip():  # an empty line translates to an empty line
+            return Translation("", None, [], [], None, [])
+        best = found[0][1]
+        weights = None
+        if attention and best.attention is not None:
+            weights = best.attention[:, : len(source)].tolist()
+        return Translation(
+            text=found[0][0],
+            score=best.score,
+            tokens=[self.tgt_tokenizer.piece(i) for i in best.tokens],
+            source_tokens=[self.src_tokenizer.piece(i) for i in source],
+            attention=weights,
+            n_best=[(t, h.score) for t, h in found],
+        )
+
+    def evaluate(
+        self,
+        data: str,
+        src_lang: str | None = None,
+        tgt_lang: str | None = None,
+        beam_size: int = SEARCH.beam_size,
+        length_penalty: float = SEARCH.length_penalty,
+        batch_size: int | None = None,
+    ) -> dict[str, Any]:
+        """bleu and chrf (sacrebleu, detokenized), exact_match, loss and perplexity on
+        parallel data (a TSV file, or a path prefix with src_lang / tgt_lang)."""
+        batch_size = batch_size or self.train_config.get("batch_size", 64)
+        pairs = read_pairs(data, src_lang, tgt_lang, warn)
+        limit = self.config.max_length
+        src = encode_lines(self.src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
+        tgt = encode_lines(self.tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
+        loss = mean_loss(self.model, src, tgt, batch_size, self.device)
+        found = translate(
+            self.model, src, self.tgt_tokenizer, self.device, batch_size, beam_size, 1,
+            length_penalty,
+        )  # fmt: skip
+        hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
+        exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
+        return {
+            **metrics.bleu_chrf(hypotheses, references),
+            "exact_match": exact,
+            "loss": loss,
+            "perplexity": metrics.perplexity(loss),
+            "sentences": len(pairs),
+            "beam_size": beam_size,
+        }
+
+
+Inference = Translator

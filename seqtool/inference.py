@@ -1,0 +1,79 @@
+"""Loading a trained model for inference: `seqtool.load(run)`.
+
+`load` reads one checkpoint file, picks the device and returns the task's inference
+object (`Generator`, `Classifier` or `Translator`, see seqtool.tasks). Their methods run
+under `torch.inference_mode()` and keep all per-call state (hidden states, beams, random
+generators) local to the call, and the weights are only read: one loaded model serves
+concurrent calls from several threads without a lock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from seqtool import checkpoint, tasks
+from seqtool.device import pick_device
+
+
+def load(
+    run: str | os.PathLike,
+    task: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+):
+    """A trained model from a run directory (its best.ckpt) or a .ckpt file.
+
+    task: refuse a checkpoint of another task ("generator", "classifier", "translator").
+    device: "auto" (a GPU when there is one), "cpu", "cuda" or "mps".
+    threads: CPU threads for torch (a process-wide setting).
+    Raises CheckpointError (a SeqtoolError) with a one-line message.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = checkpoint.load(run, task=task)
+    return tasks.get(ckpt["task"]).Inference(ckpt, pick_device(device))
+
+
+def info(run: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint holds, without building its model (`seqtool info --json`)."""
+    return describe(checkpoint.load(run))
+
+
+def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Task, size, vocabularies, progress, metrics and configs of a loaded checkpoint."""
+    progress = ckpt.get("progress", {})
+    return {
+        "path": ckpt["path"],
+        "task": ckpt["task"],
+        "seqtool_version": ckpt.get("seqtool_version"),
+        "parameters": sum(t.numel() for t in ckpt["model_state"].values()),
+        "vocab_size": {k: checkpoint.tokenizer(ckpt, k).vocab_size for k in ckpt["tokenizers"]},
+        "steps": progress.get("step"),
+        "epochs": progress.get("epoch"),
+        "tokens_seen": progress.get("tokens"),
+        "train_seconds": round(progress.get("elapsed", 0.0), 1),
+        "best_score": progress.get("best"),
+        "best_step": progress.get("best_step"),
+        "metrics": ckpt.get("metrics", {}),
+        "model_config": ckpt["model_config"],
+        "tokenizer_config": ckpt.get("tokenizer_config", {}),
+        "train_config": ckpt.get("train_config", {}),
+    }
+
+
+class Loaded:
+    """What every inference class shares: where it came from, its device and `info`."""
+
+    task = ""
+
+    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
+        self.path = ckpt["path"]
+        self.device = device
+        self.info = describe(ckpt)
+        self.train_config = dict(ckpt.get("train_config", {}))
+
+    def __repr__(self) -> str:
+        return f"<seqtool {type(self).__name__} {self.path} on {self.device}>"
