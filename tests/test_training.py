@@ -165,3 +165,25 @@ def test_classifier_resume_equals_uninterrupted_run(tmp_path):
     resumed.fit()
     for name, value in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_balanced_class_weights_on_single_label_data(tmp_path):
+    from seqtool.tasks import classifier
+
+    # 3 classes, 30 lines: 18 a, 9 b, 3 c; the validation file keeps them all in training
+    lines = [f"a\tgood {i}" for i in range(18)] + [f"b\tbad {i}" for i in range(9)]
+    lines += [f"c\tso so {i}" for i in range(3)]
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = config(max_steps=4, eval_every=2, batch_size=8)
+    model = {"embedding_size": 8, "hidden_size": 8}
+    request = TrainRequest(
+        str(path), str(path), tmp_path, TokenizerConfig("char"), model, cfg,
+        options={"class_weights": "balanced"},
+    )  # fmt: skip
+    task = classifier.prepare(request, lambda message: None)
+    torch.testing.assert_close(
+        task.weights, torch.tensor([30 / (3 * 18), 30 / (3 * 9), 30 / 3 / 3])
+    )
+    progress = Trainer(task, cfg, tmp_path).fit()
+    assert progress.step == 4 and (tmp_path / "best.ckpt").exists()

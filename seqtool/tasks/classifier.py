@@ -73,7 +73,7 @@ class ClassifierTask:
         if self.model_config.multi_label:
             positives = t.sum(0).clamp(min=1)
             return (len(t) - positives) / positives
-        counts = torch.bincount(t, minlength=len(self.label_ids)).clamp(min=1).float()
+        counts = torch.bincount(t, minlength=len(self.model_config.labels)).clamp(min=1).float()
         return len(t) / (len(counts) * counts)
 
     def num_batches(self) -> int:
