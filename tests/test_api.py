@@ -97,7 +97,7 @@ def test_a_batch_of_prompts_equals_each_prompt_alone(runs):
 def test_generator_evaluate_and_info_equal_the_cli_json(runs):
     gen = seqtool.load(runs["gen"])
     cli_eval = json.loads(run_cli("evaluate", runs["gen"], "--data", runs["corpus"], "--json").stdout)
-    assert gen.evaluate(str(runs["corpus"])) == pytest.approx(cli_eval)
+    assert gen.evaluate(str(runs["corpus"])) == cli_eval
     assert gen.info == json.loads(run_cli("info", runs["gen"], "--json").stdout)
     assert gen.info["task"] == "generator" and gen.info["steps"] == 10
 
@@ -132,7 +132,7 @@ def test_classifier_evaluate_equals_the_cli_json(runs):
     clf = seqtool.load(runs["clf"])
     printed = run_cli("evaluate", runs["clf"], "--data", runs["sentiment"], "--json")
     ours = clf.evaluate(str(runs["sentiment"]))
-    assert ours == pytest.approx(json.loads(printed.stdout)) or ours == json.loads(printed.stdout)
+    assert ours == json.loads(printed.stdout)  # the same computation: equal to the bit
     assert ours["accuracy"] > 0.5
 
 
@@ -168,7 +168,7 @@ def test_translate_returns_attention_over_the_source_pieces(runs):
 def test_translator_evaluate_equals_the_cli_json(runs):
     tr = seqtool.load(runs["tr"])
     printed = run_cli("evaluate", runs["tr"], "--data", runs["dates"], "--json", "--beam-size", 2)
-    assert tr.evaluate(str(runs["dates"]), beam_size=2) == pytest.approx(json.loads(printed.stdout))
+    assert tr.evaluate(str(runs["dates"]), beam_size=2) == json.loads(printed.stdout)
 
 
 # -- loading, errors, threads -----------------------------------------------------------
