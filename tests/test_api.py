@@ -96,8 +96,8 @@ def test_a_batch_of_prompts_equals_each_prompt_alone(runs):
 
 def test_generator_evaluate_and_info_equal_the_cli_json(runs):
     gen = seqtool.load(runs["gen"])
-    cli_eval = json.loads(run_cli("evaluate", runs["gen"], "--data", runs["corpus"], "--json").stdout)
-    assert gen.evaluate(str(runs["corpus"])) == cli_eval
+    printed = run_cli("evaluate", runs["gen"], "--data", runs["corpus"], "--json")
+    assert gen.evaluate(str(runs["corpus"])) == json.loads(printed.stdout)
     assert gen.info == json.loads(run_cli("info", runs["gen"], "--json").stdout)
     assert gen.info["task"] == "generator" and gen.info["steps"] == 10
 
@@ -248,13 +248,13 @@ def test_import_seqtool_and_every_help_import_no_torch():
     code = (
         "import sys, seqtool\n"
         "from seqtool.cli import cli\n"
-        "for args in {commands!r}:\n"
+        f"for args in {SUBCOMMANDS!r}:\n"
         "    try:\n"
         "        cli([*args, '--help'])\n"
         "    except SystemExit:\n"
         "        pass\n"
         "print('torch' in sys.modules, 'sentencepiece' in sys.modules)"
-    ).format(commands=SUBCOMMANDS)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.count("Usage: ") == len(SUBCOMMANDS)
     assert out.stdout.strip().splitlines()[-1] == "False False"
