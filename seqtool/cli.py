@@ -8,7 +8,10 @@ and every subcommand's `--help` answer without importing torch.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import shlex
 import sys
 
@@ -40,6 +43,11 @@ POSITIVE = click.IntRange(min=1)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
 TRANSLATOR_METRICS = ("bleu", "loss")
 INTERRUPTED = 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`
+# generate --num-samples prints this many tokens or fewer from one batch; above it each
+# sample is sampled and printed alone (same text, as row i is seeded seed + i), so that
+# text appears at once and memory does not grow with the output
+BATCH_TOKENS = 100_000
 SAMPLING, SEARCH, CLASSIFY = (
     defaults(SamplingConfig),
     defaults(SearchConfig),
@@ -368,8 +376,9 @@ def _resume_command(world: int) -> str:
     launcher = ["seqtool"]
     if world > 1:
         launcher = ["torchrun", "--nproc_per_node", str(world), "-m", "seqtool"]
-    command = " ".join(shlex.quote(a) for a in [*launcher, *sys.argv[1:]])
-    return command if "--resume" in sys.argv else command + " --resume"
+    # the same command, continuing the run: --force would start it over
+    args = [a for a in sys.argv[1:] if a not in ("--force", "--resume")]
+    return " ".join(shlex.quote(a) for a in [*launcher, *args, "--resume"])
 
 
 @train.command("generator")
@@ -569,12 +578,35 @@ def train_translator(ctx, **options) -> None:
     )
 
 
+def _results_to_stdout(command):
+    """Ctrl-C ends a command with exit code 130 and a reader that goes away (`| head`)
+    with 141, as a process killed by SIGPIPE: quietly, keeping what was printed."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except BrokenPipeError:
+            # stdout now leads nowhere: point it at devnull so that the interpreter's
+            # last flush of what is still buffered cannot fail with another traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(BROKEN_PIPE) from None
+
+    return run
+
+
 def _input_lines(input_path: str, text: str | None):
     """The lines to process: --text, a file, or stdin (streamed, never read whole)."""
     if text is not None:
         return iter([text])
     if input_path == "-":
-        return (line.rstrip("\r\n") for line in sys.stdin)
+        from seqtool.data import read_stream_lines
+
+        return read_stream_lines(sys.stdin and sys.stdin.buffer)
     from seqtool.data import check_file, read_lines
 
     return (line for _, line in read_lines(check_file(input_path)))
@@ -598,6 +630,7 @@ def _input_lines(input_path: str, text: str | None):
 )
 @click.option("--batch-size", type=POSITIVE, default=CLASSIFY["batch_size"], show_default=True)
 @inference_options
+@_results_to_stdout
 def classify(
     run, input_path, text, top_k, threshold, as_json, explain, batch_size, device, threads
 ):
@@ -670,6 +703,7 @@ def classify(
     help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
 )
 @inference_options
+@_results_to_stdout
 def translate(
     run,
     input_path,
@@ -713,7 +747,7 @@ def translate(
             from seqtool.ui import check_matplotlib
 
             check_matplotlib()
-    interactive = text is None and input_path == "-" and sys.stdin.isatty()
+    interactive = text is None and input_path == "-" and bool(sys.stdin and sys.stdin.isatty())
     if interactive:
         note("Type a sentence and press Enter; Ctrl-D ends.")
     # sorting a chunk of lines by length makes batches with little padding
@@ -778,14 +812,15 @@ def translate(
     type=POSITIVE,
     default=1,
     show_default=True,
-    help="Samples computed together as one batch; sample i uses seed + i.",
+    help="Samples to print; sample i uses seed + i (short ones are computed as one batch).",
 )
 @click.option("--seed", type=int, help="Same seed, same text.")
 @inference_options
+@_results_to_stdout
 def generate(
     run, prompt, length, temperature, top_k, top_p, num_samples, seed, device, threads
 ) -> None:
-    """Sample text from a trained generator; one sample streams as it is produced.
+    """Sample text from a trained generator; long samples stream as they are produced.
 
     \b
     Example:
@@ -797,16 +832,21 @@ def generate(
     model = seqtool.load(run, task="generator", device=device, threads=threads)
     sampling = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     out = sys.stdout
-    if num_samples == 1:
+    if num_samples > 1 and num_samples * length <= BATCH_TOKENS:
+        for i, sample in enumerate(model.generate([prompt] * num_samples, **sampling)):
+            rule(f"sample {i + 1}")
+            out.write(prompt + sample + "\n")
+            out.flush()
+        return
+    for i in range(num_samples):
+        if num_samples > 1:
+            rule(f"sample {i + 1}")
+        alone = {**sampling, "seed": None if seed is None else seed + i}
         out.write(prompt)
-        for piece in model.stream(prompt, **sampling):
+        for piece in model.stream(prompt, **alone):
             out.write(piece)
             out.flush()
         out.write("\n")
-        return
-    for i, sample in enumerate(model.generate([prompt] * num_samples, **sampling)):
-        rule(f"sample {i + 1}")
-        out.write(prompt + sample + "\n")
         out.flush()
 
 
@@ -830,6 +870,7 @@ def generate(
 @search_options("Translator: ")
 @inference_options
 @output_options("Print one JSON object.")
+@_results_to_stdout
 def evaluate(
     run,
     data,

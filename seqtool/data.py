@@ -142,43 +142,60 @@ class TokenArray:
         return self.num_chars / max(len(self.ids), 1)
 
 
+def digest(paths: Iterable[Path]) -> str:
+    """The sha256 of a file's bytes (as sha256sum prints it), or for several files of
+    their digests in order: what caches and resumed runs compare, since a file edited in
+    place can keep its size and modification time (`cp -p`, `rsync -t`). A plain
+    hashing pass reads hundreds of MB/s, far faster than tokenizing."""
+    digests = []
+    for path in paths:
+        with path.open("rb") as f:
+            digests.append(hashlib.file_digest(f, "sha256").hexdigest())
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
+
+
 def encode_file(
-    path: Path, tokenizer: Tokenizer, cache: Path, start: int = 0, end: int | None = None
+    path: Path,
+    tokenizer: Tokenizer,
+    cache: Path,
+    start: int = 0,
+    end: int | None = None,
+    sha256: str | None = None,
 ) -> TokenArray:
     """Tokenize a byte range of `path` into `cache` (+ `.json` beside it), or reuse the
-    cache when the file, the range and the tokenizer are unchanged. Under torchrun the
-    first process writes the cache while the others wait, then they map it."""
+    cache when the file's contents (`sha256`, the file's digest, computed here when not
+    given), the range and the tokenizer are unchanged. Under torchrun the first process
+    writes the cache while the others wait, then they map it."""
     from seqtool import distributed
 
     if not distributed.is_main():
         distributed.barrier()
     try:
-        return _encode_file(path, tokenizer, cache, start, end)
+        return _encode_file(path, tokenizer, cache, start, end, sha256 or digest([path]))
     finally:
         if distributed.is_main():
             distributed.barrier()
 
 
 def _encode_file(
-    path: Path, tokenizer: Tokenizer, cache: Path, start: int, end: int | None
+    path: Path, tokenizer: Tokenizer, cache: Path, start: int, end: int | None, sha256: str
 ) -> TokenArray:
     end = path.stat().st_size if end is None else end
-    stat = path.stat()
     key = {
-        "source": str(path.resolve()),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256,
         "range": [start, end],
         "tokenizer": hashlib.sha1(tokenizer.proto).hexdigest(),
     }
     meta_path = cache.with_suffix(".json")
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
-    if meta_path.exists() and cache.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key and "counts" in meta:
-            return TokenArray(_open_ids(cache, dtype), meta["num_chars"], np.array(meta["counts"]))
+    meta = read_meta(meta_path)
+    # a cache file of another size than its metadata says (cut short, say) is rebuilt
+    if meta.get("key") == key and _size(cache) == meta.get("tokens", -1) * np.dtype(dtype).itemsize:
+        return TokenArray(_open_ids(cache, dtype), meta["num_chars"], np.array(meta["counts"]))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    num_chars, counts = 0, np.zeros(tokenizer.vocab_size, dtype=np.int64)
+    num_chars, tokens, counts = 0, 0, np.zeros(tokenizer.vocab_size, dtype=np.int64)
     tmp = cache.with_suffix(".tmp")
     with tmp.open("wb") as out:
         for block in read_text(path, start, end):
@@ -186,11 +203,36 @@ def _encode_file(
             for ids in tokenizer.encode_batch(_segments(block)):
                 array = np.asarray(ids, dtype=dtype)
                 counts += np.bincount(array, minlength=tokenizer.vocab_size)
+                tokens += len(array)
                 out.write(array.tobytes())
     os.replace(tmp, cache)
-    meta = {"key": key, "num_chars": num_chars, "counts": counts.tolist()}
-    meta_path.write_text(json.dumps(meta))
+    meta = {"key": key, "tokens": tokens, "num_chars": num_chars, "counts": counts.tolist()}
+    write_atomically(meta_path, json.dumps(meta).encode())
     return TokenArray(_open_ids(cache, dtype), num_chars, counts)
+
+
+def read_meta(path: Path) -> dict:
+    """A cache's metadata; empty when missing or unreadable (the cache is rebuilt)."""
+    try:
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename: readers see the old file or the new
+    one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _open_ids(path: Path, dtype) -> np.ndarray:
@@ -249,6 +291,23 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield line_no, line.rstrip("\r")
     if rest:
         yield line_no + 1, rest.rstrip("\r")
+
+
+def read_stream_lines(stream, name: str = "<stdin>") -> Iterator[str]:
+    """The lines of a binary stream (stdin) without their line ends, each yielded as soon
+    as it arrives (a person typing at a terminal gets an answer per line). Bad UTF-8
+    raises DataError with the line, worded as for files."""
+    if stream is None:  # started with stdin closed (`<&-`)
+        raise DataError(f"{name}: standard input is closed; give INPUT or pipe lines in")
+    for line_no, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{name}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                f"{err.start + 1}); convert the input to UTF-8, e.g. with iconv -t utf-8"
+            ) from None
+        yield line.rstrip("\r\n")
 
 
 FASTTEXT_PREFIX = "__label__"

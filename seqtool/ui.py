@@ -7,24 +7,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 # soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# Messages, labels, pieces and file names are user text, printed as rich Text so that a
+# `[x]` in them is shown as written, never read as markup (or as an :emoji: code).
+
 
 def note(message: str) -> None:
-    console.print(f"[dim]{message}[/dim]")
+    console.print(Text(message, style="dim"))
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]Warning:[/yellow] {message}")
+    console.print(Text.assemble(("Warning:", "yellow"), " ", message))
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):  # before int: bool is an int
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -93,16 +100,16 @@ class TrainingView:
 
 
 def key_values(title: str, rows: dict[str, Any]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=Text(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(key, _fmt(value))
+        table.add_row(Text(key), Text(_fmt(value)))
     console.print(table)
 
 
 def rule(text: str) -> None:
-    console.rule(text)
+    console.rule(Text(text))
 
 
 def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
@@ -112,7 +119,9 @@ def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, row in report["per_class"].items():
         table.add_row(
-            label, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")), f"{row['support']:,}"
+            Text(label),
+            *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")),
+            f"{row['support']:,}",
         )
     console.print(table)
     if "confusion" not in report:
@@ -120,9 +129,9 @@ def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
     matrix = Table(title="confusion (rows: gold, columns: predicted)", title_justify="left")
     matrix.add_column("")
     for label in labels:
-        matrix.add_column(label, justify="right")
+        matrix.add_column(Text(label), justify="right")
     for label, row in zip(labels, report["confusion"], strict=True):
-        matrix.add_row(label, *(f"{n:,}" for n in row))
+        matrix.add_row(Text(label), *(f"{n:,}" for n in row))
     console.print(matrix)
 
 
@@ -131,25 +140,27 @@ def attention_bars(pieces: list[str], weights: list[float]) -> None:
     top = max(weights) or 1.0
     for piece, weight in zip(pieces, weights, strict=True):
         bar = "█" * round(30 * weight / top)
-        console.print(f"{piece:>16} {weight:6.3f} [cyan]{bar}[/cyan]")
+        console.print(Text.assemble(f"{piece:>16} {weight:6.3f} ", (bar, "cyan")))
 
 
 _SHADES = " ░▒▓█"
 
 
 def attention_matrix(src: list[str], tgt: list[str], weights: list[list[float]]) -> None:
-    """Source pieces across, target pieces down; each cell shaded by its weight (each
-    row sums to 1), so the alignment shows as a dark path."""
-    table = Table(show_edge=False, pad_edge=False, padding=(0, 0), box=None)
-    table.add_column("")
-    for piece in src:
-        table.add_column(escape(piece), justify="center", max_width=max(2, len(piece)))
+    """Source pieces across, one column each (a space between columns, so that every
+    piece can be read in the header), target pieces down; each cell is shaded by its
+    weight (each row sums to 1), so the alignment shows as a dark path."""
+    widths = [max(2, cell_len(piece)) for piece in src]
+    margin = max((cell_len(piece) for piece in tgt), default=0) + 1
+
+    def pad(text: str, width: int) -> str:
+        return text + " " * (width - cell_len(text))
+
+    header = " ".join(pad(piece, w) for piece, w in zip(src, widths, strict=True))
+    console.print(Text(" " * margin + header, style="bold"))
     for piece, row in zip(tgt, weights, strict=True):
-        cells = [
-            _SHADES[min(4, round(w * 4))] * max(2, len(s)) for w, s in zip(row, src, strict=True)
-        ]
-        table.add_row(escape(piece) + " ", *cells)
-    console.print(table)
+        cells = (_SHADES[min(4, round(w * 4))] * n for w, n in zip(row, widths, strict=True))
+        console.print(Text(pad(piece, margin) + " ".join(cells)))
 
 
 def check_matplotlib() -> None:

@@ -1,5 +1,6 @@
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def test_num_samples_prints_each_sample(run_cli, trained):
     assert result.stderr.count("sample ") == 4
 
 
+def test_streamed_samples_equal_the_batched_ones(run_cli, trained, monkeypatch):
+    args = ("generate", trained, "--prompt", "a", "--length", 25, "--num-samples", 3)
+    batched = run_cli(*args, "--seed", 7)
+    monkeypatch.setattr("seqtool.cli.BATCH_TOKENS", 0)  # each sample sampled alone
+    streamed = run_cli(*args, "--seed", 7)
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.stdout == batched.stdout and streamed.stderr == batched.stderr
+    assert streamed.stderr.count("sample ") == 3
+
+
 def test_evaluate_json_keys(run_cli, trained, corpus):
     result = run_cli("evaluate", trained, "--data", corpus, "--json")
     assert result.exit_code == 0, result.output
@@ -102,6 +113,11 @@ def test_info_reports_the_run(run_cli, trained):
     assert info["parameters"] > 0 and info["vocab_size"]["text"] > 256
     table = run_cli("info", trained)
     assert "generator" in table.stderr and "hidden_size" in table.stderr
+
+
+def test_info_shows_booleans_as_words(run_cli, trained):
+    rows = [line.split() for line in run_cli("info", trained).stderr.splitlines()]
+    assert ["tie_weights", "false"] in [[c for c in row if c != "│"] for row in rows]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
@@ -139,9 +155,9 @@ def test_resume_keeps_stored_model_options(run_cli, trained, corpus):
 
 def error_line(result) -> str:
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr
-    return lines[-1]
+    # the command ended by exiting, not by an exception CliRunner caught
+    assert isinstance(result.exception, SystemExit), result.exception
+    return result.stderr.strip().splitlines()[-1]
 
 
 def test_non_utf8_corpus(run_cli, tmp_path):
@@ -341,3 +357,56 @@ def test_a_new_run_on_the_same_corpus_reuses_tokenizer_and_cache(run_cli, corpus
     corpus.write_text(corpus.read_text() + "one more line\n")
     assert run_cli(*args, "--force").exit_code == 0
     assert cache.stat().st_mtime_ns != built  # the corpus changed: rebuilt
+
+
+# -- inference processes: Ctrl-C, a reader that goes away, output as it comes ------------
+
+
+def seqtool_process(*args, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    command = [sys.executable, "-m", "seqtool", *map(str, args)]
+    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def read_stdout(proc: subprocess.Popen, until, timeout: float = 60.0) -> bytes:
+    """What the process writes to stdout until `until(data)` holds; fails after `timeout`
+    seconds instead of hanging."""
+    fd, data, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while not until(data):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no more output within {timeout}s after {data!r}"
+        chunk = os.read(fd, 4096)
+        assert chunk, f"stdout ended after {data!r}: {proc.stderr.read().decode()}"
+        data += chunk
+    return data
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[bytes, str]:
+    """Ctrl-C; -> (the rest of stdout, stderr)."""
+    proc.send_signal(signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=30)
+    return rest, stderr.decode()
+
+
+def test_ctrl_c_in_generate_exits_130_keeping_the_output(run_cli, trained):
+    proc = seqtool_process("generate", trained, "--length", 10**9, "--seed", 0)
+    first = read_stdout(proc, lambda data: len(data) >= 20)
+    rest, stderr = interrupt(proc)
+    assert proc.returncode == 130, stderr
+    assert stderr == ""  # no traceback, no "Aborted!"
+    printed = (first + rest).decode()
+    # what was printed before Ctrl-C is the start of the text a run of that length gives
+    whole = run_cli("generate", trained, "--length", len(printed), "--seed", 0).stdout
+    assert whole == printed + "\n"
+
+
+@pytest.mark.parametrize("samples", ["1", "4"])
+def test_generate_into_a_closed_pipe_stops_quietly(trained, samples):
+    proc = seqtool_process(
+        "generate", trained, "--length", 10**6, "--num-samples", samples, "--seed", 0
+    )
+    # the first sample's text comes at once, though all of them hold 4 million characters
+    assert len(read_stdout(proc, lambda data: len(data) >= 100, timeout=30)) >= 100
+    proc.stdout.close()  # as `| head -c 100` does
+    assert proc.wait(timeout=10) == 141
+    stderr = proc.stderr.read().decode()
+    assert [line for line in stderr.splitlines() if "sample 1" not in line] == []
