@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 
@@ -24,6 +25,39 @@ _MAX_PIECE_OF_LINE = 1000
 # sentencepiece's messages for a vocabulary too large or too small for the corpus
 _TOO_HIGH = re.compile(r"Vocabulary size too high .*<= (\d+)")
 _TOO_LOW = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
+
+
+# `--tokenizer auto`: a word seen fewer than RARE_COUNT times is one a subword vocabulary
+# learns as a whole piece without seeing it often enough; lines shorter than SHORT_LINE
+# characters are formatted strings (dates, codes, numbers) that a char model reads whole
+RARE_COUNT, RARE_MASS, SHORT_LINE = 3, 0.5, 32
+AUTO_SAMPLE = 20_000  # lines looked at to decide
+
+
+def choose_kind(lines: Sequence[str]) -> tuple[str, str]:
+    """`--tokenizer auto` for one side's training lines: "char" or "unigram", and why.
+
+    Subword pieces pay where words recur (running text: Multi30k, SST-2). Where most
+    words occur only once or twice (ids, dates written without spaces) unigram makes
+    pieces of whole strings and the model memorizes instead of copying, and on short
+    formatted strings characters keep sequences short anyway: both get "char".
+    """
+    sample = [line for line in lines[:AUTO_SAMPLE] if line.strip()]
+    words = Counter(w for line in sample for w in line.split())
+    total = sum(words.values())
+    rare = sum(n for n in words.values() if n < RARE_COUNT) / max(total, 1)
+    mean = sum(map(len, sample)) / max(len(sample), 1)
+    if rare > RARE_MASS:
+        return "char", (
+            f"{rare:.0%} of the words occur fewer than {RARE_COUNT} times: subword pieces "
+            "would be whole strings"
+        )
+    if mean < SHORT_LINE:
+        return "char", f"lines are short ({mean:.0f} characters on average)"
+    return "unigram", (
+        f"words recur ({1 - rare:.0%} occur {RARE_COUNT} times or more) in lines of "
+        f"{mean:.0f} characters on average"
+    )
 
 
 class Tokenizer:

@@ -94,3 +94,40 @@ def test_a_checkpoint_gives_back_the_tokenizer_it_was_trained_with():
     assert restored.lead_space and restored.encode("the mat") == LINES.encode("the mat")
     older = Tokenizer.from_checkpoint({"tokenizers": {"src": UNIGRAM.proto}}, "src")
     assert not older.lead_space and older.encode("the mat") == UNIGRAM.encode("the mat")
+
+
+def test_auto_chooses_characters_for_formatted_strings_and_unigram_for_prose():
+    import random
+
+    from seqtool.tokenizer import choose_kind
+
+    rng = random.Random(0)
+
+    def iso() -> str:  # ISO dates: no spaces, almost every line its own word
+        return f"{rng.randint(1900, 2099)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+    kind, why = choose_kind([iso() for _ in range(2000)])
+    assert kind == "char" and "occur fewer than 3 times" in why
+    month = ["May", "June"]
+    dates = [
+        f"{rng.choice(month)} {rng.randint(1, 28)}, {rng.randint(1990, 1999)}" for _ in range(2000)
+    ]
+    assert choose_kind(dates) == ("char", "lines are short (12 characters on average)")
+    words = [
+        "the",
+        "a",
+        "dog",
+        "cat",
+        "runs",
+        "sleeps",
+        "on",
+        "mat",
+        "quickly",
+        "in",
+        "garden",
+        "under",
+        "table",
+    ]
+    prose = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)]
+    kind, why = choose_kind(prose)
+    assert kind == "unigram" and why.startswith("words recur (100% occur 3 times or more)")
