@@ -102,3 +102,77 @@ class RecurrentStep:
                 x = torch.tanh(layer(torch.cat([x, h], dim=1)))
             hs.append(x)
         return x, torch.stack(hs)
+
+
+# what `trace` keeps per cell type: the gates, the candidate (g of the LSTM, n of the
+# GRU) and the states, all after the nonlinearity
+TRACE_KINDS = {
+    "lstm": ("input", "forget", "candidate", "output", "cell", "hidden"),
+    "gru": ("reset", "update", "candidate", "hidden"),
+    "rnn": ("hidden",),
+}
+GATES = {"lstm": ("input", "forget", "output"), "gru": ("reset", "update"), "rnn": ()}
+
+
+def cell_type(rnn: nn.RNNBase) -> str:
+    return {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}[type(rnn)]
+
+
+@torch.no_grad()
+def trace(rnn: nn.RNNBase, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run a fused layer one time step at a time from a zero state, from its own weights,
+    and keep every gate and state: inputs (time, input_size), one sequence ->
+    {kind: (layers, time, dirs * hidden)} for the kinds in TRACE_KINDS.
+
+    The unit axis follows the fused layer's output: forward units, then backward ones.
+    Gates at step t are those that made the states at t from the states at t - 1.
+    """
+    mode = cell_type(rnn)
+    dirs = 2 if rnn.bidirectional else 1
+    kinds: dict[str, list[torch.Tensor]] = {kind: [] for kind in TRACE_KINDS[mode]}
+    x = inputs
+    for k in range(rnn.num_layers):
+        per_dir = [
+            _trace_layer(rnn, mode, f"l{k}" + ("_reverse" if d else ""), x, reverse=d == 1)
+            for d in range(dirs)
+        ]
+        for kind in kinds:
+            kinds[kind].append(torch.cat([p[kind] for p in per_dir], dim=1))
+        x = kinds["hidden"][-1]
+    return {kind: torch.stack(layers) for kind, layers in kinds.items()}
+
+
+def _trace_layer(
+    rnn: nn.RNNBase, mode: str, suffix: str, x: torch.Tensor, reverse: bool
+) -> dict[str, torch.Tensor]:
+    """One direction of one layer: x (time, input) -> {kind: (time, hidden)}."""
+    w_ih, w_hh = getattr(rnn, f"weight_ih_{suffix}"), getattr(rnn, f"weight_hh_{suffix}")
+    b_ih, b_hh = getattr(rnn, f"bias_ih_{suffix}"), getattr(rnn, f"bias_hh_{suffix}")
+    # the input products for all steps at once: only the recurrent one must wait
+    projected = torch.addmm(b_ih, x.flip(0) if reverse else x, w_ih.t())
+    h = x.new_zeros(rnn.hidden_size)
+    c = x.new_zeros(rnn.hidden_size)
+    steps = []
+    for p in projected:
+        r = torch.addmv(b_hh, w_hh, h)
+        if mode == "lstm":
+            i, f, g, o = (p + r).chunk(4)
+            i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+            c = f * c + i * g
+            h = o * c.tanh()
+            steps.append((i, f, g, o, c, h))
+        elif mode == "gru":
+            p_r, p_z, p_n = p.chunk(3)
+            h_r, h_z, h_n = r.chunk(3)
+            reset, z = (p_r + h_r).sigmoid(), (p_z + h_z).sigmoid()
+            n = (p_n + reset * h_n).tanh()
+            h = (1 - z) * n + z * h
+            steps.append((reset, z, n, h))
+        else:
+            h = (p + r).tanh()
+            steps.append((h,))
+    out = {
+        kind: torch.stack(values)
+        for kind, values in zip(TRACE_KINDS[mode], zip(*steps, strict=True), strict=True)
+    }
+    return {kind: v.flip(0) for kind, v in out.items()} if reverse else out

@@ -23,6 +23,12 @@ from seqtool.data import (
 )
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
+from seqtool.inspect import (
+    Neighbour,
+    TranslationInspection,
+    inspect_translation,
+    neighbours,
+)
 from seqtool.models.translator import TranslatorModel
 from seqtool.tasks import Notify, TrainRequest, restored
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
@@ -410,6 +416,36 @@ class Translator(Loaded):
             "sentences": len(pairs),
             "beam_size": beam_size,
         }
+
+    def inspect(
+        self,
+        text: str,
+        beam_size: int = SEARCH.beam_size,
+        length_penalty: float = SEARCH.length_penalty,
+        max_length_ratio: float = SEARCH.max_length_ratio,
+    ) -> TranslationInspection:
+        """The best translation of `text`, each target piece with its probability and
+        the source piece it attends to most. See seqtool.inspect."""
+        if not text.strip():
+            raise ConfigError("inspect: the text is empty")
+        ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
+        with torch.inference_mode():
+            found = translate(
+                self.model, ids, self.tgt_tokenizer, self.device, 1, beam_size, 1,
+                length_penalty, max_length_ratio,
+            )  # fmt: skip
+            return inspect_translation(
+                self.model, self.src_tokenizer, self.tgt_tokenizer, ids[0], found[0][0]
+            )
+
+    def neighbours(self, piece: str, k: int = 10, side: str = "source") -> list[Neighbour]:
+        """The k pieces nearest `piece` by cosine similarity of the source or target
+        embeddings."""
+        if side not in ("source", "target"):
+            raise ConfigError(f"side {side!r}: choose source or target")
+        embedding = self.model.src_embedding if side == "source" else self.model.tgt_embedding
+        tokenizer = self.src_tokenizer if side == "source" else self.tgt_tokenizer
+        return neighbours(embedding.weight, tokenizer, piece, k)
 
 
 Inference = Translator
