@@ -1,0 +1,388 @@
+"""What every benchmark section shares: the sizes, running and timing a child process,
+figures and their targets, the machine's description and the Markdown report.
+
+A section is a module in bench/sections/ with a TITLE and `measure(sec, sizes, out)`,
+which runs its children with `run` and records figures with `sec.add`.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path("../shared")  # relative to ROOT, the working directory
+CORPUS = SHARED / "corpora" / "tinyshakespeare"
+TRAIN, VALID = CORPUS / "train.txt", CORPUS / "valid.txt"
+REF_TRAIN = SHARED / "bench" / "ref_charlstm.py"
+REF_SAMPLE = SHARED / "bench" / "ref_sample.py"
+SST2 = SHARED / "corpora" / "sst2"
+MULTI30K = SHARED / "corpora" / "multi30k"
+CHILD_TIMEOUT = 2 * 3600  # seconds; a hung child must not hang the whole benchmark
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """How big each section runs: FULL for BENCHMARKS.md, QUICK for a smoke test."""
+
+    hidden: int  # throughput model (and the sampling checkpoint)
+    ref_steps: int  # ref_charlstm.py --steps in throughput
+    steps: int  # seqtool --max-steps in throughput
+    log_every: int
+    sample_length: int  # chars: sampling, and library's `generate --length`
+    quality_seconds: int
+    quality_hidden: tuple[int, int]  # the two reference sizes
+    quality_extra: tuple[str, ...]  # extra seqtool options (none: seqtool's defaults)
+    memory_mb: int
+    repeats: int  # startup and library timings, median of this many
+    seeds: int  # classifier: seeds averaged
+    classifier_extra: tuple[str, ...]  # classifier: options beyond seqtool's defaults
+    stream_lines: int  # classifier and translator: lines piped through from stdin
+    translation_time: str  # translator training budget
+    translation_extra: tuple[str, ...]  # translator: options beyond seqtool's defaults
+    library_steps: int  # library: --max-steps of its three models (speed ignores quality)
+    library_extra: tuple[str, ...]  # library: options for its three models beyond defaults
+    library_lines: int | None  # library: test sentences classified / translated (None: all)
+
+
+FULL = Sizes(
+    hidden=512,
+    ref_steps=60,
+    steps=300,
+    log_every=10,
+    sample_length=2000,
+    quality_seconds=600,
+    quality_hidden=(256, 512),
+    quality_extra=(),
+    memory_mb=1000,
+    repeats=5,
+    seeds=3,
+    classifier_extra=(),
+    stream_lines=100_000,
+    translation_time="45m",
+    translation_extra=(),
+    library_steps=20,
+    library_extra=(),
+    library_lines=None,
+)
+# fmt: off
+QUICK = Sizes(
+    hidden=64,
+    ref_steps=5,
+    steps=30,
+    log_every=5,
+    sample_length=200,
+    quality_seconds=5,
+    quality_hidden=(32, 64),
+    quality_extra=("--hidden-size", "64"),
+    memory_mb=5,
+    repeats=3,
+    seeds=2,
+    classifier_extra=("--max-steps", "20", "--hidden-size", "16"),
+    stream_lines=3000,
+    translation_time="20s",
+    # a loaded machine may take fewer than the default 25 steps (one log window) in 20 s
+    translation_extra=(
+        "--hidden-size", "32", "--embedding-size", "32", "--eval-every", "50", "--log-every", "5",
+    ),
+    library_steps=3,
+    library_extra=("--hidden-size", "32", "--embedding-size", "32"),
+    library_lines=100,
+)
+# fmt: on
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    seqtool: float | str | None
+    reference: float | None = None
+    ratio: float | None = None  # seqtool / reference
+    target: str = ""  # "ratio >= 1.0", "deviation <= 0.02", "value < 2048", "value is no"
+    met: bool | None = None
+    commands: list[str] = field(default_factory=list)  # labels into Section.commands
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    date: str = ""
+    seconds: float = 0.0
+    quick: bool = False
+    figures: list[Figure] = field(default_factory=list)
+    commands: dict[str, str] = field(default_factory=dict)  # label -> shell command
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def add(self, name, unit, value, reference=None, target="", commands=()) -> None:
+        """Record a figure; the ratio is value / reference, the target is checked."""
+        fig = Figure(name, unit, value, reference, target=target, commands=list(commands))
+        if isinstance(value, float) and reference:
+            fig.ratio = value / reference
+        fig.met = check_target(fig)
+        self.figures.append(fig)
+
+
+@dataclass
+class Child:
+    """A finished child process."""
+
+    command: str
+    stdout: str
+    stderr: str
+    wall: float  # seconds
+    max_rss_mb: float  # peak resident set size, MiB
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- running children -----------------------------------------------------------------
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to ROOT when it lies inside, so that commands read as typed there."""
+    path = path.absolute()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+PYTHON = display_path(Path(sys.executable))
+_SEQTOOL_BIN = Path(sys.executable).parent / "seqtool"
+SEQTOOL = [display_path(_SEQTOOL_BIN)] if _SEQTOOL_BIN.exists() else [PYTHON, "-m", "seqtool"]
+SELF = [PYTHON, "bench/run.py"]
+
+
+def run(
+    argv: list,
+    timeout: float = CHILD_TIMEOUT,
+    stdin: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Child:
+    """Run a child to completion; wall time and peak RSS (os.wait4's ru_maxrss, KiB on
+    Linux) are its own. Output goes to temporary files, so nothing blocks on a pipe.
+    `env` is added to this process's environment and shown before the command."""
+    argv = [str(a) for a in argv]
+    assignments = [f"{key}={value}" for key, value in (env or {}).items()]
+    command = shlex.join(assignments + argv) + (f" < {stdin}" if stdin else "")
+    log(f"  $ {command}")
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        stdin.open("rb") if stdin else open(os.devnull, "rb") as source,
+    ):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, stdin=source, env={**os.environ, **(env or {})}
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    if proc.returncode != 0:
+        tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
+        raise BenchError(f"`{command}` exited with {proc.returncode}: {tail}")
+    return Child(command, stdout, stderr, wall, usage.ru_maxrss / 1024)
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def key_values(text: str) -> dict[str, float]:
+    """`steps=60 chars_per_s=1234 ...` (the reference scripts' last line) -> dict."""
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-+\d.eE]+)", text)}
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def read_metrics(run_dir: Path, speed: str = "chars_per_s") -> tuple[list[dict], list[dict]]:
+    """RUN/metrics.jsonl -> (log records, validation records)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logs = [r for r in records if speed in r]
+    evals = [r for r in records if r.get("split") == "valid"]
+    return logs, evals
+
+
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def check_target(fig: Figure) -> bool | None:
+    if not fig.target:
+        return None
+    subject, op, bound = fig.target.split()
+    if subject == "value":
+        value = fig.seqtool
+    elif fig.ratio is None:
+        return None
+    else:
+        value = fig.ratio if subject == "ratio" else abs(fig.ratio - 1)
+    if value is None:
+        return None
+    if op == "is":
+        return str(value) == bound
+    return bool(OPS[op](float(value), float(bound)))
+
+
+def run_section(
+    name: str,
+    title: str,
+    measure: Callable[[Section, Sizes, Path], None],
+    sizes: Sizes,
+    out: Path,
+    quick: bool,
+) -> Section:
+    """Run one section; an error is recorded in it, not raised."""
+    sec = Section(name, title, date=now(), quick=quick)
+    log(f"[{name}] {title}")
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    try:
+        measure(sec, sizes, out)
+    except Exception as err:  # one failed section must not lose the others
+        if not isinstance(err, BenchError):
+            traceback.print_exc()
+        sec.error = f"{type(err).__name__}: {err}"
+        log(f"[{name}] FAILED: {sec.error}")
+    sec.seconds = time.perf_counter() - start
+    # other work on the machine skews every figure (oversubscribed OpenMP threads badly)
+    sec.notes.append(
+        f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
+        f"figures are only trustworthy on an otherwise idle machine"
+    )
+    log(f"[{name}] done in {sec.seconds:.0f} s")
+    return sec
+
+
+# -- the machine and the report -------------------------------------------------------
+
+
+def environment() -> dict:
+    cpu, flags = "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == "unknown":
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    versions = "import torch; print(torch.__version__, torch.get_num_threads())"
+    torch_version, threads = run([PYTHON, "-c", versions]).stdout.split()[-2:]
+    git = ["git", "describe", "--always", "--dirty"]
+    commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "date": now(),
+        "cpu": cpu,
+        "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "torch": torch_version,
+        "threads": int(threads),
+        "python": sys.version.split()[0],
+        "commit": commit or "unknown",
+    }
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def render(results: dict, order: Iterable[str], quick: bool) -> str:
+    """results.json's content -> BENCHMARKS.md, its sections in `order` (names)."""
+    env = results["env"]
+    hw = ", ".join(env["bf16_flags"]) or "none"
+    lines = [
+        "# seqtool benchmarks",
+        "",
+        "Written by `make bench` (`.venv/bin/python bench/run.py --out BENCHMARKS.md`). Each "
+        "figure is measured beside its reference in the same run on the same machine; ratio "
+        "is seqtool / reference; `--only NAME` reruns one section (names are the headings).",
+        "",
+    ]
+    if quick:
+        lines += ["**Quick smoke run (`--quick`): tiny sizes, the figures mean nothing.**", ""]
+    lines += [
+        "| machine | |",
+        "|---|---|",
+        f"| date | {env['date']} |",
+        f"| CPU | {env['cpu']} (bf16 flags: {hw}) |",
+        f"| cores | {env['cores']} ({env['usable_cores']} usable) |",
+        f"| torch | {env['torch']} |",
+        f"| torch threads | {env['threads']} |",
+        f"| python | {env['python']} |",
+        f"| seqtool commit | {env['commit']} |",
+        "",
+    ]
+    # the hand-written reading of the figures (decisions taken from them) comes first
+    analysis = ROOT / "bench" / "analysis.md"
+    if analysis.exists() and not quick:
+        lines += [analysis.read_text().strip(), ""]
+    for name in order:
+        sec = results["sections"].get(name)
+        if sec is None:
+            continue
+        lines += [f"## {name}: {sec['title']}", ""]
+        lines += [f"Measured {sec['date']} in {sec['seconds']:.0f} s.", ""]
+        if sec["error"]:
+            lines += [f"**Failed:** {sec['error']}", ""]
+        if sec["figures"]:
+            lines += [
+                "| figure | seqtool | reference | ratio | target | met | commands |",
+                "|---|---:|---:|---:|---|---|---|",
+            ]
+            for fig in sec["figures"]:
+                unit = f" ({fig['unit']})" if fig["unit"] else ""
+                met = {True: "yes", False: "**no**", None: "-"}[fig["met"]]
+                ratio = "-" if fig["ratio"] is None else f"{fig['ratio']:.3f}"
+                commands = ", ".join(f"`{c}`" for c in fig["commands"])
+                lines.append(
+                    f"| {fig['name']}{unit} | {fmt(fig['seqtool'])} | "
+                    f"{fmt(fig['reference'])} | {ratio} | {fig['target'] or '-'} | {met} | "
+                    f"{commands} |"
+                )
+            lines.append("")
+        if sec["commands"]:
+            lines += ["Commands (from the repository root):", ""]
+            lines += [f"- `{label}`: `{cmd}`" for label, cmd in sec["commands"].items()]
+            lines.append("")
+        if sec["notes"]:
+            lines += ["Notes:", ""]
+            lines += [f"- {note}" for note in sec["notes"]]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,25 @@
+"""The benchmark sections, one module each: a TITLE and `measure(sec, sizes, out)`."""
+
+from . import (
+    classifier,
+    library,
+    memory,
+    quality,
+    sampling,
+    startup,
+    throughput,
+    translate,
+    translation,
+)
+
+SECTIONS = {  # name -> module, in the report's order
+    "throughput": throughput,
+    "sampling": sampling,
+    "quality": quality,
+    "memory": memory,
+    "startup": startup,
+    "classifier": classifier,
+    "translation": translation,
+    "translate": translate,
+    "library": library,
+}
