@@ -19,8 +19,7 @@ import time
 
 import torch
 
-from seqtool import checkpoint
-from seqtool.tasks.translator import load_model
+import seqtool
 from seqtool.tokenizer import BOS_ID, EOS_ID
 
 
@@ -64,7 +63,8 @@ def main() -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0)
     parser.add_argument("--max-length-ratio", type=float, default=2.0)
     args = parser.parse_args()
-    model, src_tok, tgt_tok = load_model(checkpoint.load(args.run, task="translator"))
+    translator = seqtool.load(args.run, task="translator", device="cpu")
+    model, src_tok, tgt_tok = translator.model, translator.src_tokenizer, translator.tgt_tokenizer
     with open(args.input, encoding="utf-8") as f:
         lines = f.read().splitlines()
     start = time.perf_counter()

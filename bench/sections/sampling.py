@@ -20,6 +20,7 @@ from harness import (
     last_json,
     run,
 )
+
 from sections.throughput import model_options
 
 TITLE = "Sampling speed"
@@ -89,16 +90,17 @@ def probe_sample(run_dir: str, length: str, num_samples: str, device: str = "cpu
     """Time seqtool.decoding.sample alone: no loading, no start-up."""
     import torch
 
-    from seqtool import checkpoint, decoding
-    from seqtool.tasks.generator import load_model
+    import seqtool
+    from seqtool import decoding
 
-    model, tokenizer = load_model(checkpoint.load(run_dir, task="generator"))
-    model.to(device)
-    ids, n, batch = tokenizer.encode("\n"), int(length), int(num_samples)
-    list(decoding.sample(model, ids, 50, batch, 0.8, None, None, 0))  # warm-up
-    start = time.perf_counter()
-    tokens = list(decoding.sample(model, ids, n, batch, 0.8, None, None, 0))
-    tokens[-1].tolist()  # waits for the device to finish
-    seconds = time.perf_counter() - start
+    generator = seqtool.load(run_dir, task="generator", device=device)
+    prompt, n, batch = generator.tokenizer.encode("\n"), int(length), int(num_samples)
+    prompts, seeds = [prompt] * batch, decoding.seeds_for(batch, 0)
+    with torch.inference_mode():  # as Generator.generate runs it
+        list(decoding.sample(generator.model, prompts, 50, 0.8, None, None, seeds))  # warm-up
+        start = time.perf_counter()
+        tokens = list(decoding.sample(generator.model, prompts, n, 0.8, None, None, seeds))
+        tokens[-1].tolist()  # waits for the device to finish
+        seconds = time.perf_counter() - start
     speed = {"seconds": seconds, "chars_per_s": n * batch / seconds}
     print(json.dumps({**speed, "threads": torch.get_num_threads()}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import MULTI30K, PYTHON, SEQTOOL, Section, Sizes, key_values, run
+
 from sections.translation import translator_run
 
 TITLE = "Translation speed and memory"
