@@ -10,10 +10,14 @@ task state, so it reaches the same weights as an uninterrupted one (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -80,6 +84,9 @@ class Trainer:
         self.progress = Progress()
         self.last_eval: dict[str, Any] = {}
         self._stop_signal: int | None = None
+        # an earlier run's files that --force moved aside: removed once this run has
+        # saved its own checkpoint
+        self.replaced: Path | None = None
         if resume is not None:
             self._restore(resume)
 
@@ -152,10 +159,7 @@ class Trainer:
                 loss, tokens = task.train_loss(self.network, p.batch, self.device)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"the loss became {loss_value} at step {p.step + 1}; the last good "
-                    f"checkpoint is kept in {self.run_dir}; lower --lr or --clip"
-                )
+                raise self._diverged(f"the loss became {loss_value}", p.step + 1)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if c.clip:
@@ -210,6 +214,10 @@ class Trainer:
             with torch.inference_mode(), autocast(self.device, self.precision):
                 metrics = task.evaluate(self.model, self.device)
             self.model.train()
+        # never save weights that overflowed: the checkpoints on disk stay the good ones
+        problem = distributed.on_main(lambda: self._divergence(metrics))
+        if problem:
+            raise self._diverged(problem, p.step)
         score = metrics.get(task.metric)
         improved = score is not None and (
             p.best is None or (score > p.best if task.higher_is_better else score < p.best)
@@ -226,11 +234,28 @@ class Trainer:
             self._log(self.last_eval, "on_eval")
         return distributed.share(c.patience is not None and p.bad_evals >= c.patience)
 
+    def _divergence(self, metrics: dict[str, Any]) -> str | None:
+        """What went non-finite: the validation loss or the weights; None when neither."""
+        loss = metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+            return f"the validation loss became {loss}"
+        finite = torch.stack([torch.isfinite(w).all() for w in self.model.parameters()])
+        return None if finite.all() else "the weights became inf or nan"
+
+    def _diverged(self, what: str, step: int) -> TrainingError:
+        kept = (
+            f"the last good checkpoint is kept in {self.run_dir}"
+            if (self.run_dir / "last.ckpt").exists()
+            else "no checkpoint was saved yet"
+        )
+        return TrainingError(f"{what} at step {step}; {kept}; lower --lr or --clip")
+
     # -- checkpoints ------------------------------------------------------------------
 
     def _payload(self, last: bool) -> dict[str, Any]:
         payload = {
             **self.task.checkpoint_info(),
+            "data": self.task.data,
             "train_config": self.config.to_dict(),
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "progress": dataclasses.asdict(self.progress),
@@ -266,6 +291,9 @@ class Trainer:
             payload["rng"] = [rng for rng, _ in states]
             payload["task_state"] = [task for _, task in states]
         checkpoint.save(self.run_dir / "last.ckpt", payload)
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced)
+            self.replaced = None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if "optimizer" not in ckpt:
@@ -359,32 +387,43 @@ def train(
     about those that differ from its stored settings and cannot change). Without a
     budget, trains for the task's default epochs.
     A run directory that holds a run is refused unless `resume` or `force`; with
-    `force` the old files go only once the new data has been read without error.
+    `force` the old files are moved aside into RUN/.replaced once everything has been
+    checked and read, removed when the new run has saved its first checkpoint, and put
+    back if it fails before. One process at a time trains in a run directory.
     """
     distributed.init(pick_device(train_options.get("device", "auto")))  # join the others
-    if not distributed.is_main():
+    main = distributed.is_main()
+    if not main:
         notify = lambda message: None  # noqa: E731 (one process speaks for all)
-    run_dir, replaced = _check_run_dir(Path(out), resume, force)
-    resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
-    config = _train_config(task_name, train_options, resume_ckpt, given or {}, notify)
-    request = TrainRequest(
-        train_path, valid_path, run_dir, tokenizer, model_options, config, resume_ckpt,
-        options or {},
-    )  # fmt: skip
-    task = tasks.get(task_name).prepare(request, notify)
-    if distributed.is_main():
-        for path in replaced:
-            path.unlink()
+    run_dir = Path(out)
     try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
-        try:
-            progress = trainer.fit()
-        except TrainingInterrupted as stop:
-            stop.main, stop.world = trainer.main, distributed.world()
-            raise
-        return Finished(progress, task.unit, task.metric, run_dir, trainer.main)
+        # one process writes the files: the first under torchrun
+        with _lock(run_dir) if main else contextlib.nullcontext():
+            if main:
+                _settle_replaced(run_dir)  # what a run killed after --force left
+            held = _check_run_dir(run_dir, resume, force)
+            resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
+            config = _train_config(task_name, train_options, resume_ckpt, given or {}, notify)
+            pick_precision(config.precision, pick_device(config.device))  # before any work
+            request = TrainRequest(
+                train_path, valid_path, run_dir, tokenizer, model_options, config, resume_ckpt,
+                options or {},
+            )  # fmt: skip
+            task = tasks.get(task_name).prepare(request, notify)
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
+            if main and held:
+                trainer.replaced = _move_aside(run_dir, held)
+            try:
+                progress = trainer.fit()
+            except TrainingInterrupted as stop:
+                stop.main, stop.world = trainer.main, distributed.world()
+                raise
+            finally:
+                if main:
+                    _settle_replaced(run_dir)
+            return Finished(progress, task.unit, task.metric, run_dir, trainer.main)
     finally:
         distributed.shutdown()
 
@@ -441,17 +480,65 @@ def _warn_ignored(ckpt: dict[str, Any], given: dict[str, Any]) -> None:
         warn(f"{flags} ignored: a resumed run keeps its stored settings")
 
 
-def _check_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[Path, list[Path]]:
-    """The run directory, and the files of an earlier run that `force` will replace."""
+def _check_run_dir(run_dir: Path, resume: bool, force: bool) -> list[Path]:
+    """The files of an earlier run that `force` will replace."""
     held = [run_dir / n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl")]
     held = [path for path in held if path.exists()]
     if resume:
         if not (run_dir / "last.ckpt").exists():
             raise ConfigError(f"{run_dir}: nothing to resume (no last.ckpt); drop --resume")
-        return run_dir, []
+        return []
     if held and not force:
         raise ConfigError(
             f"{run_dir} already holds a run ({', '.join(p.name for p in held)}); "
             f"add --resume to continue it or --force to start over"
         )
-    return run_dir, held
+    return held
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path):
+    """Hold an exclusive lock on RUN/.lock (with this process's id in it) while training:
+    two runs writing the same files would ruin both. The kernel releases it when the
+    process ends, however it ends."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = (run_dir / ".lock").open("a+")
+    except OSError as err:
+        raise ConfigError(f"{run_dir}: cannot use it as a run directory ({err.strerror})") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "that has just started"
+            raise ConfigError(
+                f"{run_dir} is in use by process {holder}; wait for it to end or give another --out"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+REPLACED = ".replaced"
+
+
+def _move_aside(run_dir: Path, held: list[Path]) -> Path:
+    aside = run_dir / REPLACED
+    aside.mkdir(exist_ok=True)
+    for path in held:
+        os.replace(path, aside / path.name)
+    return aside
+
+
+def _settle_replaced(run_dir: Path) -> None:
+    """The files of the run that --force replaces: removed once the new run has saved a
+    checkpoint, put back when it has not (it failed or was killed before)."""
+    aside = run_dir / REPLACED
+    if not aside.is_dir():
+        return
+    if not any((run_dir / name).exists() for name in ("best.ckpt", "last.ckpt")):
+        for path in aside.iterdir():
+            os.replace(path, run_dir / path.name)
+    shutil.rmtree(aside)

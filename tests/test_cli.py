@@ -1,6 +1,7 @@
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqtool import checkpoint
 from tests.conftest import TINY
 
 
@@ -319,6 +321,7 @@ def test_signal_saves_last_checkpoint_and_exits_130(corpus, tmp_path, signum):
         str(corpus),
         "--out",
         str(out),
+        "--force",  # starts a fresh run; the resume command must not repeat it
         *TINY,
         "--max-steps",
         "1000000",
@@ -335,14 +338,16 @@ def test_signal_saves_last_checkpoint_and_exits_130(corpus, tmp_path, signum):
     assert proc.returncode == 130, stderr
     assert "Resume with:" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
-    assert (out / "last.ckpt").exists()
+    stopped = checkpoint.load(out / "last.ckpt")["progress"]["step"]
+    # run the printed command, with a budget a few steps past where it stopped
+    args = shlex.split(stderr.split("Resume with:")[1].strip().splitlines()[0])
+    assert args[0] == "seqtool" and args[-1] == "--resume" and "--force" not in args
+    args[args.index("--max-steps") + 1] = str(stopped + 3)
     resumed = subprocess.run(
-        [*command[:-4], "--max-steps", "1", "--resume"],
-        capture_output=True,
-        text=True,
-        env={**os.environ},
+        [sys.executable, "-m", *args], capture_output=True, text=True, env={**os.environ}
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint.load(out / "last.ckpt")["progress"]["step"] == stopped + 3
 
 
 def test_a_new_run_on_the_same_corpus_reuses_tokenizer_and_cache(run_cli, corpus, tmp_path):

@@ -196,3 +196,140 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoints(tmp_path, corpus)
         assert (out / name).read_bytes() == data
         checkpoint.load(out / name)
     assert _temporary(out) == []
+
+
+# -- the run directory, the data and the weights, with tiny models ------------------------
+
+TINY_RUN = [*MODEL[4:], "--hidden-size", "8", "--layers", "1", "--precision", "fp32"]
+
+
+def _tiny(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [*_command(corpus, out)[: -len(MODEL)], *TINY_RUN, *extra]
+
+
+def _train(corpus: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_tiny(corpus, out, *extra), capture_output=True, text=True, timeout=300)
+
+
+def _error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_second_train_in_the_same_run_directory_is_refused(tmp_path, corpus):
+    out = tmp_path / "run"
+    log = tmp_path / "first.txt"
+    # trains for 15 s, long enough for a second process to start beside it
+    budget = ("--max-time", "15s", "--eval-every", "50")
+    with log.open("wb") as stderr:
+        first = subprocess.Popen(
+            _tiny(corpus, out, *budget), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "metrics.jsonl").exists():  # the first one trains
+            assert first.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "training did not start within 60 s"
+            time.sleep(0.01)
+        second = _train(corpus, out, *budget, "--force")
+        assert first.poll() is None, "the first run ended before the second one started"
+    finally:
+        first.wait(timeout=300)
+    assert _error(second) == (
+        f"Error: {out} is in use by process {first.pid}; wait for it to end or give another --out"
+    )
+    assert first.returncode == 0, log.read_text()
+    step = _step(out / "last.ckpt")
+    assert checkpoint.load(out / "best.ckpt")["progress"]["step"] <= step
+    # the lock went with the process: the run can be continued
+    resumed = _train(corpus, out, "--max-steps", str(step + 2), "--max-time", "1h", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _step(out / "last.ckpt") == step + 2
+
+
+def test_force_checks_everything_before_it_replaces_the_old_run(tmp_path, corpus):
+    out = tmp_path / "run"
+    assert _train(corpus, out, "--max-steps", "5").returncode == 0
+    before = {name: (out / name).read_bytes() for name in ("best.ckpt", "last.ckpt")}
+    refused = _train(corpus, out, "--max-steps", "5", "--force", "--precision", "fp16")
+    assert _error(refused) == "Error: --precision fp16 needs a CUDA device; use bf16 or fp32"
+    # a new run that fails before its first checkpoint gives the old files back
+    diverged = _train(
+        corpus, out, "--max-steps", "9", "--eval-every", "9", "--force", "--lr", "1e30"
+    )
+    assert re.fullmatch(
+        r"Error: the loss became nan at step \d; no checkpoint was saved yet; lower --lr or --clip",
+        _error(diverged),
+    )
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data
+    assert not (out / ".replaced").exists()
+    # one that saves replaces them
+    assert _train(corpus, out, "--max-steps", "2", "--eval-every", "1", "--force").returncode == 0
+    assert _step(out / "last.ckpt") == 2 and not (out / ".replaced").exists()
+
+
+def test_weights_that_overflow_are_never_saved(tmp_path, corpus):
+    out = tmp_path / "run"
+    # at lr 1e30 the weights overflow within a few steps; evaluation after every step
+    result = _train(corpus, out, "--max-steps", "20", "--eval-every", "1", "--lr", "1e30")
+    assert re.fullmatch(
+        r"Error: the (validation loss became nan|weights became inf or nan) at step \d+; "
+        rf"the last good checkpoint is kept in {re.escape(str(out))}; lower --lr or --clip",
+        _error(result),
+    ), result.stderr
+    for name in ("best.ckpt", "last.ckpt"):
+        saved = checkpoint.load(out / name)
+        assert all(w.isfinite().all() for w in saved["model_state"].values()), name
+        assert all(v == v for v in saved["metrics"].values()), name  # no nan
+
+
+def test_the_token_cache_follows_the_contents_not_the_file_times(tmp_path, corpus):
+    import os
+
+    out = tmp_path / "run"
+    args = ("--max-steps", "1", "--force")
+    assert _train(corpus, out, *args).returncode == 0
+    cache = out / "data" / "train.ids"
+    ids, model = cache.read_bytes(), (out / "data" / "tokenizer.model").read_bytes()
+    # same length, same modification time: what `cp -p` or `rsync -t` can leave behind
+    info = corpus.stat()
+    corpus.write_text(corpus.read_text().replace("quick", "QUICK"))
+    os.utime(corpus, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert corpus.stat().st_size == info.st_size
+    assert _train(corpus, out, *args).returncode == 0
+    assert (out / "data" / "tokenizer.model").read_bytes() != model  # Q U I C K are new
+    assert cache.read_bytes() != ids
+    # a cache cut short is rebuilt, not trusted
+    rebuilt = cache.read_bytes()
+    with cache.open("r+b") as f:
+        f.truncate(len(rebuilt) - 1)
+    assert _train(corpus, out, *args).returncode == 0
+    assert cache.read_bytes() == rebuilt
+
+
+def test_resume_refuses_other_training_data(tmp_path, corpus):
+    out = tmp_path / "run"
+    assert _train(corpus, out, "--max-steps", "2").returncode == 0
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text().upper())
+    refused = _train(other, out, "--max-steps", "4", "--resume")
+    assert _error(refused) == (
+        f"Error: --train {other} is not the data the run in {out} started with ({corpus}); "
+        "resume with the same data, or start over with --force"
+    )
+    corpus.write_text(corpus.read_text() + "one more line\n")
+    changed = _train(corpus, out, "--max-steps", "4", "--resume")
+    assert _error(changed) == (
+        f"Error: {corpus} has changed since the run in {out} started; "
+        "resume with the same data, or start over with --force"
+    )
+    assert _step(out / "last.ckpt") == 2
+    # a checkpoint from before the data was stored resumes as before
+    ckpt = checkpoint.load(out / "last.ckpt")
+    del ckpt["data"], ckpt["path"]
+    checkpoint.save(out / "last.ckpt", ckpt)
+    assert _train(corpus, out, "--max-steps", "4", "--resume").returncode == 0
+    assert _step(out / "last.ckpt") == 4

@@ -187,3 +187,17 @@ def test_balanced_class_weights_on_single_label_data(tmp_path):
     )
     progress = Trainer(task, cfg, tmp_path).fit()
     assert progress.step == 4 and (tmp_path / "best.ckpt").exists()
+
+
+def test_resume_warns_only_about_options_that_differ(run_cli, corpus, tmp_path):
+    from tests.conftest import TINY
+
+    out = tmp_path / "run"
+    args = ["train", "generator", "--train", corpus, "--out", out, *TINY]  # hidden size 8
+    assert run_cli(*args, "--max-steps", 2).exit_code == 0
+    same = run_cli(*args, "--max-steps", 3, "--resume")
+    assert same.exit_code == 0, same.output
+    assert "ignored" not in same.stderr
+    other = run_cli(*args, "--max-steps", 4, "--resume", "--hidden-size", 16)
+    assert other.exit_code == 0, other.output
+    assert "Warning: --hidden-size ignored: a resumed run keeps its stored settings" in other.stderr

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from seqtool.config import TokenizerConfig, TrainConfig
-from seqtool.errors import CheckpointError
+from seqtool.errors import CheckpointError, ConfigError
 
 NAMES = ("generator", "classifier", "translator")
 
@@ -30,6 +30,7 @@ class Task(Protocol):
     unit: str  # what the throughput counts ("chars", "tokens")
     metric: str  # the validation key that picks best.ckpt
     higher_is_better: bool
+    data: dict[str, str]  # the training data: {"train": path as given, "sha256": digest}
 
     def num_batches(self) -> int:
         """Training batches per epoch."""
@@ -81,6 +82,26 @@ def restored(request: TrainRequest, config_cls) -> tuple[Any, TokenizerConfig]:
     return config_cls.from_dict(ckpt["model_config"]), TokenizerConfig.from_dict(
         ckpt["tokenizer_config"]
     )
+
+
+def training_data(request: TrainRequest, paths: list[Path]) -> dict[str, str]:
+    """The training data's path and digest, which checkpoints store; a resumed run must
+    read the data it started with (a checkpoint written before this check resumes as
+    before)."""
+    from seqtool.data import digest
+
+    data = {"train": request.train, "sha256": digest(paths)}
+    stored = (request.resume or {}).get("data")
+    if stored and stored["sha256"] != data["sha256"]:
+        if stored["train"] == data["train"]:
+            what = f"{data['train']} has changed since the run in {request.run_dir} started"
+        else:
+            what = (
+                f"--train {data['train']} is not the data the run in {request.run_dir} "
+                f"started with ({stored['train']})"
+            )
+        raise ConfigError(f"{what}; resume with the same data, or start over with --force")
+    return data
 
 
 Notify = Callable[[str], None]

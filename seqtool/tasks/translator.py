@@ -30,7 +30,7 @@ from seqtool.inspect import (
     neighbours,
 )
 from seqtool.models.translator import TranslatorModel
-from seqtool.tasks import Notify, TrainRequest, restored
+from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
 
 METRICS = ("bleu", "loss")
@@ -218,6 +218,7 @@ def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
     """Read the parallel data, train (or restore) the tokenizers, and build the task."""
     config, options = request.config, request.options
     src_lang, tgt_lang = options.get("src_lang"), options.get("tgt_lang")
+    data = training_data(request, parallel_paths(request.train, src_lang, tgt_lang))
     train = read_pairs(request.train, src_lang, tgt_lang, notify)
     if request.valid:
         valid = read_pairs(request.valid, src_lang, tgt_lang, notify)
@@ -246,9 +247,11 @@ def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
         f"target {tgt_tok.vocab_size:,}{' (joint)' if src_tok.proto == tgt_tok.proto else ''}"
     )
     torch.manual_seed(config.seed)
-    return TranslatorTask(
+    task = TranslatorTask(
         model_config, src_tok, tgt_tok, tokenizer_config, train, valid, config, metric, notify
     )
+    task.data = data
+    return task
 
 
 def read_pairs(
