@@ -941,5 +941,178 @@ def info(run, as_json) -> None:
             key_values(section, summary[section])
 
 
+UNIT_HELP = (
+    "Shade by one unit: layer:1/cell:137 (layers count from 1, units from 0). Kinds: LSTM "
+    "cell, hidden, input, forget, output; GRU reset, update, hidden; RNN hidden."
+)
+
+
+def _read_text(text: str | None, text_file: str | None) -> str:
+    if text is not None:
+        return text
+    if text_file is None:
+        raise click.UsageError("give --text or a TEXT_FILE")
+    from seqtool.data import check_file
+    from seqtool.errors import DataError
+
+    try:
+        return check_file(text_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{text_file}: not UTF-8 text (byte {err.start})") from None
+
+
+@cli.command("inspect")
+@click.argument("run")
+@click.argument("text_file", required=False)
+@click.option("--text", help="Inspect this text instead of a TEXT_FILE.")
+@click.option("--top", type=POSITIVE, help="Show the k likeliest pieces at each position.")
+@click.option("--unit", help=UNIT_HELP)
+@click.option(
+    "--find",
+    help="quotes, line-position, brackets or a regular expression: rank the units of "
+    "--layer by |correlation| with it and shade the best five.",
+)
+@click.option("--layer", type=POSITIVE, help="The layer --find ranks (from 1; default the last).")
+@click.option(
+    "--kind",
+    type=click.Choice(["cell", "hidden"]),
+    help="The state --find ranks: cell (LSTM default) or hidden.",
+)
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), help="Write the views to one HTML file."
+)
+@click.option(
+    "--saturation",
+    "saturation_path",
+    type=click.Path(dir_okay=False),
+    help="Plot each gate's saturation per layer to this PNG (needs the plot extra).",
+)
+@output_options("Print the per-piece records as one JSON object.")
+@inference_options
+@_results_to_stdout
+def inspect_command(
+    run, text_file, text, top, unit, find, layer, kind, html_path, saturation_path, as_json,
+    device, threads,
+) -> None:  # fmt: skip
+    """See inside a model: how surprised a generator is by each character of a text
+    (bits = -log2 p), its units and gates, the units that follow a feature of the text;
+    for a translator, each target piece's probability and the source piece it attends
+    to most. Pictures go to stderr, the numbers to stdout.
+
+    \b
+    Example:
+      seqtool inspect runs/shakes --text "ROMEO: What say you?" --top 3
+      seqtool inspect runs/shakes play.txt --find quotes --html report.html
+      seqtool inspect runs/de-en --text "Ein Hund rennt."
+    """
+    from pathlib import Path
+
+    import seqtool
+    from seqtool import plot
+    from seqtool.errors import ConfigError
+    from seqtool.ui import console
+
+    content = _read_text(text, text_file)
+    if saturation_path:
+        plot.check_extra("matplotlib", "plot", "--saturation")
+    model = seqtool.load(run, device=device, threads=threads)
+    if model.task == "translator":
+        if top or unit or find or layer or kind or saturation_path:
+            raise ConfigError(
+                "a translator shows its pieces and attention only: drop the unit options"
+            )
+        found = model.inspect(content)
+        if html_path:
+            Path(html_path).write_text(plot.html_report(found, str(run)), encoding="utf-8")
+        if as_json:
+            click.echo(json.dumps(found.to_dict()))
+            return
+        console.print(plot.translation_table(found))
+        click.echo(found.text)
+        return
+    options = dict(unit=unit, find=find, layer=layer, kind=kind, saturation=bool(saturation_path))
+    if model.task == "generator":
+        found = model.inspect(content, top=top or 0, **options)
+    elif top:
+        raise ConfigError("--top: a classifier predicts no pieces")
+    else:
+        found = model.inspect(content, **options)
+    if html_path:
+        Path(html_path).write_text(plot.html_report(found, str(run)), encoding="utf-8")
+    if saturation_path:
+        plot.saturation_figure(found, saturation_path)
+    if as_json:
+        click.echo(json.dumps(found.to_dict()))
+        return
+    if found.bits and not unit and not find:
+        console.print(plot.surprise_view(found))
+    if found.top:
+        console.print(plot.top_table(found))
+    if found.units:
+        console.print(plot.unit_views(found))
+    if found.bits_per_char is not None:
+        click.echo(f"bits_per_char {found.bits_per_char:.4f}")
+    for u in found.units:
+        if u.correlation is not None:
+            click.echo(f"{u.name} {u.correlation:+.4f}")
+
+
+@cli.command("plot")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The PNG to write.")
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(["step", "time", "tokens"]),
+    default="step",
+    show_default=True,
+    help="time: elapsed seconds; tokens: seen so far (characters for a char generator), "
+    "summed from the logged throughput.",
+)
+def plot_command(runs, out, x_axis) -> None:
+    """Plot training loss and every validation metric of one or more runs (their
+    metrics.jsonl), one panel per metric, a line per run.
+
+    \b
+    Example:
+      seqtool plot runs/a runs/b --out curves.png --x tokens
+    """
+    from seqtool import plot
+
+    plot.check_extra("matplotlib", "plot", "plot")
+    plot.curves(list(runs), out, x_axis)
+
+
+@cli.command()
+@click.argument("run")
+@click.argument("piece")
+@click.option(
+    "--side",
+    type=click.Choice(["source", "target"]),
+    default="source",
+    show_default=True,
+    help="Translator: which embeddings.",
+)
+@click.option("--k", type=POSITIVE, default=10, show_default=True)
+@output_options("Print one JSON object per neighbour.")
+def neighbours(run, piece, side, k, as_json) -> None:
+    """The pieces nearest PIECE by cosine similarity of the model's embeddings (a
+    word piece with its leading space may be written "▁the" or " the").
+
+    \b
+    Example:
+      seqtool neighbours runs/sst2 ▁good --k 5
+    """
+    import seqtool
+
+    model = seqtool.load(run, device="cpu")
+    options = {"side": side} if model.task == "translator" else {}
+    for n in model.neighbours(piece, k, **options):
+        if as_json:
+            click.echo(json.dumps({"piece": n.piece, "similarity": round(n.similarity, 6)}))
+        else:
+            click.echo(f"{n.piece}\t{n.similarity:.4f}")
+
+
 def main() -> None:
     cli(prog_name="seqtool")

@@ -212,17 +212,19 @@ def inspect_recurrent(
     unit: str | None,
     find: str | None,
     layer: int | None,
-    kind: str,
+    kind: str | None,
     saturation: bool,
 ) -> tuple[list[str], list[Unit], list[float] | None, list[Saturation]]:
     """Units and gates over `ids` (the first `context` of them read, not shown), stepped
     one token at a time from the layer's weights (seqtool.models.recurrent.trace)."""
-    if kind not in FIND_KINDS:
-        raise ConfigError(f"--kind {kind!r}: choose one of {', '.join(FIND_KINDS)}")
     pieces = _pieces(tokenizer, ids[context:])
     if not (unit or find or saturation):
         return pieces, [], None, []
     cell, size = cell_type(rnn), rnn.hidden_size * (2 if rnn.bidirectional else 1)
+    # only the LSTM has a cell state apart from its hidden one
+    kind = kind or ("cell" if cell == "lstm" else "hidden")
+    if kind not in TRACE_KINDS[cell] or kind not in FIND_KINDS:
+        raise ConfigError(f"--kind {kind}: a {cell} layer has no {kind} state to rank")
     layer = rnn.num_layers if layer is None else layer
     if not 1 <= layer <= rnn.num_layers:
         raise ConfigError(f"--layer {layer}: layers are 1 to {rnn.num_layers}")
@@ -264,7 +266,7 @@ def inspect_generator(
     unit: str | None = None,
     find: str | None = None,
     layer: int | None = None,
-    kind: str = "cell",
+    kind: str | None = None,
     saturation: bool = False,
 ) -> Inspection:
     """Bits per piece, the `top` likeliest pieces at each position, and the units."""

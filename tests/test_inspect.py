@@ -100,3 +100,177 @@ def test_features_of_a_text():
     assert feature_values(r"\d+", "a12b") == [0, 1, 1, 0]
     r = correlations(torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]]), torch.tensor([3, 2, 1]))
     assert r.tolist() == pytest.approx([-1.0, 0.0])
+
+
+# -- the generator: surprise, top guesses, units -----------------------------------------
+
+
+def test_inspect_returns_bits_top_and_units(runs):
+    gen = seqtool.load(runs["gen"], device="cpu")
+    text = 'to be "or" not'
+    found = gen.inspect(text, top=3, unit="layer:1/forget:2", saturation=True)
+    assert "".join(found.pieces) == text
+    assert len(found.bits) == len(found.top) == len(text)
+    assert all(b > 0 for b in found.bits)
+    assert found.bits_per_char == pytest.approx(sum(found.bits) / len(text))
+    assert all(len(t) == 3 and t[0][1] >= t[1][1] >= t[2][1] for t in found.top)
+    (unit,) = found.units
+    assert unit.name == "layer:1/forget:2" and len(unit.values) == len(text)
+    assert all(0 < v < 1 for v in unit.values)  # a gate is a sigmoid
+    # 2 layers x 3 gates, one fraction per unit
+    assert [(s.layer, s.gate) for s in found.saturation][:3] == [
+        (1, "input"), (1, "forget"), (1, "output"),
+    ]  # fmt: skip
+    assert len(found.saturation) == 6 and len(found.saturation[0].left) == 8
+    # the bits are what evaluate's loss would count: -log2 p of each next character
+    record = gen.inspect(text).to_dict()
+    assert [r["piece"] for r in record["pieces"]] == list(text)
+
+
+def test_inspect_cli_prints_bits_per_char_and_json(runs, tmp_path):
+    result = run_cli("inspect", runs["gen"], "--text", "to be", "--top", 2)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("bits_per_char ")
+    printed = json.loads(run_cli("inspect", runs["gen"], "--text", "to be", "--json").stdout)
+    expected = seqtool.load(runs["gen"]).inspect("to be").bits_per_char
+    assert printed["bits_per_char"] == pytest.approx(expected)
+    assert [r["piece"] for r in printed["pieces"]] == list("to be")
+    bad = run_cli("inspect", runs["gen"], "--text", "to be", "--unit", "layer:3/cell:0")
+    assert bad.exit_code == 1 and "layers are 1 to 2" in bad.output
+    gru = run_cli("inspect", runs["gru"], "--text", "to be", "--unit", "layer:1/forget:0")
+    assert gru.exit_code == 1 and "reset, update, candidate, hidden" in gru.output
+
+
+def test_inspect_writes_html_and_saturation_png(runs, tmp_path):
+    page, png = tmp_path / "report.html", tmp_path / "saturation.png"
+    result = run_cli(
+        "inspect", runs["gen"], runs["corpus"], "--find", "quotes", "--top", 2,
+        "--html", page, "--saturation", png,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "layer:2/cell:" in html
+    assert "http" not in html and "<script" not in html  # nothing fetched, nothing run
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert len(result.stdout.splitlines()) == 1 + 5  # bits_per_char, five ranked units
+
+
+def test_find_quotes_ranks_a_planted_unit_first():
+    """Unit 3 of a tiny LSTM is wired by hand to integrate the quote character: its
+    input gate opens only at a quote, its forget gate always holds, and its candidate is
+    +1 when the quote opens (the cell is 0) and -1 when it closes (the cell is 1), so
+    the cell is 1 inside quotes and 0 outside."""
+    from seqtool.inspect import inspect_recurrent
+    from seqtool.tokenizer import Tokenizer
+
+    text = QUOTED * 2
+    tokenizer, _ = Tokenizer.train(text.splitlines(), "char", None)
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(tokenizer.vocab_size, 4)
+    rnn = make_rnn("lstm", 4, 8, 1, batch_first=False)
+    quote = tokenizer.encode('"')[-1]
+    k, big = 3, 30.0
+    with torch.no_grad():
+        embedding.weight[:, 0] = 0.0
+        embedding.weight[quote, 0] = 1.0  # input feature 0 marks the quote
+        for block in range(4):  # i, f, g, o rows of unit k
+            row = block * 8 + k
+            rnn.weight_ih_l0[row] = 0.0
+            rnn.weight_hh_l0[row] = 0.0
+            rnn.bias_hh_l0[row] = 0.0
+        rnn.weight_ih_l0[k, 0], rnn.bias_ih_l0[k] = 2 * big, -big  # i: open at a quote
+        rnn.bias_ih_l0[8 + k] = big  # f: always hold
+        # g = tanh(big * (1 - 2 h_k)): +1 while outside (h_k ~ 0), -1 inside (h_k ~ 0.76)
+        rnn.bias_ih_l0[16 + k] = big
+        rnn.weight_hh_l0[16 + k, k] = -2 * big / 0.76
+        rnn.bias_ih_l0[24 + k] = big  # o: always open
+    ids = tokenizer.encode(text)
+    _, units, feature, _ = inspect_recurrent(
+        embedding, rnn, tokenizer, ids, 0, None, "quotes", None, "cell", False
+    )
+    assert units[0].index == k and units[0].correlation > 0.9
+    assert feature == feature_values("quotes", text)
+
+
+# -- neighbours --------------------------------------------------------------------------
+
+
+def test_neighbours_exclude_the_piece_and_rank_a_duplicate_first(runs):
+    gen = seqtool.load(runs["gen"], device="cpu")
+    tokenizer = gen.tokenizer
+    e, t = (tokenizer.encode(c)[-1] for c in "et")
+    with torch.no_grad():
+        gen.model.embedding.weight[t] = gen.model.embedding.weight[e] * 3
+    found = gen.neighbours("e", k=4)
+    assert len(found) == 4 and "e" not in [n.piece for n in found]
+    assert found[0].piece == "t" and found[0].similarity == pytest.approx(1.0)
+    printed = run_cli("neighbours", runs["gen"], "e", "--k", 3, "--json")
+    assert printed.exit_code == 0, printed.output
+    assert len(printed.stdout.splitlines()) == 3
+    missing = run_cli("neighbours", runs["gen"], "zebra")
+    assert missing.exit_code == 1
+    assert "not a piece of this model's vocabulary" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
+# -- translator --------------------------------------------------------------------------
+
+
+def test_inspect_translator_shows_probabilities_and_attention(runs):
+    tr = seqtool.load(runs["tr"], device="cpu")
+    line = runs["dates"].read_text().splitlines()[0].split("\t")[0]
+    found = tr.inspect(line)
+    assert found.text == tr.translate(line).text
+    assert found.target[-1].piece == "</s>"
+    assert all(0 < t.probability <= 1 for t in found.target)
+    assert all(t.source_piece == found.source[t.source] for t in found.target)
+    printed = run_cli("inspect", runs["tr"], "--text", line, "--json")
+    assert json.loads(printed.stdout)["translation"] == found.text
+    sides = [run_cli("neighbours", runs["tr"], found.source[0], "--side", s) for s in ("source",)]
+    assert all(r.exit_code == 0 for r in sides), sides[0].output
+
+
+# -- training curves and TensorBoard -----------------------------------------------------
+
+
+@pytest.mark.parametrize("x", ["step", "time", "tokens"])
+def test_plot_two_runs(runs, tmp_path, x):
+    out = tmp_path / f"curves-{x}.png"
+    result = run_cli("plot", runs["gen"], runs["gru"], "--out", out, "--x", x)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tokens_are_summed_from_the_logged_throughput(runs):
+    from seqtool.plot import read_metrics
+
+    logs = [r for r in read_metrics(runs["gen"]) if "chars_per_s" in r]
+    # 4 rows x 16 characters a step: the sum matches the count up to rounding
+    assert [round(r["tokens"] / r["step"]) for r in logs] == [64] * len(logs)
+
+
+def test_train_writes_tensorboard_events(tmp_path, corpus):
+    pytest.importorskip("tensorboard")
+    result = run_cli(
+        "train", "generator", "--train", corpus, "--out", tmp_path / "run", "--max-steps", 5,
+        *TINY, "--tensorboard",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def test_new_commands_help_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from seqtool.cli import cli\n"
+        "for args in (['inspect'], ['plot'], ['neighbours']):\n"
+        "    try:\n"
+        "        cli([*args, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.count("Usage: ") == 3
+    assert "layers count from 1, units from 0" in " ".join(out.stdout.split())
+    assert out.stdout.strip().splitlines()[-1] == "False False"

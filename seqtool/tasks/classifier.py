@@ -27,6 +27,7 @@ from seqtool.data import (
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
+from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import Tokenizer
@@ -370,6 +371,34 @@ class Classifier(Loaded):
         find: str | None = None,
         layer: int | None = None,
         kind: str = "cell",
+        saturation: bool = False,
+    ) -> Inspection:
+        """Units and gates of the recurrent layer (of an ensemble's first member) over
+        the pieces of `text`, as Generator.inspect; a classifier predicts no pieces, so
+        there are no bits. Bidirectional layers number the backward units after the
+        forward ones, as their output does."""
+        model = self.model.members[0] if self.config.members > 1 else self.model
+        ids = self._encode([text])[0]
+        with torch.inference_mode():
+            pieces, units, feature, saturated = inspect_recurrent(
+                model.embedding, model.rnn, self.tokenizer, ids, 0,
+                unit, find, layer, kind, saturation,
+            )  # fmt: skip
+        return Inspection(pieces, [], None, [], units, feature, saturated)
+
+    def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
+        """The k pieces nearest `piece` by cosine similarity of the embeddings (of an
+        ensemble's first member)."""
+        model = self.model.members[0] if self.config.members > 1 else self.model
+        return neighbours(model.embedding.weight, self.tokenizer, piece, k)
+
+    def inspect(
+        self,
+        text: str,
+        unit: str | None = None,
+        find: str | None = None,
+        layer: int | None = None,
+        kind: str | None = None,
         saturation: bool = False,
     ) -> Inspection:
         """Units and gates of the recurrent layer (of an ensemble's first member) over

@@ -32,6 +32,7 @@ from seqtool.data import (
 from seqtool.errors import ConfigError, DataError
 from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_generator, neighbours
+from seqtool.inspect import Inspection, Neighbour, inspect_generator, neighbours
 from seqtool.models.generator import GeneratorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import StreamDecoder, Tokenizer
@@ -333,6 +334,30 @@ class Generator(Loaded):
         pieces at each position, one `unit` ("layer:1/cell:137": layers from 1, units
         from 0), the best units of `layer` (default the last) of `kind` ("cell" or
         "hidden") for the feature `find` ("quotes", "line-position", "brackets" or a
+        regular expression), and gate saturation. See seqtool.inspect."""
+        with torch.inference_mode():
+            return inspect_generator(
+                self.model, self.tokenizer, text, top, unit, find, layer, kind, saturation
+            )
+
+    def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
+        """The k pieces nearest `piece` by cosine similarity of the embeddings."""
+        return neighbours(self.model.embedding.weight, self.tokenizer, piece, k)
+
+    def inspect(
+        self,
+        text: str,
+        top: int = 0,
+        unit: str | None = None,
+        find: str | None = None,
+        layer: int | None = None,
+        kind: str | None = None,
+        saturation: bool = False,
+    ) -> Inspection:
+        """How surprised the model is by each piece of `text` (bits), its `top` likeliest
+        pieces at each position, one `unit` ("layer:1/cell:137": layers from 1, units
+        from 0), the best units of `layer` (default the last) of `kind` ("cell", the
+        default for an LSTM, or "hidden") for the feature `find` ("quotes", "line-position", "brackets" or a
         regular expression), and gate saturation. See seqtool.inspect."""
         with torch.inference_mode():
             return inspect_generator(
