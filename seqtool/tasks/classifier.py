@@ -16,7 +16,6 @@ from seqtool import checkpoint, distributed, metrics
 from seqtool.config import ClassifierConfig, ClassifyConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     Example,
-    check_file,
     encode_lines,
     length_buckets,
     pad,
@@ -27,9 +26,8 @@ from seqtool.data import (
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
-from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
 from seqtool.models.classifier import build_model
-from seqtool.tasks import Notify, TrainRequest, restored, training_data
+from seqtool.tasks import Notify, TrainRequest, restored
 from seqtool.tokenizer import Tokenizer
 
 CLASSIFY = ClassifyConfig()
@@ -206,7 +204,6 @@ def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -
 
 def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
     train_path, valid_path, config = request.train, request.valid, request.config
-    data = training_data(request, [check_file(train_path)])
     train, skipped = read_labeled(train_path)
     if skipped:
         notify(f"{train_path}: skipped {skipped:,} empty lines")
@@ -247,7 +244,7 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         )
     check_labels(valid, model_config, valid_path or train_path)
     torch.manual_seed(config.seed)
-    task = ClassifierTask(
+    return ClassifierTask(
         model_config,
         tokenizer,
         tokenizer_config,
@@ -258,8 +255,6 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         options.get("class_weights"),
         notify,
     )
-    task.data = data
-    return task
 
 
 @dataclass(frozen=True)
@@ -363,34 +358,6 @@ class Classifier(Loaded):
         report = score(logits, targets, self.config, threshold)
         loss = classification_loss(logits, targets, self.config).item()
         return {"loss": loss, **report, "examples": len(examples)}
-
-    def inspect(
-        self,
-        text: str,
-        unit: str | None = None,
-        find: str | None = None,
-        layer: int | None = None,
-        kind: str = "cell",
-        saturation: bool = False,
-    ) -> Inspection:
-        """Units and gates of the recurrent layer (of an ensemble's first member) over
-        the pieces of `text`, as Generator.inspect; a classifier predicts no pieces, so
-        there are no bits. Bidirectional layers number the backward units after the
-        forward ones, as their output does."""
-        model = self.model.members[0] if self.config.members > 1 else self.model
-        ids = self._encode([text])[0]
-        with torch.inference_mode():
-            pieces, units, feature, saturated = inspect_recurrent(
-                model.embedding, model.rnn, self.tokenizer, ids, 0,
-                unit, find, layer, kind, saturation,
-            )  # fmt: skip
-        return Inspection(pieces, [], None, [], units, feature, saturated)
-
-    def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
-        """The k pieces nearest `piece` by cosine similarity of the embeddings (of an
-        ensemble's first member)."""
-        model = self.model.members[0] if self.config.members > 1 else self.model
-        return neighbours(model.embedding.weight, self.tokenizer, piece, k)
 
     def inspect(
         self,
