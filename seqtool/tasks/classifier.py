@@ -16,6 +16,7 @@ from seqtool import checkpoint, distributed, metrics
 from seqtool.config import ClassifierConfig, ClassifyConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     Example,
+    check_file,
     encode_lines,
     length_buckets,
     pad,
@@ -27,7 +28,7 @@ from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
 from seqtool.models.classifier import build_model
-from seqtool.tasks import Notify, TrainRequest, restored
+from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import Tokenizer
 
 CLASSIFY = ClassifyConfig()
@@ -204,6 +205,7 @@ def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -
 
 def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
     train_path, valid_path, config = request.train, request.valid, request.config
+    data = training_data(request, [check_file(train_path)])
     train, skipped = read_labeled(train_path)
     if skipped:
         notify(f"{train_path}: skipped {skipped:,} empty lines")
@@ -244,7 +246,7 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         )
     check_labels(valid, model_config, valid_path or train_path)
     torch.manual_seed(config.seed)
-    return ClassifierTask(
+    task = ClassifierTask(
         model_config,
         tokenizer,
         tokenizer_config,
@@ -255,6 +257,8 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         options.get("class_weights"),
         notify,
     )
+    task.data = data
+    return task
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -23,14 +24,16 @@ from seqtool.data import (
     check_file,
     encode_file,
     holdout_offset,
+    read_meta,
     read_text,
     to_device,
+    write_atomically,
 )
 from seqtool.errors import ConfigError, DataError
 from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_generator, neighbours
 from seqtool.models.generator import GeneratorModel
-from seqtool.tasks import Notify, TrainRequest, restored
+from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import StreamDecoder, Tokenizer
 
 SAMPLING = SamplingConfig()
@@ -165,33 +168,47 @@ def prepare(request: TrainRequest, notify: Notify) -> GeneratorTask:
         train_range, valid_range = (0, cut), (cut, None)
         notify(f"no --valid given: holding out the last 10% of {train_file} for validation")
     cache = request.run_dir / "data"
+    data = training_data(request, [train_file])
     if request.resume is not None:
         model_config, tokenizer_config = restored(request, GeneratorConfig)
         tokenizer = checkpoint.tokenizer(request.resume)
     else:
         tokenizer_config = request.tokenizer
-        tokenizer = _tokenizer(cache, train_file, train_range, tokenizer_config, notify)
+        tokenizer = _tokenizer(
+            cache, train_file, data["sha256"], train_range, tokenizer_config, notify
+        )
         model_config = GeneratorConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
     started = time.perf_counter()
-    train = encode_file(train_file, tokenizer, cache / "train.ids", *train_range)
+    train = encode_file(
+        train_file, tokenizer, cache / "train.ids", *train_range, sha256=data["sha256"]
+    )
     seconds = time.perf_counter() - started
     size = ((train_range[1] or train_file.stat().st_size) - train_range[0]) / 1e6
     notify(
         f"{train_file}: {train.num_chars:,} characters, {len(train.ids):,} tokens, "
         f"vocabulary {tokenizer.vocab_size:,} ({size:.1f} MB tokenized or cached in {seconds:.1f}s)"
     )
-    valid = encode_file(valid_file or train_file, tokenizer, cache / "valid.ids", *valid_range)
+    valid = encode_file(
+        valid_file or train_file,
+        tokenizer,
+        cache / "valid.ids",
+        *valid_range,
+        sha256=None if valid_file else data["sha256"],
+    )
     if len(valid.ids) < 2:
         raise DataError(f"{valid_file or train_file}: too little validation text (under 2 tokens)")
     torch.manual_seed(config.seed)
-    return GeneratorTask(
+    task = GeneratorTask(
         model_config, tokenizer, tokenizer_config, train, valid, config, str(train_file)
     )
+    task.data = data
+    return task
 
 
 def _tokenizer(
     cache: Path,
     path: Path,
+    sha256: str,
     byte_range: tuple[int, int | None],
     config: TokenizerConfig,
     notify: Callable[[str], None],
@@ -199,26 +216,22 @@ def _tokenizer(
     """Train the tokenizer, or take the one an earlier run in this directory trained on
     the same file, range and settings: on a large corpus training takes a while, and
     one trained anew may differ (sentencepiece samples large corpora), which would void
-    the token cache."""
-    stat = path.stat()
-    key = {
-        "source": str(path.resolve()),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "range": list(byte_range),
-        "config": config.to_dict(),
-    }
+    the token cache. The file is known by its contents (`sha256`), and the model by its
+    own digest, so that a model file replaced or cut short is not taken."""
+    key = {"sha256": sha256, "range": list(byte_range), "config": config.to_dict()}
     meta, model = cache / "tokenizer.json", cache / "tokenizer.model"
-    if meta.exists() and model.exists() and json.loads(meta.read_text()) == key:
-        return Tokenizer(model.read_bytes())
+    proto = model.read_bytes() if model.exists() else b""
+    if read_meta(meta) == {**key, "model": hashlib.sha256(proto).hexdigest()}:
+        return Tokenizer(proto)
     lines = TextLines(path, *byte_range)
     tokenizer, warning = Tokenizer.train(lines, config.kind, config.vocab_size)
     if warning:
         notify(warning)
     if distributed.is_main():
         cache.mkdir(parents=True, exist_ok=True)
-        model.write_bytes(tokenizer.proto)
-        meta.write_text(json.dumps(key))
+        write_atomically(model, tokenizer.proto)
+        model_sha256 = hashlib.sha256(tokenizer.proto).hexdigest()
+        write_atomically(meta, json.dumps({**key, "model": model_sha256}).encode())
     return tokenizer
 
 
@@ -319,8 +332,9 @@ class Generator(Loaded):
         """How surprised the model is by each piece of `text` (bits), its `top` likeliest
         pieces at each position, one `unit` ("layer:1/cell:137": layers from 1, units
         from 0), the best units of `layer` (default the last) of `kind` ("cell", the
-        default for an LSTM, or "hidden") for the feature `find` ("quotes", "line-position", "brackets" or a
-        regular expression), and gate saturation. See seqtool.inspect."""
+        default for an LSTM, or "hidden") for the feature `find` ("quotes",
+        "line-position", "brackets" or a regular expression), and gate saturation.
+        See seqtool.inspect."""
         with torch.inference_mode():
             return inspect_generator(
                 self.model, self.tokenizer, text, top, unit, find, layer, kind, saturation
