@@ -266,6 +266,11 @@ def training_options(task: str, model_config):
             ),
             click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
             click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
+            click.option(
+                "--tensorboard",
+                is_flag=True,
+                help="Also write TensorBoard event files into the run directory.",
+            ),
         ]
     )
 
@@ -336,6 +341,7 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
     """What every `train` command does: one call of seqtool.training.train, rendered."""
     from seqtool.config import TokenizerConfig
     from seqtool.errors import TrainingInterrupted
+    from seqtool.plot import with_tensorboard
     from seqtool.training import train as run_training
     from seqtool.ui import TrainingView, console, note
 
@@ -354,7 +360,7 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
             resume=options["resume"],
             force=options["force"],
             given=given,
-            callbacks=TrainingView(),
+            callbacks=with_tensorboard(TrainingView(), options),
             notify=note,
         )
     except TrainingInterrupted as stop:
