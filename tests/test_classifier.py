@@ -1,17 +1,21 @@
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import seqtool
 from seqtool import metrics
 from seqtool.config import ClassifierConfig
 from seqtool.data import read_labeled
 from seqtool.errors import DataError
 from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
 from seqtool.tasks.classifier import classification_loss
+from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
 
 POSITIVE = ["good", "great", "lovely", "superb", "fine", "wonderful"]
 NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring", "terrible"]
@@ -278,10 +282,17 @@ def test_classify_explain_shows_attention(run_cli, trained_classifier):
     result = run_cli("classify", trained_classifier, "--text", "the plot was awful", "--explain")
     assert result.exit_code == 0, result.output
     assert result.stdout == "neg\n"
-    rows = [line.split() for line in result.stderr.splitlines() if line.strip()]
-    pieces = [(float(row[1]), row[0]) for row in rows]
-    assert sum(w for w, _ in pieces) == pytest.approx(1.0, abs=0.01)
-    assert max(pieces)[1] in "\u2581awful"  # the decision rests on the negative word
+    explained = seqtool.load(trained_classifier).explain("the plot was awful")
+    # one row per piece: the piece, its weight, a bar
+    rows = [line.split() for line in result.stderr.splitlines()]
+    assert [row[:2] for row in rows] == [
+        [piece, f"{weight:.3f}"]
+        for piece, weight in zip(explained.pieces, explained.weights, strict=True)
+    ]
+    assert all(len(row) == 3 and set(row[2]) == {"\u2588"} for row in rows if float(row[1]) > 0.1)
+    assert sum(explained.weights) == pytest.approx(1.0, abs=0.01)
+    best = max(zip(explained.weights, explained.pieces, strict=True))[1]
+    assert best in "\u2581awful"  # the decision rests on the negative word
 
 
 def test_explain_needs_attention_pooling(run_cli, sentiment, tmp_path):
@@ -358,3 +369,60 @@ def test_multi_label_fasttext(run_cli, tmp_path):
     assert scores["macro_f1"] > 0.8
     tagged = run_cli("classify", out, "--text", "the apple and the cloud")
     assert tagged.stdout.strip().split(" ") == ["x", "z"]
+
+
+def test_labels_and_text_in_brackets_are_shown_as_written(run_cli, tmp_path):
+    """Labels, pieces and file names are printed literally, never read as rich markup."""
+    train = tmp_path / "[train].tsv"
+    train.write_text(
+        "".join(f"[x]\tgood [b] film {i}\n[/y]\tbad :smile: plot {i}\n" for i in range(40))
+    )
+    out = tmp_path / "brackets"
+    trained = run_cli(
+        "train", "classifier", "--train", train, "--valid", train, "--out", out, *TINY,
+        "--max-steps", 2, "--pooling", "attention",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    top = run_cli("classify", out, "--top-k", 2, "--text", "good film")
+    assert top.exit_code == 0, top.output
+    assert sorted(top.stdout.split("\t")[::2]) == ["[/y]", "[x]"]
+    table = run_cli("evaluate", out, "--data", train)
+    assert table.exit_code == 0, table.output
+    assert str(train) in table.stderr
+    confusion = table.stderr[table.stderr.index("confusion") :]
+    assert "[x]" in confusion and "[/y]" in confusion
+    info = run_cli("info", out)
+    assert info.exit_code == 0, info.output
+    assert "[x]" in info.stderr and "[/y]" in info.stderr
+    explained = run_cli("classify", out, "--text", "[b] :smile:", "--explain")
+    assert explained.exit_code == 0, explained.output
+    pieces = [line.split()[0] for line in explained.stderr.splitlines()]
+    assert pieces == seqtool.load(out).explain("[b] :smile:").pieces
+
+
+def test_non_utf8_on_stdin(run_cli, trained_classifier):
+    result = run_cli("classify", trained_classifier, input=b"a good film\nan aw\xfcl plot\n")
+    assert error_line(result) == (
+        "Error: <stdin>:2: not valid UTF-8 (byte 0xfc at column 6); "
+        "convert the input to UTF-8, e.g. with iconv -t utf-8"
+    )
+
+
+def test_closed_stdin(trained_classifier):
+    command = [sys.executable, "-m", "seqtool", "classify", str(trained_classifier)]
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *command], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: <stdin>: standard input is closed; give INPUT or pipe lines in\n"
+    )
+
+
+def test_ctrl_c_while_reading_a_pipe_exits_130(trained_classifier):
+    proc = seqtool_process("classify", trained_classifier, "--batch-size", 1, stdin=subprocess.PIPE)
+    proc.stdin.write(b"a superb film\n")
+    proc.stdin.flush()  # the pipe stays open: classify waits for the next line
+    assert read_stdout(proc, lambda data: data.endswith(b"\n")) == b"pos\n"
+    rest, stderr = interrupt(proc)
+    assert (proc.returncode, rest, stderr) == (130, b"", "")

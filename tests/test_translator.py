@@ -12,12 +12,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqtool import decoding
+import seqtool
+from seqtool import decoding, ui
 from seqtool.config import TranslatorConfig
 from seqtool.data import parallel_paths, read_parallel, token_batches
 from seqtool.errors import DataError
 from seqtool.models.attention import BahdanauAttention, LuongAttention
 from seqtool.models.translator import TranslatorModel
+from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -463,21 +465,76 @@ def test_missing_matplotlib_names_the_extra(run_cli, trained_translator, tmp_pat
 def test_interactive_at_a_terminal_answers_each_line(trained_translator):
     """Typed at a terminal, each line is translated as soon as it is entered."""
     primary, secondary = pty.openpty()
-    command = [sys.executable, "-m", "seqtool", "translate", str(trained_translator)]
-    proc = subprocess.Popen(
-        command, stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = seqtool_process("translate", trained_translator, stdin=secondary)
     os.close(secondary)
+    model = seqtool.load(trained_translator)
     try:
-        os.write(primary, b"3 May 1987\n")
-        first = proc.stdout.readline()  # arrives while the terminal is still open
-        os.write(primary, b"May 5, 2001\n")
-        second = proc.stdout.readline()
+        answers = []
+        for line in ("3 May 1987", "May 5, 2001"):
+            os.write(primary, line.encode() + b"\n")
+            # arrives while the terminal is still open: nothing waits for more lines
+            answers.append(read_stdout(proc, lambda data: data.endswith(b"\n")).decode())
+            assert answers[-1] == model.translate(line).text + "\n"
         os.write(primary, b"\x04")  # Ctrl-D ends
         _, stderr = proc.communicate(timeout=60)
     finally:
         os.close(primary)
         proc.kill()
-    assert first.endswith("\n") and second.endswith("\n")
     assert proc.returncode == 0
-    assert "Type a sentence" in stderr
+    assert "Type a sentence" in stderr.decode()
+
+
+def test_attention_matrix_keeps_source_pieces_apart(capsys):
+    src, tgt = ["Ein", "\u2581Mann", "\u2581mit", "[x]"], ["A", "\u2581man", "[/y]"]
+    weights = [[0.9, 0.1, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.2, 0.8]]
+    ui.attention_matrix(src, tgt, weights)
+    header, *rows = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert header.split() == src
+    assert [row.split()[0] for row in rows] == tgt
+    # each cell lies under its source piece, as wide as it
+    starts = [header.index(piece) for piece in src]
+    for row, row_weights in zip(rows, weights, strict=True):
+        for start, piece, weight in zip(starts, src, row_weights, strict=True):
+            cell = row[start : start + len(piece)]
+            assert cell == ui._SHADES[round(weight * 4)] * len(piece)
+
+
+def test_non_utf8_on_stdin(run_cli, trained_translator):
+    result = run_cli("translate", trained_translator, input=b"3 May 1987\nM\xe4rz\n")
+    assert error_line(result) == (
+        "Error: <stdin>:2: not valid UTF-8 (byte 0xe4 at column 2); "
+        "convert the input to UTF-8, e.g. with iconv -t utf-8"
+    )
+
+
+def test_closed_stdin(trained_translator):
+    command = [sys.executable, "-m", "seqtool", "translate", str(trained_translator)]
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *command], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: <stdin>: standard input is closed; give INPUT or pipe lines in\n"
+    )
+
+
+def test_ctrl_c_while_reading_a_pipe_exits_130(trained_translator):
+    proc = seqtool_process(
+        "translate", trained_translator, "--batch-size", 1, stdin=subprocess.PIPE
+    )
+    proc.stdin.write(b"3 May 1987\n" * 16)  # one chunk: 16 x --batch-size lines
+    proc.stdin.flush()  # the pipe stays open: translate waits for the next line
+    printed = read_stdout(proc, lambda data: data.count(b"\n") == 16)
+    rest, stderr = interrupt(proc)
+    assert (proc.returncode, rest, stderr) == (130, b"", "")
+    assert len(set(printed.splitlines())) == 1
+
+
+def test_translate_into_a_closed_pipe_stops_quietly(trained_translator, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("3 May 1987\n" * 200_000)
+    proc = seqtool_process("translate", trained_translator, big, "--beam-size", 1)
+    read_stdout(proc, lambda data: b"\n" in data)
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=30) == 141
+    assert proc.stderr.read() == b""
