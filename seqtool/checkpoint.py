@@ -5,7 +5,7 @@ A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable wi
 
     format_version, seqtool_version, task, model_config, tokenizer_config, train_config,
     tokenizers {name: sentencepiece proto bytes}, model_state, progress, metrics,
-    task_options (classifier: metric, class_weights)
+    task_options (classifier: metric, class_weights), data {train: path, sha256}
     (+ in last.ckpt: optimizer, scaler, rng, task_state)
 
 Every failure is a one-line CheckpointError naming the file: `load` for files that are
