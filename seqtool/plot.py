@@ -208,9 +208,9 @@ def saturation_figure(inspection, path: str) -> None:
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """The records of RUN/metrics.jsonl (or of that file given itself), each log record
     given `tokens`: the units seen so far, summed from its throughput over the time
-    since the record before (the loop counts throughput over exactly that window, so
-    the sum is the count, up to rounding); eval records take the tokens of the log
-    record of their step or before."""
+    since the record before (the loop measures throughput over about that window, so
+    the sum is close to the count; metrics.jsonl holds no exact count); eval records
+    take the tokens of the log record of their step or before."""
     path = Path(run)
     path = path / "metrics.jsonl" if path.is_dir() else path
     try:
