@@ -14,7 +14,7 @@ from typing import Any
 from seqtool.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
-TOKENIZERS = ("char", "bpe", "unigram")
+TOKENIZERS = ("auto", "char", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
@@ -54,8 +54,10 @@ class TokenizerConfig(_Config):
     kind: str = "char"
     vocab_size: int | None = None  # None: every character (char) or a per-task default
     lead_space: bool = False  # see Tokenizer: lines are read as if they began with a space
+    chosen: tuple[str, ...] = ()  # with kind "auto": what each side got and why
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "chosen", tuple(self.chosen))  # a list after a checkpoint
         _check(self.kind in TOKENIZERS, f"unknown tokenizer {self.kind!r}")
         _check(self.vocab_size is None or self.vocab_size > 0, "--vocab-size must be positive")
 
@@ -204,8 +206,9 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 # about 3.5 minutes on 2 cores, where one member for 10 epochs reaches 80.7 in 2
 DEFAULT_EPOCHS = {"generator": 10, "classifier": 6, "translator": 10}
 
-# tokenizer kind per task: characters for generators, subwords for whole lines
-DEFAULT_TOKENIZER = {"generator": "char", "classifier": "unigram", "translator": "unigram"}
+# tokenizer kind per task: characters for generators; for whole lines, "auto" picks char
+# or unigram per side from the training text (tokenizer.choose_kind)
+DEFAULT_TOKENIZER = {"generator": "char", "classifier": "auto", "translator": "auto"}
 
 # the classifier trains an ensemble of three unless told otherwise (a checkpoint without
 # the field holds one model, hence ClassifierConfig's default of 1)

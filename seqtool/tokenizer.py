@@ -60,6 +60,16 @@ def choose_kind(lines: Sequence[str]) -> tuple[str, str]:
     )
 
 
+def resolve_kind(kind: str, vocab_size: int | None, lines: Sequence[str]) -> tuple[str, str]:
+    """The tokenizer kind to train and, for "auto", why (else ""). A vocabulary size
+    given with "auto" is a subword setting: unigram."""
+    if kind != "auto":
+        return kind, ""
+    if vocab_size is not None:
+        return "unigram", f"--vocab-size {vocab_size} given"
+    return choose_kind(lines)
+
+
 class Tokenizer:
     """A trained sentencepiece model. Ids: pad 0, bos 1, eos 2, unk 3, then pieces.
 

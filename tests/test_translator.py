@@ -538,3 +538,23 @@ def test_translate_into_a_closed_pipe_stops_quietly(trained_translator, tmp_path
     proc.stdout.close()  # as `| head -1` does
     assert proc.wait(timeout=30) == 141
     assert proc.stderr.read() == b""
+
+
+def test_auto_tokenizer_reads_dates_as_characters(run_cli, dates, tmp_path):
+    """Formatted strings get char tokenizers on both sides under the default `auto`, and
+    the checkpoint says what was chosen and why."""
+    train, valid = dates
+    out = tmp_path / "auto"
+    result = run_cli(
+        "train", "translator", "--train", train, "--valid", valid, "--out", out,
+        "--max-steps", 2, "--hidden-size", 8, "--embedding-size", 8,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "source tokenizer char: lines are short" in result.stderr
+    assert "target tokenizer char: 100% of the words occur fewer than 3 times" in result.stderr
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["tokenizer_config"]["kind"] == "auto"
+    assert [c.split(":")[0] for c in info["tokenizer_config"]["chosen"]] == [
+        "source char", "target char",
+    ]  # fmt: skip
+    assert info["vocab_size"]["tgt"] < 300  # characters (and byte pieces), not whole dates

@@ -29,7 +29,7 @@ from seqtool.inference import Loaded
 from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
-from seqtool.tokenizer import Tokenizer
+from seqtool.tokenizer import Tokenizer, resolve_kind
 
 CLASSIFY = ClassifyConfig()
 
@@ -232,12 +232,14 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
             )
         labels = sorted(Counter(label for e in train for label in e.labels))
         # a line's first word gets the same pieces as elsewhere: +1.1 points on SST-2
-        tokenizer_config = dataclasses.replace(request.tokenizer, lead_space=True)
+        texts = [e.text for e in train]
+        kind, why = resolve_kind(request.tokenizer.kind, request.tokenizer.vocab_size, texts)
+        chosen = (f"{kind}: {why}",) if why else ()
+        if why:
+            notify(f"tokenizer {kind}: {why}")
+        tokenizer_config = dataclasses.replace(request.tokenizer, lead_space=True, chosen=chosen)
         tokenizer, warning = Tokenizer.train(
-            [e.text for e in train],
-            tokenizer_config.kind,
-            tokenizer_config.vocab_size,
-            lead_space=tokenizer_config.lead_space,
+            texts, kind, tokenizer_config.vocab_size, lead_space=tokenizer_config.lead_space
         )
         if warning:
             notify(warning)

@@ -224,7 +224,9 @@ def _tokenizer(
     if read_meta(meta) == {**key, "model": hashlib.sha256(proto).hexdigest()}:
         return Tokenizer(proto)
     lines = TextLines(path, *byte_range)
-    tokenizer, warning = Tokenizer.train(lines, config.kind, config.vocab_size)
+    # a generator models one character stream: "auto" reads it as characters
+    kind = "char" if config.kind == "auto" else config.kind
+    tokenizer, warning = Tokenizer.train(lines, kind, config.vocab_size)
     if warning:
         notify(warning)
     if distributed.is_main():

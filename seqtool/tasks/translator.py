@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from seqtool.inspect import (
 )
 from seqtool.models.translator import TranslatorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
-from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer, resolve_kind
 
 METRICS = ("bleu", "loss")
 DEFAULT_VOCAB = 8000  # per side (JoeyNMT's Multi30k setting); joint: one model of this size
@@ -234,9 +235,11 @@ def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
         src_tok = checkpoint.tokenizer(request.resume, "src")
         tgt_tok = checkpoint.tokenizer(request.resume, "tgt")
     else:
-        metric, tokenizer_config = options.get("metric", "bleu"), request.tokenizer
+        metric = options.get("metric", "bleu")
         joint = options.get("joint_vocab", False)
-        src_tok, tgt_tok = train_tokenizers(train, tokenizer_config, joint, notify)
+        src_tok, tgt_tok, tokenizer_config = train_tokenizers(
+            train, request.tokenizer, joint, notify
+        )
         model_config = TranslatorConfig(
             src_vocab_size=src_tok.vocab_size,
             tgt_vocab_size=tgt_tok.vocab_size,
@@ -267,21 +270,29 @@ def read_pairs(
 
 def train_tokenizers(
     train: list[Pair], config: TokenizerConfig, joint: bool, notify: Callable[[str], None]
-) -> tuple[Tokenizer, Tokenizer]:
-    """Sentencepiece models for source and target (or one shared by both)."""
+) -> tuple[Tokenizer, Tokenizer, TokenizerConfig]:
+    """Sentencepiece models for source and target (or one shared by both), and the
+    config to store: with `--tokenizer auto`, each side's kind is chosen from its text."""
+    chosen = []
 
-    def fit(lines: list[str]) -> Tokenizer:
+    def fit(side: str, lines: list[str]) -> Tokenizer:
+        kind, why = resolve_kind(config.kind, config.vocab_size, lines)
+        if why:
+            chosen.append(f"{side} {kind}: {why}")
+            notify(f"{side} tokenizer {kind}: {why}")
         tokenizer, warning = Tokenizer.train(
-            lines, config.kind, config.vocab_size, default_size=DEFAULT_VOCAB
+            lines, kind, config.vocab_size, default_size=DEFAULT_VOCAB
         )
         if warning:
             notify(warning)
         return tokenizer
 
     if joint:
-        tokenizer = fit([p.src for p in train] + [p.tgt for p in train])
-        return tokenizer, tokenizer
-    return fit([p.src for p in train]), fit([p.tgt for p in train])
+        tokenizer = fit("joint", [p.src for p in train] + [p.tgt for p in train])
+        src, tgt = tokenizer, tokenizer
+    else:
+        src, tgt = fit("source", [p.src for p in train]), fit("target", [p.tgt for p in train])
+    return src, tgt, dataclasses.replace(config, chosen=tuple(chosen))
 
 
 @dataclass(frozen=True)
