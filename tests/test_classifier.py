@@ -5,14 +5,9 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import seqtool
-from seqtool import metrics
 from seqtool.config import ClassifierConfig
-from seqtool.data import read_labeled
-from seqtool.errors import DataError
 from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
 from seqtool.tasks.classifier import classification_loss
 from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
@@ -75,99 +70,7 @@ def trained_classifier(run_cli, sentiment, tmp_path):
     return out
 
 
-# -- readers ------------------------------------------------------------------------------
-
-LABELS = st.text(
-    st.characters(exclude_categories=("Cs", "Zs", "Cc", "Zl", "Zp")), min_size=1, max_size=8
-)
-TEXTS = st.text(
-    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40
-).filter(lambda t: t.strip())
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(LABELS, TEXTS), min_size=1, max_size=20))
-def test_tsv_reader_round_trip(tmp_path_factory, rows):
-    rows = [(label, text) for label, text in rows if not label.startswith("__label__")]
-    if not rows:
-        return
-    path = tmp_path_factory.mktemp("tsv") / "data.tsv"
-    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
-    examples, skipped = read_labeled(path)
-    assert skipped == 0
-    assert [(e.labels, e.text, e.line) for e in examples] == [
-        ((label,), text, i + 1) for i, (label, text) in enumerate(rows)
-    ]
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.lists(LABELS.filter(lambda s: " " not in s), min_size=1, max_size=3),
-            TEXTS.filter(lambda t: not t.startswith(" ")),
-        ),
-        min_size=1,
-        max_size=20,
-    )
-)
-def test_fasttext_reader_round_trip(tmp_path_factory, rows):
-    rows = [(labels, text) for labels, text in rows if not text.startswith("__label__")]
-    if not rows:
-        return
-    path = tmp_path_factory.mktemp("ft") / "data.txt"
-    lines = [
-        " ".join(f"__label__{label}" for label in labels) + " " + text for labels, text in rows
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    examples, _ = read_labeled(path)
-    assert [(list(e.labels), e.text) for e in examples] == [(labels, text) for labels, text in rows]
-
-
-def test_reader_skips_and_counts_empty_lines(tmp_path):
-    path = tmp_path / "d.tsv"
-    path.write_text("a\tone\n\n  \nb\ttwo\n")
-    examples, skipped = read_labeled(path)
-    assert skipped == 2 and [e.line for e in examples] == [1, 4]
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("pos\tfine\nno tab here\n", "{path}:2: the line has no label; write it as label<TAB>text"),
-        ("pos\tfine\n\tno label\n", "{path}:2: the line has no label; write it as label<TAB>text"),
-        ("pos\tfine\nneg\t   \n", "{path}:2: label 'neg' has no text after it"),
-        (
-            "__label__a fine\nnot labelled\n",
-            "{path}:2: the line has no label; start it with __label__X",
-        ),
-    ],
-)
-def test_reader_errors_name_file_and_line(tmp_path, content, message):
-    path = tmp_path / "d.tsv"
-    path.write_text(content)
-    with pytest.raises(DataError) as err:
-        read_labeled(path)
-    assert str(err.value) == message.format(path=path)
-
-
 # -- metrics and model ----------------------------------------------------------------------
-
-
-def test_classification_report_values():
-    matrix = metrics.confusion_matrix([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], 2)
-    assert matrix == [[1, 1], [1, 2]]
-    report = metrics.classification_report(matrix, ["a", "b"])
-    assert report["accuracy"] == pytest.approx(0.6)
-    assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
-    assert report["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
-
-
-def test_multilabel_report_values():
-    report = metrics.multilabel_report([{0, 1}, {1}], [{0, 1}, {0}], ["a", "b"])
-    assert report["accuracy"] == 0.5
-    assert report["per_class"]["a"]["precision"] == 0.5
-    assert report["per_class"]["b"]["recall"] == 0.5
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean", "last", "attention"])

@@ -4,7 +4,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqtool import data
-from seqtool.data import LMStream, encode_file, holdout_offset, read_text
+from seqtool.data import (
+    LMStream,
+    encode_file,
+    holdout_offset,
+    parallel_paths,
+    read_labeled,
+    read_parallel,
+    read_text,
+    token_batches,
+)
 from seqtool.errors import DataError
 from seqtool.tokenizer import Tokenizer
 
@@ -80,3 +89,142 @@ def test_eval_stream_and_remainder_cover_every_token(length, rows, seq_len):
     stream = LMStream.for_eval(ids, rows=rows, seq_len=seq_len)
     scored = sum(stream.batch(i)[1].numel() for i in range(stream.num_batches))
     assert scored + max(len(stream.remainder) - 1, 0) == length - 1
+
+
+# -- labelled lines (classifier) ---------------------------------------------------------
+
+LABELS = st.text(
+    st.characters(exclude_categories=("Cs", "Zs", "Cc", "Zl", "Zp")), min_size=1, max_size=8
+)
+TEXTS = st.text(
+    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40
+).filter(lambda t: t.strip())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(LABELS, TEXTS), min_size=1, max_size=20))
+def test_labelled_tsv_reader_round_trip(tmp_path_factory, rows):
+    rows = [(label, text) for label, text in rows if not label.startswith("__label__")]
+    if not rows:
+        return
+    path = tmp_path_factory.mktemp("tsv") / "data.tsv"
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    examples, skipped = read_labeled(path)
+    assert skipped == 0
+    assert [(e.labels, e.text, e.line) for e in examples] == [
+        ((label,), text, i + 1) for i, (label, text) in enumerate(rows)
+    ]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(LABELS.filter(lambda s: " " not in s), min_size=1, max_size=3),
+            TEXTS.filter(lambda t: not t.startswith(" ")),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_fasttext_reader_round_trip(tmp_path_factory, rows):
+    rows = [(labels, text) for labels, text in rows if not text.startswith("__label__")]
+    if not rows:
+        return
+    path = tmp_path_factory.mktemp("ft") / "data.txt"
+    lines = [
+        " ".join(f"__label__{label}" for label in labels) + " " + text for labels, text in rows
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    examples, _ = read_labeled(path)
+    assert [(list(e.labels), e.text) for e in examples] == [(labels, text) for labels, text in rows]
+
+
+def test_labelled_reader_skips_and_counts_empty_lines(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("a\tone\n\n  \nb\ttwo\n")
+    examples, skipped = read_labeled(path)
+    assert skipped == 2 and [e.line for e in examples] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("pos\tfine\nno tab here\n", "{path}:2: the line has no label; write it as label<TAB>text"),
+        ("pos\tfine\n\tno label\n", "{path}:2: the line has no label; write it as label<TAB>text"),
+        ("pos\tfine\nneg\t   \n", "{path}:2: label 'neg' has no text after it"),
+        (
+            "__label__a fine\nnot labelled\n",
+            "{path}:2: the line has no label; start it with __label__X",
+        ),
+    ],
+)
+def test_labelled_reader_errors_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "d.tsv"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_labeled(path)
+    assert str(err.value) == message.format(path=path)
+
+
+# -- parallel data (translator) ----------------------------------------------------------
+
+
+def test_tsv_and_aligned_files_read_the_same_pairs(tmp_path):
+    (tmp_path / "d.tsv").write_text("ein Hund\ta dog\n\nzwei\ttwo\n")
+    (tmp_path / "d.de").write_text("ein Hund\n\nzwei\n")
+    (tmp_path / "d.en").write_text("a dog\n\ntwo\n")
+    tsv, skipped_tsv = read_parallel(parallel_paths(str(tmp_path / "d.tsv"), None, None))
+    aligned, skipped = read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
+    assert [(p.src, p.tgt, p.line) for p in tsv] == [("ein Hund", "a dog", 1), ("zwei", "two", 3)]
+    assert [(p.src, p.tgt, p.line) for p in aligned] == [(p.src, p.tgt, p.line) for p in tsv]
+    assert skipped_tsv == skipped == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
+            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
+        ).filter(lambda p: p[0].strip() and p[1].strip()),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_parallel_tsv_reader_round_trip(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("tsv") / "d.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
+    pairs, skipped = read_parallel([path])
+    # the target keeps any later tab: only the first one splits
+    assert [(p.src, p.tgt) for p in pairs] == rows
+    assert skipped == 0
+
+
+def test_mismatched_aligned_files_name_both_counts(tmp_path):
+    (tmp_path / "d.de").write_text("a\nb\nc\n")
+    (tmp_path / "d.en").write_text("a\nb\n")
+    with pytest.raises(DataError) as err:
+        read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
+    assert str(err.value) == (
+        f"{tmp_path / 'd.de'} has 3 lines but {tmp_path / 'd.en'} has 2; "
+        f"aligned files need one sentence per line in both"
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=200),
+    st.integers(1, 32),
+    st.one_of(st.none(), st.integers(1, 300)),
+    st.integers(0, 5),
+)
+def test_token_batches_cover_every_pair_once_within_budget(lengths, sentences, tokens, seed):
+    src, tgt = [a for a, _ in lengths], [b for _, b in lengths]
+    batches = token_batches(src, tgt, sentences, tokens, seed)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= sentences
+        width = max(max(src[i], tgt[i]) for i in b)
+        assert tokens is None or len(b) == 1 or len(b) * width <= tokens
+    assert batches == token_batches(src, tgt, sentences, tokens, seed)

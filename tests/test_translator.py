@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import seqtool
 from seqtool import decoding, ui
 from seqtool.config import TranslatorConfig
-from seqtool.data import parallel_paths, read_parallel, token_batches
-from seqtool.errors import DataError
-from seqtool.models.attention import BahdanauAttention, LuongAttention
 from seqtool.models.translator import TranslatorModel
 from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
 
@@ -90,87 +85,7 @@ def batch(*sentences):
     return src, lengths
 
 
-# -- data -----------------------------------------------------------------------------
-
-
-def test_tsv_and_aligned_files_read_the_same_pairs(tmp_path):
-    (tmp_path / "d.tsv").write_text("ein Hund\ta dog\n\nzwei\ttwo\n")
-    (tmp_path / "d.de").write_text("ein Hund\n\nzwei\n")
-    (tmp_path / "d.en").write_text("a dog\n\ntwo\n")
-    tsv, skipped_tsv = read_parallel(parallel_paths(str(tmp_path / "d.tsv"), None, None))
-    aligned, skipped = read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
-    assert [(p.src, p.tgt, p.line) for p in tsv] == [("ein Hund", "a dog", 1), ("zwei", "two", 3)]
-    assert [(p.src, p.tgt, p.line) for p in aligned] == [(p.src, p.tgt, p.line) for p in tsv]
-    assert skipped_tsv == skipped == 1
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
-            st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), min_size=1),
-        ).filter(lambda p: p[0].strip() and p[1].strip()),
-        min_size=1,
-        max_size=20,
-    )
-)
-def test_tsv_reader_round_trip(tmp_path_factory, rows):
-    path = tmp_path_factory.mktemp("tsv") / "d.tsv"
-    path.write_text("".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
-    pairs, skipped = read_parallel([path])
-    # the target keeps any later tab: only the first one splits
-    assert [(p.src, p.tgt) for p in pairs] == rows
-    assert skipped == 0
-
-
-def test_mismatched_aligned_files_name_both_counts(tmp_path):
-    (tmp_path / "d.de").write_text("a\nb\nc\n")
-    (tmp_path / "d.en").write_text("a\nb\n")
-    with pytest.raises(DataError) as err:
-        read_parallel(parallel_paths(str(tmp_path / "d"), "de", "en"))
-    assert str(err.value) == (
-        f"{tmp_path / 'd.de'} has 3 lines but {tmp_path / 'd.en'} has 2; "
-        f"aligned files need one sentence per line in both"
-    )
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=200),
-    st.integers(1, 32),
-    st.one_of(st.none(), st.integers(1, 300)),
-    st.integers(0, 5),
-)
-def test_token_batches_cover_every_pair_once_within_budget(lengths, sentences, tokens, seed):
-    src, tgt = [a for a, _ in lengths], [b for _, b in lengths]
-    batches = token_batches(src, tgt, sentences, tokens, seed)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) <= sentences
-        width = max(max(src[i], tgt[i]) for i in b)
-        assert tokens is None or len(b) == 1 or len(b) * width <= tokens
-    assert batches == token_batches(src, tgt, sentences, tokens, seed)
-
-
 # -- attention and model ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("attention", [BahdanauAttention(6, 10, 6), LuongAttention(6, 10)])
-def test_attention_masks_padding_and_sums_to_one(attention):
-    torch.manual_seed(0)
-    values = torch.randn(2, 5, 10)
-    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
-    query = torch.randn(2, 3, 6)
-    context, weights = attention(query, attention.project(values), values, mask)
-    assert context.shape == (2, 3, 10) and weights.shape == (2, 3, 5)
-    assert torch.allclose(weights.sum(-1), torch.ones(2, 3))
-    assert torch.all(weights[1, :, 2:] == 0)
-    # the padded positions' values cannot leak into the context
-    changed = values.clone()
-    changed[1, 2:] = 100.0
-    context2, _ = attention(query, attention.project(changed), changed, mask)
-    assert torch.allclose(context[1], context2[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
