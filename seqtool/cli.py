@@ -1120,5 +1120,88 @@ def neighbours(run, piece, side, k, as_json) -> None:
             click.echo(f"{n.piece}\t{n.similarity:.4f}")
 
 
+def _serve_limits() -> dict:
+    from seqtool.serve import Limits  # imports neither fastapi nor torch
+
+    return defaults(Limits)
+
+
+SERVE = _serve_limits()
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@inference_options
+@click.option(
+    "--max-batch",
+    type=POSITIVE,
+    default=SERVE["max_batch"],
+    show_default=True,
+    help="Sentences (or generations) per model call; 1 turns batching off.",
+)
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(min=0),
+    default=SERVE["max_wait_ms"],
+    show_default=True,
+    help="How long a batch waits for more requests.",
+)
+@click.option(
+    "--max-queue",
+    type=POSITIVE,
+    default=SERVE["max_queue"],
+    show_default=True,
+    help="Requests waiting per model before 503.",
+)
+@click.option(
+    "--max-request-bytes", type=POSITIVE, default=SERVE["max_request_bytes"], show_default=True
+)
+@click.option(
+    "--max-sentences",
+    type=POSITIVE,
+    default=SERVE["max_sentences"],
+    show_default=True,
+    help="Per request.",
+)
+@click.option(
+    "--max-chars",
+    type=POSITIVE,
+    default=SERVE["max_chars"],
+    show_default=True,
+    help="Per sentence or prompt.",
+)
+@click.option(
+    "--max-length",
+    type=POSITIVE,
+    default=SERVE["max_length"],
+    show_default=True,
+    help="Tokens per generation.",
+)
+@click.option(
+    "--api-key",
+    envvar="SEQTOOL_API_KEY",
+    help="Require Authorization: Bearer KEY on /v1 routes [env SEQTOOL_API_KEY].",
+)
+@click.option(
+    "--grace-seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.",
+)
+def serve(runs, host, port, device, threads, grace_seconds, **limits) -> None:
+    """Serve models over HTTP: a JSON API that batches requests, and a web page at /.
+
+    \b
+    Example:
+      seqtool serve runs/shakes de-en=runs/translator runs/sst2 --port 8000
+    """
+    from seqtool.serve import Limits, serve
+
+    serve(list(runs), host, port, Limits(**limits), device, threads, grace_seconds)
+
+
 def main() -> None:
     cli(prog_name="seqtool")

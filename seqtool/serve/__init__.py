@@ -1,0 +1,96 @@
+"""`seqtool serve`: the HTTP API and web page, a second thin client of the library.
+
+fastapi and uvicorn are an optional extra; this module imports neither, so that the
+CLI can say how to install them. `app.py` holds the routes, `workers.py` the one thread
+per model that batches requests, `rows.py` the running batch of a generator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqtool.errors import ConfigError, SeqtoolError
+
+MISSING = "seqtool serve needs the serve extra: pip install 'seqtool[serve]'"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask and how the workers batch; every field is an option of
+    `seqtool serve`."""
+
+    max_batch: int = 64  # sentences (or streams) per model call; 1 turns batching off
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests to merge
+    max_queue: int = 256  # requests waiting per model before 503
+    max_request_bytes: int = 1_000_000
+    max_sentences: int = 256  # per request
+    max_chars: int = 2_000  # per sentence or prompt
+    max_length: int = 2_000  # tokens per generation
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        counts = ("max_batch", "max_queue", "max_request_bytes", "max_sentences", "max_chars")
+        for name in (*counts, "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive")
+        if self.max_wait_ms < 0:
+            raise ConfigError("max_wait_ms must be >= 0")
+
+
+def model_names(runs: list[str]) -> dict[str, str]:
+    """`NAME=RUN` or `RUN` arguments -> {name: run}; a bare run is named after its
+    directory (a .ckpt file: its stem, or its directory for best/last.ckpt)."""
+    names: dict[str, str] = {}
+    for arg in runs:
+        name, sep, run = arg.partition("=")
+        if not sep:
+            path = Path(arg)
+            run = arg
+            name = path.parent.name if path.stem in ("best", "last") else path.stem
+            name = path.resolve().name if path.is_dir() else name
+        if not name or name in names:
+            raise ConfigError(
+                f"{arg}: {'empty' if not name else 'duplicate'} model name; give NAME=RUN"
+            )
+        names[name] = run
+    return names
+
+
+def serve(
+    runs: list[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits = Limits(),
+    device: str = "auto",
+    threads: int | None = None,
+    grace_seconds: float = 30.0,
+) -> None:
+    """Load every model, then answer HTTP until SIGINT/SIGTERM: uvicorn stops accepting,
+    lets requests in flight finish (at most grace_seconds), then the workers stop."""
+    try:
+        import uvicorn
+
+        from seqtool.serve.app import create_app
+    except ImportError as err:
+        raise SeqtoolError(MISSING) from err
+    import seqtool
+
+    models = {
+        name: seqtool.load(run, device=device, threads=threads)
+        for name, run in model_names(runs).items()
+    }
+    app = create_app(models, limits)
+    # uvicorn shuts down gracefully on these, then raises the signal again with the
+    # handlers it found: handlers that do nothing let that end with exit code 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=os.environ.get("SEQTOOL_LOG_LEVEL", "info"),
+        timeout_graceful_shutdown=grace_seconds,
+    )

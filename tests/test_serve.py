@@ -1,0 +1,426 @@
+"""`seqtool serve`: the HTTP API against tiny trained models, on 127.0.0.1 only.
+
+Every answer is checked against the library's own answer for the same input: the
+server batches requests together but must not change what any of them gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[dev]'")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed: pip install -e '.[dev]'")
+uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+
+import seqtool  # noqa: E402
+from seqtool.cli import cli  # noqa: E402
+from seqtool.serve import Limits  # noqa: E402
+from seqtool.serve.app import create_app  # noqa: E402
+from tests.conftest import TEXT, TINY  # noqa: E402
+from tests.test_classifier import sentiment_lines, train_classifier  # noqa: E402
+from tests.test_translator import date_lines, train_translator  # noqa: E402
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def train_runs(root: Path) -> dict[str, Path]:
+    """One tiny trained model of each task (as tests/test_api.py trains them)."""
+    corpus = root / "corpus.txt"
+    corpus.write_text(TEXT)
+    runs = {"gen": root / "gen", "clf": root / "clf", "tr": root / "tr"}
+    result = run_cli(
+        "train", "generator", "--train", corpus, "--out", runs["gen"], "--max-steps", 10, *TINY
+    )
+    assert result.exit_code == 0, result.output
+    sentiment = root / "train.tsv", root / "valid.tsv"
+    sentiment[0].write_text("\n".join(sentiment_lines(400, 0)) + "\n")
+    sentiment[1].write_text("\n".join(sentiment_lines(100, 1)) + "\n")
+    result = train_classifier(
+        run_cli, sentiment, runs["clf"], "--max-steps", 60, "--pooling", "attention"
+    )
+    assert result.exit_code == 0, result.output
+    dates = root / "dates.tsv", root / "dates_valid.tsv"
+    dates[0].write_text("".join(date_lines(300, 0)))
+    dates[1].write_text("".join(date_lines(20, 1)))
+    result = train_translator(run_cli, dates, runs["tr"])
+    assert result.exit_code == 0, result.output
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return train_runs(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def models(runs):
+    return {name: seqtool.load(path, device="cpu") for name, path in runs.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live(models, **limits):
+    """The app on uvicorn in a thread, on 127.0.0.1 and a free port: yields (client, app)."""
+    app = create_app(models, Limits(**limits))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client, app
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    with live(models, max_length=100_000) as (client, app):
+        yield client, app
+
+
+def close(got, want) -> bool:
+    """Equal, but floats only to float32 precision (within 1e-5, or 1e-4 for numbers
+    rounded to 4 places). The library itself gives a sentence a score that differs in
+    the 7th digit when it is translated in a padded batch rather than alone (measured:
+    5 of 48 sentences, texts and tokens identical), and the server batches."""
+    if isinstance(got, float) or isinstance(want, float):
+        return got == pytest.approx(want, rel=1e-5, abs=1e-4)
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(close(got[k], want[k]) for k in got)
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return len(got) == len(want) and all(close(a, b) for a, b in zip(got, want, strict=True))
+    return got == want
+
+
+def events(response) -> list[dict]:
+    return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+def test_health_and_models(server, models):
+    client, _ = server
+    assert client.get("/health").json() == {"status": "ok", "models": ["gen", "clf", "tr"]}
+    listed = client.get("/v1/models").json()["models"]
+    assert [(m["name"], m["task"]) for m in listed] == [
+        ("gen", "generator"), ("clf", "classifier"), ("tr", "translator"),
+    ]  # fmt: skip
+    assert listed[0]["info"]["steps"] == models["gen"].info["steps"]
+    assert "/v1/translate" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_translate_gives_the_models_answer(server, models):
+    client, _ = server
+    texts = ["3 march 2021", "12 june 1999", ""]
+    reply = client.post(
+        "/v1/translate",
+        json={"model": "tr", "text": texts, "beam_size": 3, "n_best": 2, "attention": True},
+    )
+    assert reply.status_code == 200, reply.text
+    own = models["tr"].translate(texts, beam_size=3, n_best=2, attention=True)
+    assert reply.json() == {"translations": [t.to_dict() for t in own]}
+    assert "attention" in reply.json()["translations"][0]
+    single = client.post("/v1/translate", json={"model": "tr", "text": "3 march 2021"}).json()
+    assert single == {"translations": [models["tr"].translate("3 march 2021").to_dict()]}
+
+
+def test_classify_gives_the_models_answer_and_explains(server, models):
+    client, _ = server
+    texts = ["a gorgeous witty film", "dull and boring"]
+    reply = client.post(
+        "/v1/classify", json={"model": "clf", "text": texts, "top_k": 2, "explain": True}
+    ).json()
+    assert reply["results"] == [c.to_dict() for c in models["clf"].classify(texts, top_k=2)]
+    explained = models["clf"].explain(texts[0])
+    assert reply["explanation"] == {"pieces": explained.pieces, "weights": explained.weights}
+
+
+def test_generate_and_stream_give_the_librarys_text(server, models):
+    client, _ = server
+    own = models["gen"].generate("the ", length=60, temperature=0.9, top_k=5, seed=7)
+    request = {"model": "gen", "prompt": "the ", "length": 60, "temperature": 0.9, "top_k": 5}
+    reply = client.post("/v1/generate", json={**request, "seed": 7}).json()
+    assert reply == {"text": own, "tokens": 60, "seed": 7}
+    with client.stream("POST", "/v1/generate", json={**request, "seed": 7, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        got = events(r)
+    assert len(got) > 2  # the text arrives piece by piece
+    assert "".join(e.get("text", "") for e in got) == own
+    assert got[-1] == {"done": True, "tokens": 60, "seed": 7}
+    unseeded = client.post("/v1/generate", json={"model": "gen", "length": 5}).json()
+    assert unseeded["text"] == models["gen"].generate("", length=5, seed=unseeded["seed"])
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+BAD = [
+    ("/v1/translate", b'{"model": "tr", "text": ', 422, "malformed JSON"),
+    ("/v1/translate", {"text": "x"}, 422, "model"),
+    ("/v1/translate", {"model": "tr"}, 422, "text"),
+    ("/v1/translate", {"model": "tr", "text": 5}, 422, "text"),
+    ("/v1/translate", {"model": "tr", "text": "x", "beam_size": "wide"}, 422, "beam_size"),
+    ("/v1/translate", {"model": "nope", "text": "x"}, 404, "unknown model 'nope'"),
+    ("/v1/translate", {"model": "gen", "text": "x"}, 422, "is a generator"),
+    ("/v1/translate", {"model": "tr", "text": "x", "beam_size": 0}, 422, "beam_size"),
+    ("/v1/translate", {"model": "tr", "text": "x", "n_best": 3, "beam_size": 2}, 422, "n_best"),
+    ("/v1/translate", {"model": "tr", "text": "x", "beams": 2}, 422, "beams"),
+    ("/v1/translate", {"model": "tr", "text": []}, 422, "text"),
+    ("/v1/translate", {"model": "tr", "text": ["x"] * 300}, 422, "at most 256"),
+    ("/v1/translate", {"model": "tr", "text": ["x", "y" * 3000]}, 422, "text[1]"),
+    ("/v1/classify", {"model": "clf", "text": "x", "threshold": 2}, 422, "threshold"),
+    ("/v1/classify", {"model": "clf", "text": "x", "top_k": 0}, 422, "top_k"),
+    ("/v1/generate", {"model": "gen", "temperature": -1}, 422, "temperature"),
+    ("/v1/generate", {"model": "gen", "top_p": 1.5}, 422, "top_p"),
+    ("/v1/generate", {"model": "gen", "length": 0}, 422, "length"),
+    ("/v1/generate", {"model": "gen", "length": 2001}, 422, "length"),
+    ("/v1/generate", {"model": "gen", "prompt": "x" * 2001}, 422, "prompt"),
+    ("/v1/generate", {"model": "gen", "stream": "maybe"}, 422, "stream"),
+    ("/v1/classify", b"x" * 2_000_001, 413, "max-request-bytes"),
+    ("/v1/nothing", {}, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, says", BAD, ids=[b[3] for b in BAD])
+def test_bad_input_gets_a_4xx_naming_the_field(models, path, body, status, says):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(models, Limits())) as client:
+        if isinstance(body, bytes):
+            reply = client.post(path, content=body, headers={"content-type": "application/json"})
+        else:
+            reply = client.post(path, json=body)
+    assert reply.status_code == status, reply.text
+    assert says in reply.json()["error"], reply.json()
+    assert "Traceback" not in reply.text
+
+
+def test_api_key_is_required_on_v1_routes(models, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(models, Limits(api_key="s3cret"))) as client:
+        assert client.get("/health").status_code == 200
+        request = {"model": "clf", "text": "fine"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            reply = client.post("/v1/classify", json=request, headers=headers)
+            assert reply.status_code == 401 and "API key" in reply.json()["error"]
+        assert client.get("/v1/models").status_code == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert client.post("/v1/classify", json=request, headers=good).status_code == 200
+
+
+# -- batching ----------------------------------------------------------------------------
+
+
+def test_concurrent_requests_merge_and_each_gets_its_own_answer(models):
+    sentences = [line.split("\t")[0] for line in date_lines(48, 5)]
+    texts = [f"word{i} film is {'great' if i % 2 else 'awful'}" for i in range(48)]
+    with live(models, max_wait_ms=50) as (client, app):
+
+        def translate(i):
+            body = {"model": "tr", "text": sentences[i], "beam_size": 1 + i % 2}
+            return client.post("/v1/translate", json=body).json()["translations"][0]
+
+        def classify(i):
+            body = {"model": "clf", "text": texts[i : i + 2]}
+            return client.post("/v1/classify", json=body).json()["results"]
+
+        with ThreadPoolExecutor(16) as pool:
+            translations = list(pool.map(translate, range(48)))
+            classes = list(pool.map(classify, range(48)))
+        workers = app.state.workers
+    for i, got in enumerate(translations):
+        assert close(got, models["tr"].translate(sentences[i], beam_size=1 + i % 2).to_dict())
+    for i, got in enumerate(classes):
+        assert close(got, [c.to_dict() for c in models["clf"].classify(texts[i : i + 2])])
+    # requests really shared model calls
+    assert max(workers["tr"].batch_sizes) > 1 and len(workers["tr"].batch_sizes) < 48
+    assert max(workers["clf"].batch_sizes) > 2 and len(workers["clf"].batch_sizes) < 48
+
+
+def test_max_batch_one_turns_batching_off(models):
+    with live(models, max_batch=1, max_wait_ms=50) as (client, app):
+        with ThreadPoolExecutor(8) as pool:
+            body = {"model": "clf", "text": "good"}
+            list(pool.map(lambda _: client.post("/v1/classify", json=body), range(8)))
+        assert set(app.state.workers["clf"].batch_sizes) == {1}
+
+
+def test_concurrent_streams_each_get_their_text_alone(server, models):
+    """Continuous batching: streams join and leave a running batch, each keeping its
+    own seed and options, and each gets exactly the text it gets alone."""
+    client, app = server
+    asks = [
+        {"prompt": "the ", "length": 80, "temperature": 0.8, "seed": 1},
+        {"prompt": "a stitch", "length": 50, "temperature": 1.2, "top_k": 4, "seed": 2},
+        {"prompt": "", "length": 120, "temperature": 0.5, "top_p": 0.9, "seed": 3},
+        {"prompt": "to be", "length": 30, "temperature": 0.0, "seed": 4},
+        {"prompt": "the ", "length": 90, "temperature": 1.0, "top_k": 8, "top_p": 0.8, "seed": 5},
+        {"prompt": "quick", "length": 70, "temperature": 0.8, "seed": 6},
+    ]
+    app.state.workers["gen"].batch_sizes.clear()
+
+    def stream(ask):
+        time.sleep(ask["seed"] * 0.003)  # arrive at different steps
+        body = {"model": "gen", "stream": True, **ask}
+        with client.stream("POST", "/v1/generate", json=body) as r:
+            return "".join(e.get("text", "") for e in events(r))
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        texts = list(pool.map(stream, asks))
+    for ask, text in zip(asks, texts, strict=True):
+        options = {k: v for k, v in ask.items() if k != "prompt"}
+        assert text == models["gen"].generate(ask["prompt"], **options), ask
+    assert max(app.state.workers["gen"].batch_sizes) > 1
+
+
+def test_health_answers_during_a_long_generation(server):
+    client, app = server
+    body = {"model": "gen", "length": 100_000, "stream": True}
+    with client.stream("POST", "/v1/generate", json=body) as r:
+        lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
+        next(lines)
+        started = time.perf_counter()
+        assert client.get("/health").status_code == 200
+        assert time.perf_counter() - started < 1.0
+        assert app.state.workers["gen"].streams  # still generating
+
+
+def test_a_client_that_disconnects_frees_its_slot(server):
+    client, app = server
+    worker = app.state.workers["gen"]
+    body = {"model": "gen", "length": 100_000, "stream": True}
+    with client.stream("POST", "/v1/generate", json=body) as r:
+        lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
+        next(lines)
+        assert len(worker.streams) == 1
+    deadline = time.monotonic() + 5
+    while worker.streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.streams
+
+
+def test_a_full_queue_answers_503_with_retry_after(models):
+    with live(models, max_batch=1, max_queue=1, max_length=100_000) as (client, app):
+        worker = app.state.workers["gen"]
+        long = {"model": "gen", "length": 100_000, "stream": True}
+        with client.stream("POST", "/v1/generate", json=long) as r:
+            lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
+            next(lines)  # the one slot is taken
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(
+                    client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
+                )
+                while worker.jobs.qsize() < 1:
+                    time.sleep(0.01)
+                refused = client.post("/v1/generate", json={"model": "gen", "length": 5})
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "1"
+                assert "busy" in refused.json()["error"]
+                r.close()  # leaving frees the slot: the waiting request runs
+                assert waiting.result(timeout=10).json()["tokens"] == 5
+
+
+def test_load_many_clients_all_get_the_models_answers(server, models):
+    """200 requests from 16 concurrent clients, a mix of the three tasks."""
+    client, _ = server
+    sentences = [line.split("\t")[0] for line in date_lines(20, 9)]
+
+    def ask(i):
+        if i % 3 == 0:
+            body = {"model": "tr", "text": sentences[i % 20]}
+            got = client.post("/v1/translate", json=body).json()["translations"][0]
+            return close(got, models["tr"].translate(sentences[i % 20]).to_dict())
+        if i % 3 == 1:
+            text = f"film {i} is {'good' if i % 2 else 'bad'}"
+            got = client.post("/v1/classify", json={"model": "clf", "text": text}).json()
+            return close(got["results"], [models["clf"].classify(text).to_dict()])
+        body = {"model": "gen", "prompt": "the", "length": 20, "seed": i}
+        got = client.post("/v1/generate", json=body).json()["text"]
+        return got == models["gen"].generate("the", length=20, seed=i)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(200)))
+    assert all(answers), [i for i, ok in enumerate(answers) if not ok]
+    assert time.perf_counter() - started < 30
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def test_help_does_not_import_the_serve_extra():
+    code = (
+        "import sys, seqtool.cli; print(sorted({'fastapi', 'uvicorn', 'torch'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_serve_without_the_extra_says_how_to_install(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
+    result = run_cli("serve", runs["gen"])
+    assert result.exit_code == 1
+    assert "Error: seqtool serve needs the serve extra: pip install 'seqtool[serve]'" in (
+        result.output
+    )
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "seqtool", "serve", f"poet={runs['gen']}", str(runs["clf"]),
+         "--port", str(port), "--max-length", "100000", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "SEQTOOL_LOG_LEVEL": "warning"},
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"{url}/health").json()["models"] == ["poet", "clf"]
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.2)
+        body = {"model": "poet", "length": 3000, "seed": 2, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/generate", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(lines)
+            server.send_signal(signal.SIGTERM)
+            rest = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert rest[-1]["done"] and rest[-1]["tokens"] == 3000
+        assert server.wait(30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
