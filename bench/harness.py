@@ -56,6 +56,8 @@ class Sizes:
     library_steps: int  # library: --max-steps of its three models (speed ignores quality)
     library_extra: tuple[str, ...]  # library: options for its three models beyond defaults
     library_lines: int | None  # library: test sentences classified / translated (None: all)
+    defaults_scale: float  # defaults: share of each task's --max-time (below 0.5: tuned always)
+    defaults_data: tuple[str, ...]  # defaults: corpora/make_tasks.py options (sizes)
 
 
 FULL = Sizes(
@@ -77,6 +79,8 @@ FULL = Sizes(
     library_steps=20,
     library_extra=(),
     library_lines=None,
+    defaults_scale=1.0,
+    defaults_data=(),
 )
 # fmt: off
 QUICK = Sizes(
@@ -101,6 +105,8 @@ QUICK = Sizes(
     library_steps=3,
     library_extra=("--hidden-size", "32", "--embedding-size", "32"),
     library_lines=100,
+    defaults_scale=0.02,
+    defaults_data=("--train", "1000", "--test", "50"),
 )
 # fmt: on
 

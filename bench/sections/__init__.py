@@ -2,6 +2,7 @@
 
 from . import (
     classifier,
+    defaults,
     library,
     memory,
     quality,
@@ -22,4 +23,5 @@ SECTIONS = {  # name -> module, in the report's order
     "translation": translation,
     "translate": translate,
     "library": library,
+    "defaults": defaults,
 }
