@@ -135,14 +135,17 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
             )
         log(f"  {case.task}: default {default[first]:.4g}, tuned "
             f"{'-' if tuned is None else format(tuned[first], '.4g')}")  # fmt: skip
-    sec.notes.append("tokenizers chosen by the defaults (`--tokenizer auto`): " + " | ".join(
-        chosen_lines))  # fmt: skip
+    sec.notes.append(
+        "tokenizers chosen by the defaults (`--tokenizer auto`; a generator's is char and "
+        "prints no line): " + " | ".join(chosen_lines)
+    )
     sec.notes.append(
         "budgets: the issue's (translation 150 s, classification 180 s) for the tasks "
         "with its absolute targets (numbers, reverse, dates: exact match >= 0.99; SST-2 "
         ">= 0.812; questions >= 0.92), where the tuned options run only when the default "
         "misses; cut budgets (multi30k 40 s, topics 30 s, generation 20 s instead of 120 s) "
-        "for the others, which always run both, to keep the section near 20 minutes"
+        "for the others, which always run both, to keep the section near 20 minutes "
+        "(about 22 on 2 cores)"
     )
     if tuned_skipped:
         sec.notes.append(
