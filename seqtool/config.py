@@ -155,7 +155,7 @@ class TrainConfig(_Config):
     max_steps: int | None = None
     max_epochs: float | None = None
     max_time: float | None = None  # seconds
-    eval_every: int = 250
+    eval_every: int | None = 250  # None: fitted to --max-time once steps are timed
     log_every: int = 25
     patience: int | None = None  # evaluations without improvement before stopping
     seed: int = 0
@@ -164,8 +164,10 @@ class TrainConfig(_Config):
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len", "eval_every", "log_every"):
+        for name in ("batch_size", "seq_len", "log_every"):
             _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(self.eval_every is None or self.eval_every > 0, "eval_every must be positive")
+        _check(self.eval_every is not None or self.max_time is not None, "give --eval-every")
         _check(self.lr > 0, "--lr must be positive")
         _check(self.clip >= 0, "--clip must be >= 0")
         _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")

@@ -53,6 +53,7 @@ class Callbacks(Protocol):
     def on_step(self, trainer: Trainer) -> None: ...
     def on_log(self, record: dict[str, Any]) -> None: ...
     def on_eval(self, record: dict[str, Any]) -> None: ...
+    def on_note(self, message: str) -> None: ...
     def on_end(self, trainer: Trainer) -> None: ...
 
 
@@ -83,6 +84,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.progress = Progress()
         self.last_eval: dict[str, Any] = {}
+        # steps between evaluations: fixed, or (eval_every None) fitted to --max-time
+        self.eval_every = config.eval_every
+        self.steps_per_s: float | None = None
         self._stop_signal: int | None = None
         # an earlier run's files that --force moved aside: removed once this run has
         # saved its own checkpoint
@@ -146,7 +150,7 @@ class Trainer:
 
     def _loop(self) -> None:
         c, p, task = self.config, self.progress, self.task
-        started, start_elapsed = time.perf_counter(), p.elapsed
+        started, start_elapsed, start_step = time.perf_counter(), p.elapsed, p.step
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
         self.model.train()
         if p.batch == 0:
@@ -200,20 +204,95 @@ class Trainer:
                 self._save_last()
                 cause = f"signal {self._stop_signal}" if self._stop_signal else "another process"
                 raise TrainingInterrupted(f"stopped by {cause} at step {p.step}")
-            if p.step % c.eval_every == 0 and self._evaluate():
+            if self._eval_due(started, start_step) and self._evaluate():
                 return
         if self.last_eval.get("step") != p.step:
             self._evaluate()
+
+    def time_steps(self, count: int) -> float:
+        """Seconds per training step, timed over `count` steps after two that warm up.
+        The weights and the random state are put back afterwards, so a run that starts
+        after this one is the same as without it (build a new Trainer: the optimizer has
+        moved)."""
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        rng = torch.get_rng_state()
+        self.model.train()
+        self.task.start_epoch(0)
+        began = time.perf_counter()
+        for i in range(count + 2):
+            if i == 2:
+                began = time.perf_counter()
+            with autocast(self.device, self.precision):
+                loss, _ = self.task.train_loss(
+                    self.network, i % self.task.num_batches(), self.device
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        seconds = (time.perf_counter() - began) / count
+        self.model.load_state_dict(weights)
+        torch.set_rng_state(rng)
+        return seconds
+
+    # -- evaluations fitted to the budget ------------------------------------------------
+
+    PLAN_STEPS = 20  # steps timed before the evaluations are planned
+    EVALUATIONS = 10  # about this many over the budget: the best checkpoint is not missed
+    EVAL_SHARE = 0.1  # at most this share of the time goes to evaluations
+
+    def _eval_due(self, started: float, start_step: int) -> bool:
+        p = self.progress
+        if self.config.eval_every is not None:
+            return p.step % self.config.eval_every == 0
+        if self.eval_every is None:
+            if p.step - start_step < self.PLAN_STEPS:
+                return False
+            self._plan(started, start_step)
+        return p.step - self.last_eval.get("step", 0) >= self.eval_every
+
+    def _plan(self, started: float, start_step: int) -> None:
+        """Time the first steps and spread about EVALUATIONS evaluations over the rest of
+        --max-time (on a CPU without bf16 steps take twice as long, so no fixed number
+        of steps fits every machine)."""
+        c, p = self.config, self.progress
+        rate = (p.step - start_step) / max(time.perf_counter() - started, 1e-9)
+        self.steps_per_s = distributed.on_main(lambda: rate)  # one plan for all processes
+        total = p.step + self.steps_per_s * max(c.max_time - p.elapsed, 0.0)
+        self.eval_every = max(self.PLAN_STEPS, round(total / self.EVALUATIONS))
+        self._call(
+            "on_note",
+            f"{self.steps_per_s:.1f} steps/s: about {total:,.0f} steps in --max-time; "
+            f"validating every {self.eval_every:,} steps",
+        )
+
+    def _fit_eval_cost(self, seconds: float) -> None:
+        """Space evaluations so that they take at most EVAL_SHARE of the time: k steps of
+        training cost k / rate seconds, so k >= seconds * rate * (1 - share) / share."""
+        if self.config.eval_every is not None or self.steps_per_s is None:
+            return
+        share = self.EVAL_SHARE
+        least = math.ceil(seconds * self.steps_per_s * (1 - share) / share)
+        if least > self.eval_every:
+            self.eval_every = least
+            self._call(
+                "on_note",
+                f"an evaluation takes {seconds:.1f}s: validating every {least:,} steps",
+            )
 
     def _evaluate(self) -> bool:
         """Validate, save checkpoints; True when early stopping says to stop."""
         c, p, task = self.config, self.progress, self.task
         metrics = {}
         if self.main:
+            began = time.perf_counter()
             self.model.eval()
             with torch.inference_mode(), autocast(self.device, self.precision):
                 metrics = task.evaluate(self.model, self.device)
             self.model.train()
+            self._fit_eval_cost(time.perf_counter() - began)
+        if c.eval_every is None and self.eval_every is not None:
+            self.eval_every = distributed.on_main(lambda: self.eval_every)
         # never save weights that overflowed: the checkpoints on disk stay the good ones
         problem = distributed.on_main(lambda: self._divergence(metrics))
         if problem:
@@ -413,6 +492,8 @@ def train(
             if config.threads:
                 torch.set_num_threads(config.threads)
             trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
+            if _fit_to_budget(task, trainer, config, resume_ckpt, given or {}, notify):
+                trainer = Trainer(task, config, run_dir, callbacks)
             if main and held:
                 trainer.replaced = _move_aside(run_dir, held)
             try:
@@ -426,6 +507,20 @@ def train(
             return Finished(progress, task.unit, task.metric, run_dir, trainer.main)
     finally:
         distributed.shutdown()
+
+
+PROBE_STEPS = 5  # training steps timed to fit a model to --max-time
+
+
+def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, given, notify) -> bool:
+    """Let a task that can (the classifier's ensemble) fit its model to --max-time, from
+    timed steps; True when it rebuilt its model. Not for a resumed run, nor when the
+    user chose the size (--ensemble)."""
+    fit = getattr(task, "fit_to_budget", None)
+    if fit is None or not config.max_time or resume_ckpt is not None or "members" in given:
+        return False
+    seconds = distributed.on_main(lambda: trainer.time_steps(PROBE_STEPS))
+    return fit(seconds, config.max_time, notify)
 
 
 def _train_config(
@@ -446,6 +541,9 @@ def _train_config(
                 "--max-epochs or --max-time)"
             )
             config = TrainConfig(**{**fields, "max_epochs": epochs})
+        if config.max_time and "eval_every" not in given:
+            # no number of steps suits every machine: plan once the first steps are timed
+            config = dataclasses.replace(config, eval_every=None)
         return config
     stored = dict(resume_ckpt["train_config"])
     _warn_ignored(resume_ckpt, given)

@@ -95,6 +95,9 @@ class TrainingView:
                 f"  [dim]hyp[/dim] {escape(example['translation'])}"
             )
 
+    def on_note(self, message: str) -> None:
+        self.progress.console.print(Text(message, style="dim"))
+
     def on_end(self, trainer) -> None:
         self.progress.stop()
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -201,3 +202,92 @@ def test_resume_warns_only_about_options_that_differ(run_cli, corpus, tmp_path):
     other = run_cli(*args, "--max-steps", 4, "--resume", "--hidden-size", 16)
     assert other.exit_code == 0, other.output
     assert "Warning: --hidden-size ignored: a resumed run keeps its stored settings" in other.stderr
+
+
+# -- plans fitted to --max-time -----------------------------------------------------------
+
+
+def test_evaluations_are_spread_over_max_time(run_cli, corpus, tmp_path):
+    """Without --eval-every, a --max-time run times its first steps and validates about
+    ten times over the budget; with --eval-every, at exactly those steps."""
+    from tests.conftest import TINY
+
+    at = TINY.index("--eval-every")
+    base = TINY[:at] + TINY[at + 2 :]
+    out = tmp_path / "planned"
+    args = ["train", "generator", "--train", corpus, "--out", out, *base, "--max-time", "6s"]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    planned = re.search(r"about ([\d,]+) steps in --max-time; validating every ([\d,]+) steps",
+                        result.stderr)  # fmt: skip
+    assert planned, result.stderr
+    every = int(planned.group(2).replace(",", ""))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r.get("split") == "valid"]
+    assert len(steps) >= 3  # several evaluations, not one at the end
+    assert all(b - a >= every for a, b in zip(steps, steps[1:-1], strict=False))
+    assert json.loads(run_cli("info", out, "--json").stdout)["train_config"]["eval_every"] is None
+    fixed = run_cli(*args[:5], tmp_path / "fixed", *TINY, "--max-time", "3s")
+    assert fixed.exit_code == 0 and "validating every" not in fixed.stderr
+    records = (tmp_path / "fixed" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(r)["step"] for r in records if '"split": "valid"' in r]
+    assert all(s % 5 == 0 for s in steps[:-1])
+
+
+def test_the_ensemble_shrinks_to_fit_a_short_budget(tmp_path):
+    """Members cost time in proportion: a budget that gives each fewer than the default
+    epochs gets fewer members, built as `--ensemble k` would build them."""
+    from seqtool.config import DEFAULT_EPOCHS
+    from seqtool.tasks import classifier
+    from tests.test_classifier import sentiment_lines
+
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join(sentiment_lines(64, 0)) + "\n")
+    cfg = config(max_time=10.0, batch_size=16)
+    model = {"embedding_size": 8, "hidden_size": 8, "members": 3}
+
+    def prepare(members):
+        request = TrainRequest(
+            str(path), str(path), tmp_path, TokenizerConfig("char"),
+            {**model, "members": members}, cfg,
+        )  # fmt: skip
+        return classifier.prepare(request, lambda message: None)
+
+    task, notes = prepare(3), []
+    epochs, batches = DEFAULT_EPOCHS["classifier"], task.num_batches()
+    # one member's epoch takes batches * step / 3 seconds: a budget of 2.5 such epochs
+    # per member for all 6 epochs affords 2 members
+    step = 0.3
+    budget = 2.5 * epochs * batches * step / 3
+    assert task.fit_to_budget(step, budget, notes.append)
+    assert task.model_config.members == 2 and "training 2" in notes[0]
+    expected = prepare(2).model.state_dict()
+    for name, value in task.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+    assert not prepare(3).fit_to_budget(step, 10 * budget, notes.append)  # enough: keep 3
+
+
+def test_timing_steps_leaves_the_run_unchanged(tmp_path):
+    """A run after Trainer.time_steps equals one without it, to the bit."""
+    from seqtool.tasks import classifier
+    from tests.test_classifier import sentiment_lines
+
+    path = tmp_path / "train.tsv"
+    path.write_text("\n".join(sentiment_lines(64, 0)) + "\n")
+    cfg = config(max_steps=6, eval_every=3, batch_size=16)
+
+    def task():
+        request = TrainRequest(
+            str(path), str(path), tmp_path, TokenizerConfig("char"),
+            {"embedding_size": 8, "hidden_size": 8, "members": 2, "dropout": 0.3}, cfg,
+        )  # fmt: skip
+        return classifier.prepare(request, lambda message: None)
+
+    plain = Trainer(task(), cfg, tmp_path / "a")
+    plain.fit()
+    timed_task = task()
+    assert Trainer(timed_task, cfg, tmp_path / "b").time_steps(2) > 0
+    timed = Trainer(timed_task, cfg, tmp_path / "b")
+    timed.fit()
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(timed.model.state_dict()[name], value, rtol=0, atol=0)
