@@ -58,6 +58,11 @@ class Sizes:
     library_lines: int | None  # library: test sentences classified / translated (None: all)
     defaults_scale: float  # defaults: share of each task's --max-time (below 0.5: tuned always)
     defaults_data: tuple[str, ...]  # defaults: corpora/make_tasks.py options (sizes)
+    serve_train_time: str  # serve: the translator's training budget
+    serve_extra: tuple[str, ...]  # serve: options of its three models beyond the defaults
+    serve_sentences: int | None  # serve: test sentences sent (None: all)
+    serve_requests: int  # serve: classify requests over which memory must stay flat
+    inspect_chars: int  # inspect: characters of text inspected
 
 
 FULL = Sizes(
@@ -81,6 +86,11 @@ FULL = Sizes(
     library_lines=None,
     defaults_scale=1.0,
     defaults_data=(),
+    serve_train_time="2m",
+    serve_extra=(),
+    serve_sentences=None,
+    serve_requests=20_000,
+    inspect_chars=10_000,
 )
 # fmt: off
 QUICK = Sizes(
@@ -107,6 +117,11 @@ QUICK = Sizes(
     library_lines=100,
     defaults_scale=0.02,
     defaults_data=("--train", "1000", "--test", "50"),
+    serve_train_time="10s",
+    serve_extra=("--hidden-size", "32", "--embedding-size", "32"),
+    serve_sentences=100,
+    serve_requests=400,
+    inspect_chars=500,
 )
 # fmt: on
 

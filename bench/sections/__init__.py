@@ -3,10 +3,12 @@
 from . import (
     classifier,
     defaults,
+    inspection,
     library,
     memory,
     quality,
     sampling,
+    serve,
     startup,
     throughput,
     translate,
@@ -24,4 +26,6 @@ SECTIONS = {  # name -> module, in the report's order
     "translate": translate,
     "library": library,
     "defaults": defaults,
+    "serve": serve,
+    "inspect": inspection,
 }
