@@ -132,8 +132,8 @@ class TranslationInspection:
 def feature_values(name: str, text: str) -> list[float]:
     """A value per character of `text`: "quotes" 1 inside double quotes (the quote marks
     included) else 0, "line-position" the characters since the line began, "brackets"
-    the depth of (), [] and {}; anything else is a regular expression: 1 inside its
-    matches."""
+    the depth of (), [] and {}; anything else is a regular expression (^ and $ match at
+    each line): 1 inside its matches."""
     values: list[float] = []
     if name == "quotes":
         inside = 0
@@ -154,7 +154,7 @@ def feature_values(name: str, text: str) -> list[float]:
             depth = max(depth - (ch in ")]}"), 0)
     else:
         try:
-            pattern = re.compile(name)
+            pattern = re.compile(name, re.MULTILINE)  # ^ and $ at every line
         except re.error as err:
             raise ConfigError(f"--find {name!r}: not a regular expression ({err})") from None
         values = [0.0] * len(text)
@@ -242,6 +242,8 @@ def inspect_recurrent(
         for i in range(1, len(ends)):
             ends[i] += ends[i - 1]
         feature = [per_char[e - 1] if e else 0.0 for e in ends]
+        if len(set(feature)) < 2:  # no unit can correlate with a constant
+            raise ConfigError(f"--find {find}: the text has nothing of it (it never varies)")
         activations = traced[kind][layer - 1]
         r = correlations(activations, torch.tensor(feature))
         for index in r.abs().argsort(descending=True)[:BEST_UNITS].tolist():

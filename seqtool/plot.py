@@ -149,7 +149,8 @@ def html_report(inspection, title: str) -> str:
         parts.append(_html_table(["piece", "probability", "attends to", "weight"], rows))
     else:
         if inspection.bits:
-            parts.append(f"<h2>surprise: {inspection.bits_per_char:.3f} bits per character</h2>")
+            bits = f"{inspection.bits_per_char:.3f} bits per character"
+            parts.append(f'<h2 id="surprise">surprise: {bits}</h2>')
             parts.append(_html_shaded(inspection.pieces, inspection.bits, MAX_BITS))
         if inspection.top:
             rows = [
@@ -163,7 +164,9 @@ def html_report(inspection, title: str) -> str:
         for unit in inspection.units:
             limit = SAMPLE if unit.correlation is not None else len(unit.values)
             r = "" if unit.correlation is None else f" r = {unit.correlation:+.3f}"
-            parts.append(f"<h2>{html.escape(unit.name)}{r}</h2>")
+            # ids let a link (or a screenshot) go straight to a unit's view
+            anchor = html.escape(unit.name.replace("/", "-").replace(":", ""))
+            parts.append(f'<h2 id="{anchor}">{html.escape(unit.name)}{r}</h2>')
             values = unit.values[:limit]
             parts.append(_html_shaded(inspection.pieces[:limit], values, _scale(values)))
     return (

@@ -98,11 +98,18 @@ def test_features_of_a_text():
     assert feature_values("line-position", "ab\ncd") == [0, 1, 2, 0, 1]
     assert feature_values("brackets", "a(b[c])d") == [0, 1, 1, 2, 2, 2, 1, 0]
     assert feature_values(r"\d+", "a12b") == [0, 1, 1, 0]
+    assert feature_values(r"^b", "ab\nb") == [0, 0, 0, 1]  # ^ at each line
     r = correlations(torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]]), torch.tensor([3, 2, 1]))
     assert r.tolist() == pytest.approx([-1.0, 0.0])
 
 
 # -- the generator: surprise, top guesses, units -----------------------------------------
+
+
+def test_find_on_a_text_without_the_feature_says_so(runs):
+    gen = seqtool.load(runs["gen"], device="cpu")
+    with pytest.raises(seqtool.ConfigError, match="the text has nothing of it"):
+        gen.inspect("no quote marks here", find="quotes")
 
 
 def test_inspect_returns_bits_top_and_units(runs):

@@ -25,7 +25,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     sec.commands["evaluate"] = evaluate.command
     views = {
         "bits": [],
-        "all": ["--top", 3, "--find", "quotes", "--saturation", work / "saturation.png",
+        "all": ["--top", 3, "--find", "line-position", "--saturation", work / "saturation.png",
                 "--html", work / "report.html"],
     }  # fmt: skip
     for label, options in views.items():
@@ -34,7 +34,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         what = (
             "bits per character"
             if label == "bits"
-            else "bits, --top 3, --find, --saturation, --html"
+            else "bits, --top 3, --find line-position, --saturation, --html"
         )
         sec.add(
             f"`inspect` {n:,} characters, {what}, whole process (ref: `evaluate` on the same text)",
