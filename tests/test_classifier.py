@@ -322,6 +322,16 @@ def test_closed_stdin(trained_classifier):
     )
 
 
+def test_classify_into_a_closed_pipe_stops_quietly(trained_classifier, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text("a superb film\n" * 200_000)
+    proc = seqtool_process("classify", trained_classifier, big)
+    read_stdout(proc, lambda data: b"\n" in data)
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=30) == 141
+    assert proc.stderr.read() == b""
+
+
 def test_ctrl_c_while_reading_a_pipe_exits_130(trained_classifier):
     proc = seqtool_process("classify", trained_classifier, "--batch-size", 1, stdin=subprocess.PIPE)
     proc.stdin.write(b"a superb film\n")
