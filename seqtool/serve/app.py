@@ -282,12 +282,21 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
 
 
 async def _events(stream: Stream):
-    """Server-sent events: {"text": ...} per piece, then {"done": true, "tokens": n,
-    "seed": s}, or {"error": ...}. The finally runs when the client goes away too, and
-    the worker drops the row at its next step."""
+    """Server-sent events: {"text": ...} per chunk of text (the pieces made since the
+    last event), then {"done": true, "tokens": n, "seed": s}, or {"error": ...}. The
+    finally runs when the client goes away too, and the worker drops the row at its
+    next step."""
     try:
         while True:
             kind, value = await stream.reply.get()
+            # text that piled up while the client was being written to goes as one event
+            while kind == "text" and not stream.reply.items.empty():
+                more_kind, more = stream.reply.items.get_nowait()
+                if more_kind != "text":
+                    yield f"data: {json.dumps({'text': value})}\n\n"
+                    kind, value = more_kind, more
+                    break
+                value += more
             if kind == "text":
                 event = {"text": value}
             elif kind == "done":

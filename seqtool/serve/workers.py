@@ -42,9 +42,7 @@ class Reply:
         self.cancelled = False
 
     def put(self, kind: str, value: Any) -> None:
-        # the loop may already be closed when a request outlived the server's grace period
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.items.put_nowait, (kind, value))
+        deliver([(self, kind, value)])
 
     async def get(self) -> tuple[str, Any]:
         return await self.items.get()
@@ -54,6 +52,24 @@ class Reply:
         if kind == "error":
             raise value
         return value
+
+
+def deliver(items: list[tuple[Reply, str, Any]]) -> None:
+    """Hand items to their requests' event loops, one wake-up of each loop for all: a
+    generation step answers every stream of the batch at once, and a wake-up per stream
+    per step kept the loop busier than the model."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
+    for reply, kind, value in items:
+        by_loop[reply.loop].append((reply.items, (kind, value)))
+    for loop, pending in by_loop.items():
+        # the loop may already be closed when a request outlived the server's grace period
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_put_all, pending)
+
+
+def _put_all(pending: list[tuple[asyncio.Queue, tuple[str, Any]]]) -> None:
+    for items, item in pending:
+        items.put_nowait(item)
 
 
 class Worker:
@@ -206,8 +222,10 @@ class GeneratorWorker(Worker):
             self.streams = []
             return
         self.batch_sizes.append(len(tokens))
+        out: list[tuple[Reply, str, Any]] = []
         for stream, token, row in zip(self.streams, tokens, self.rows.rows, strict=True):
-            self._emit(stream, token, row)
+            out.extend(self._emit(stream, token, row))
+        deliver(out)
         self._leave()
 
     def _join(self, stream: Stream) -> None:
@@ -223,16 +241,18 @@ class GeneratorWorker(Worker):
             stream.reply.put("error", err)
             return
         self.streams.append(stream)
-        self._emit(stream, token, row)
+        deliver(self._emit(stream, token, row))
 
-    def _emit(self, stream: Stream, token: int, row: Row) -> None:
+    @staticmethod
+    def _emit(stream: Stream, token: int, row: Row) -> list[tuple[Reply, str, Any]]:
+        """What the stream gets for its new token: its text, and at the end "done"."""
         text = stream.decoder.push(token)
         if row.left == 0:
             text += stream.decoder.flush()
-        if text:
-            stream.reply.put("text", text)
+        out = [(stream.reply, "text", text)] if text else []
         if row.left == 0:
-            stream.reply.put("done", stream.length)
+            out.append((stream.reply, "done", stream.length))
+        return out
 
     def _leave(self) -> None:
         """Drop rows that are done or whose client is gone."""
