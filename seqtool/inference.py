@@ -9,6 +9,7 @@ concurrent calls from several threads without a lock.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -45,7 +46,7 @@ def info(run: str | os.PathLike) -> dict[str, Any]:
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Task, size, vocabularies, progress, metrics and configs of a loaded checkpoint."""
     progress = ckpt.get("progress", {})
-    return {
+    summary = {
         "path": ckpt["path"],
         "task": ckpt["task"],
         "seqtool_version": ckpt.get("seqtool_version"),
@@ -62,6 +63,8 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "tokenizer_config": ckpt.get("tokenizer_config", {}),
         "train_config": ckpt.get("train_config", {}),
     }
+    # plain JSON values (tuples as lists), so that `info` equals `info --json` read back
+    return json.loads(json.dumps(summary))
 
 
 class Loaded:
