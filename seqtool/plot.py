@@ -209,11 +209,11 @@ def saturation_figure(inspection, path: str) -> None:
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    """The records of RUN/metrics.jsonl (or of that file given itself), each log record
-    given `tokens`: the units seen so far, summed from its throughput over the time
-    since the record before (the loop measures throughput over about that window, so
-    the sum is close to the count; metrics.jsonl holds no exact count); eval records
-    take the tokens of the log record of their step or before."""
+    """The records of RUN/metrics.jsonl (or of that file given itself), each with
+    `tokens`, the units seen so far: log records hold the count; for files written
+    before they did, it is summed from the throughput over the time since the record
+    before (close, not exact). Eval records take the tokens of the log record of their
+    step or before."""
     path = Path(run)
     path = path / "metrics.jsonl" if path.is_dir() else path
     try:
@@ -229,7 +229,9 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             raise DataError(f"{path}:{number}: not a JSON line") from None
         rate = next((v for k, v in record.items() if k.endswith("_per_s")), None)
-        if rate is not None:
+        if "tokens" in record and rate is not None:
+            tokens = record["tokens"]
+        elif rate is not None:
             tokens += rate * max(record["elapsed"] - elapsed, 0.0)
             elapsed = record["elapsed"]
         records.append({**record, "tokens": round(tokens)})

@@ -195,6 +195,7 @@ class Trainer:
                         "loss": window_loss / window_steps,
                         "lr": lr,
                         f"{task.unit}_per_s": window_tokens / max(now - window_start, 1e-9),
+                        "tokens": p.tokens,
                         "elapsed": round(p.elapsed, 2),
                     },
                     "on_log",

@@ -248,14 +248,19 @@ def test_plot_two_runs(runs, tmp_path, x):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_tokens_are_summed_from_the_logged_throughput(runs):
+def test_tokens_seen_come_from_the_log_records(runs, tmp_path):
     from seqtool.plot import read_metrics
 
     logs = [r for r in read_metrics(runs["gen"]) if "chars_per_s" in r]
-    # 4 rows x 16 characters a step; the logged windows and elapsed times differ by the
-    # time between their clock readings, so the sum is close, not exact (a tiny run
-    # spends more of each window outside the steps)
-    assert [r["tokens"] / r["step"] for r in logs] == pytest.approx([64] * len(logs), rel=0.25)
+    assert [r["tokens"] for r in logs] == [r["step"] * 4 * 16 for r in logs]  # rows x window
+    # an older metrics.jsonl without the count: summed from throughput x time
+    old = tmp_path / "metrics.jsonl"
+    old.write_text(
+        '{"step": 10, "loss": 2.0, "chars_per_s": 100.0, "elapsed": 2.0}\n'
+        '{"step": 10, "split": "valid", "loss": 1.9}\n'
+        '{"step": 20, "loss": 1.5, "chars_per_s": 50.0, "elapsed": 4.0}\n'
+    )
+    assert [r["tokens"] for r in read_metrics(old)] == [200, 200, 300]
 
 
 def test_train_writes_tensorboard_events(tmp_path, corpus):
