@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,12 @@ from seqtool.data import (
 )
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
-from seqtool.inspect import Inspection, Neighbour, inspect_recurrent, neighbours
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import Tokenizer, resolve_kind
+
+if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
+    from seqtool.inspect import Inspection, Neighbour
 
 CLASSIFY = ClassifyConfig()
 
@@ -406,6 +408,8 @@ class Classifier(Loaded):
         the pieces of `text`, as Generator.inspect; a classifier predicts no pieces, so
         there are no bits. Bidirectional layers number the backward units after the
         forward ones, as their output does."""
+        from seqtool.inspect import inspect_recurrent
+
         model = self.model.members[0] if self.config.members > 1 else self.model
         ids = self._encode([text])[0]
         with torch.inference_mode():
@@ -418,6 +422,8 @@ class Classifier(Loaded):
     def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
         """The k pieces nearest `piece` by cosine similarity of the embeddings (of an
         ensemble's first member)."""
+        from seqtool.inspect import neighbours
+
         model = self.model.members[0] if self.config.members > 1 else self.model
         return neighbours(model.embedding.weight, self.tokenizer, piece, k)
 

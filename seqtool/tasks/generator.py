@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,10 +31,12 @@ from seqtool.data import (
 )
 from seqtool.errors import ConfigError, DataError
 from seqtool.inference import Loaded
-from seqtool.inspect import Inspection, Neighbour, inspect_generator, neighbours
 from seqtool.models.generator import GeneratorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import StreamDecoder, Tokenizer
+
+if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
+    from seqtool.inspect import Inspection, Neighbour
 
 SAMPLING = SamplingConfig()
 
@@ -337,6 +339,8 @@ class Generator(Loaded):
         default for an LSTM, or "hidden") for the feature `find` ("quotes",
         "line-position", "brackets" or a regular expression), and gate saturation.
         See seqtool.inspect."""
+        from seqtool.inspect import inspect_generator
+
         with torch.inference_mode():
             return inspect_generator(
                 self.model, self.tokenizer, text, top, unit, find, layer, kind, saturation
@@ -344,6 +348,8 @@ class Generator(Loaded):
 
     def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
         """The k pieces nearest `piece` by cosine similarity of the embeddings."""
+        from seqtool.inspect import neighbours
+
         return neighbours(self.model.embedding.weight, self.tokenizer, piece, k)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +24,12 @@ from seqtool.data import (
 )
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
-from seqtool.inspect import (
-    Neighbour,
-    TranslationInspection,
-    inspect_translation,
-    neighbours,
-)
 from seqtool.models.translator import TranslatorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer, resolve_kind
+
+if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
+    from seqtool.inspect import Neighbour, TranslationInspection
 
 METRICS = ("bleu", "loss")
 DEFAULT_VOCAB = 8000  # per side (JoeyNMT's Multi30k setting); joint: one model of this size
@@ -440,6 +437,8 @@ class Translator(Loaded):
     ) -> TranslationInspection:
         """The best translation of `text`, each target piece with its probability and
         the source piece it attends to most. See seqtool.inspect."""
+        from seqtool.inspect import inspect_translation
+
         if not text.strip():
             raise ConfigError("inspect: the text is empty")
         ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
@@ -455,6 +454,8 @@ class Translator(Loaded):
     def neighbours(self, piece: str, k: int = 10, side: str = "source") -> list[Neighbour]:
         """The k pieces nearest `piece` by cosine similarity of the source or target
         embeddings."""
+        from seqtool.inspect import neighbours
+
         if side not in ("source", "target"):
             raise ConfigError(f"side {side!r}: choose source or target")
         embedding = self.model.src_embedding if side == "source" else self.model.tgt_embedding
