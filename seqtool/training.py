@@ -43,6 +43,7 @@ class Progress:
     elapsed: float = 0.0  # training seconds, summed over resumed runs
     best: float | None = None
     best_step: int | None = None
+    best_loss: float | None = None  # the validation loss at the best score: breaks ties
     bad_evals: int = 0  # evaluations since the last improvement
 
 
@@ -299,11 +300,18 @@ class Trainer:
         if problem:
             raise self._diverged(problem, p.step)
         score = metrics.get(task.metric)
+        loss = metrics.get("loss")
+        # a tie on the metric goes to the lower validation loss: BLEU is 0 for every
+        # evaluation when targets are single words (ids, dates, numbers), and without
+        # the tie-break best.ckpt would stay the first evaluation's
+        tied = p.best is not None and score == p.best and loss is not None
         improved = score is not None and (
-            p.best is None or (score > p.best if task.higher_is_better else score < p.best)
+            p.best is None
+            or (score > p.best if task.higher_is_better else score < p.best)
+            or (tied and (p.best_loss is None or loss < p.best_loss))
         )
         if improved:
-            p.best, p.best_step, p.bad_evals = score, p.step, 0
+            p.best, p.best_step, p.bad_evals, p.best_loss = score, p.step, 0, loss
         elif score is not None:
             p.bad_evals += 1
         self.last_eval = {"step": p.step, "split": "valid", **metrics, "best": bool(improved)}

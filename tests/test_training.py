@@ -291,3 +291,17 @@ def test_timing_steps_leaves_the_run_unchanged(tmp_path):
     timed.fit()
     for name, value in plain.model.state_dict().items():
         torch.testing.assert_close(timed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_a_tie_on_the_metric_goes_to_the_lower_loss(corpus, tmp_path):
+    """BLEU is 0 at every evaluation when every target is one word; best.ckpt must then
+    follow the validation loss, not stay the first evaluation's."""
+    from seqtool import checkpoint
+
+    task = make_task(corpus, tmp_path, config(max_steps=20, eval_every=5))
+    losses = iter([3.0, 2.0, 2.5, 1.5])
+    task.metric, task.higher_is_better = "bleu", True
+    task.evaluate = lambda model, device: {"loss": next(losses), "bleu": 0.0}
+    progress = Trainer(task, config(max_steps=20, eval_every=5), tmp_path).fit()
+    assert (progress.best_step, progress.best_loss) == (20, 1.5)
+    assert checkpoint.load(tmp_path / "best.ckpt")["progress"]["step"] == 20
