@@ -225,9 +225,9 @@ class Trainer:
             if i == 2:
                 began = time.perf_counter()
             with autocast(self.device, self.precision):
-                loss, _ = self.task.train_loss(
-                    self.network, i % self.task.num_batches(), self.device
-                )
+                # the model, not its DDP wrapper: under torchrun only the first process
+                # times steps, and a wrapper would wait for the others' gradients
+                loss, _ = self.task.train_loss(self.model, i % self.task.num_batches(), self.device)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
