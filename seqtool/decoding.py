@@ -109,8 +109,9 @@ class _Sampler:
         return self.token.clone()
 
 
-def _cat_states(states: list):
-    """Hidden states of single rows (layers, 1, hidden), or (h, c) pairs -> one batch."""
+def cat_states(states: list):
+    """Hidden states (layers, batch_i, hidden), or (h, c) pairs of them -> one batch,
+    concatenated along the batch."""
     if isinstance(states[0], tuple):
         return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
     return torch.cat(states, dim=1)
@@ -154,7 +155,7 @@ def sample(
         if tuple(prompt) not in primed:
             primed[tuple(prompt)] = model.encode(torch.tensor([prompt], device=device))
     logits = torch.cat([primed[tuple(p)][0] for p in prompts])
-    state = _cat_states([primed[tuple(p)][1] for p in prompts])
+    state = cat_states([primed[tuple(p)][1] for p in prompts])
     vocab = logits.size(-1)
 
     def noise() -> torch.Tensor:

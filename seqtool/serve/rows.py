@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqtool.decoding import choose
+from seqtool.decoding import cat_states, choose
 
 
 @dataclass(eq=False)
@@ -25,13 +25,6 @@ class Row:
     options: tuple[float, int | None, float | None]
     generator: torch.Generator
     left: int
-
-
-def _cat(states: list):
-    """States (layers, batch_i, hidden), or (h, c) pairs of them -> one along batch."""
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
-    return torch.cat(states, dim=1)
 
 
 def _select(state, index: torch.Tensor):
@@ -59,7 +52,7 @@ class Rows:
         logits, state = self.model.encode(torch.tensor([prompt], device=self.device))
         token = self._choose(logits, [row])
         self.token = token if self.token is None else torch.cat([self.token, token])
-        self.state = state if self.state is None else _cat([self.state, state])
+        self.state = state if self.state is None else cat_states([self.state, state])
         self.rows.append(row)
         return self._taken([row], token)[0]
 
