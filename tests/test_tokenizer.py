@@ -131,3 +131,30 @@ def test_auto_chooses_characters_for_formatted_strings_and_unigram_for_prose():
     prose = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)]
     kind, why = choose_kind(prose)
     assert kind == "unigram" and why.startswith("words recur (100% occur 3 times or more)")
+
+
+def test_unset_vocabulary_size_counts_the_recurring_words():
+    from seqtool.tokenizer import plan, subword_size
+
+    lines = ["the cat sat", "the dog sat", "a bird flew"]  # the, sat recur; 5 words once
+    chars = len(set("".join(lines)))
+    size, why = subword_size(lines, cap=16_000)
+    assert size == 2 + chars + 256 + 4
+    assert why.startswith(f"{size:,} pieces: 2 words seen 2 times or more")
+    assert subword_size(lines, cap=100) == (100, subword_size(lines, 100)[1])
+    assert subword_size(lines, cap=100)[1].endswith("at most 100")
+    # explicit settings win, and char tokenizers take every character
+    assert plan("unigram", 500, lines, 8_000) == ("unigram", 500, "")
+    assert plan("char", None, lines, 8_000)[:2] == ("char", 8_000)
+    kind, size, why = plan("unigram", None, lines, 8_000)
+    assert (kind, size) == ("unigram", 2 + chars + 260) and why.startswith(f"{size:,} pieces")
+
+
+def test_a_vocabulary_of_the_chosen_size_trains():
+    from seqtool.tokenizer import plan
+
+    lines = [f"the {w} sat on the mat near {w}s" for w in ("cat", "dog", "bird", "fox")] * 50
+    kind, size, why = plan("auto", None, lines, 16_000)
+    tokenizer, warning = Tokenizer.train(lines, kind, None, size)
+    assert kind == "unigram" and warning is None and tokenizer.vocab_size <= size
+    assert tokenizer.decode(tokenizer.encode(lines[0])) == lines[0]

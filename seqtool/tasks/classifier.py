@@ -34,7 +34,7 @@ from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
-from seqtool.tokenizer import Tokenizer, resolve_kind
+from seqtool.tokenizer import Tokenizer, plan
 
 if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
     from seqtool.inspect import Inspection, Neighbour
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
 CLASSIFY = ClassifyConfig()
 
 METRICS = ("accuracy", "macro_f1", "loss")
+VOCAB_CAP = 16_000  # the largest subword vocabulary chosen without --vocab-size
 
 
 class ClassifierTask:
@@ -263,13 +264,15 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         labels = sorted(Counter(label for e in train for label in e.labels))
         # a line's first word gets the same pieces as elsewhere: +1.1 points on SST-2
         texts = [e.text for e in train]
-        kind, why = resolve_kind(request.tokenizer.kind, request.tokenizer.vocab_size, texts)
+        kind, size, why = plan(
+            request.tokenizer.kind, request.tokenizer.vocab_size, texts, VOCAB_CAP
+        )
         chosen = (f"{kind}: {why}",) if why else ()
         if why:
             notify(f"tokenizer {kind}: {why}")
         tokenizer_config = dataclasses.replace(request.tokenizer, lead_space=True, chosen=chosen)
         tokenizer, warning = Tokenizer.train(
-            texts, kind, tokenizer_config.vocab_size, lead_space=tokenizer_config.lead_space
+            texts, kind, tokenizer_config.vocab_size, size, tokenizer_config.lead_space
         )
         if warning:
             notify(warning)

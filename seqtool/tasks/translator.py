@@ -26,7 +26,7 @@ from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.translator import TranslatorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
-from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer, resolve_kind
+from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer, plan
 
 if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
     from seqtool.inspect import Neighbour, TranslationInspection
@@ -269,7 +269,10 @@ def train_tokenizers(
     train: list[Pair], config: TokenizerConfig, joint: bool, notify: Callable[[str], None]
 ) -> tuple[Tokenizer, Tokenizer, TokenizerConfig]:
     """Sentencepiece models for source and target (or one shared by both), and the
-    config to store: with `--tokenizer auto`, each side's kind is chosen from its text."""
+    config to store: with `--tokenizer auto`, each side's kind is chosen from its text.
+    Lines are read as if they began with a space (`lead_space`), so that a sentence's
+    first word gets the same pieces as inside a sentence; checkpoints from before keep
+    reading them without."""
     chosen = []
 
     def fit(side: str, lines: list[str]) -> Tokenizer:
@@ -277,9 +280,7 @@ def train_tokenizers(
         if why:
             chosen.append(f"{side} {kind}: {why}")
             notify(f"{side} tokenizer {kind}: {why}")
-        tokenizer, warning = Tokenizer.train(
-            lines, kind, config.vocab_size, default_size=DEFAULT_VOCAB
-        )
+        tokenizer, warning = Tokenizer.train(lines, kind, config.vocab_size, size, lead_space=True)
         if warning:
             notify(warning)
         return tokenizer
@@ -289,7 +290,7 @@ def train_tokenizers(
         src, tgt = tokenizer, tokenizer
     else:
         src, tgt = fit("source", [p.src for p in train]), fit("target", [p.tgt for p in train])
-    return src, tgt, dataclasses.replace(config, chosen=tuple(chosen))
+    return src, tgt, dataclasses.replace(config, lead_space=True, chosen=tuple(chosen))
 
 
 @dataclass(frozen=True)
