@@ -560,6 +560,15 @@ def train_classifier(ctx, **options) -> None:
     show_default=True,
     help="Tokens per sentence; longer ones are cut with a warning.",
 )
+@click.option(
+    "--average-last",
+    type=click.IntRange(min=0),
+    default=defaults(TrainConfig)["average_last"],
+    show_default=True,
+    metavar="N",
+    help="Keep the weights of the last N evaluations in RUN_DIR/recent/ and write their "
+    "mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
+)
 @training_options("translator", TranslatorConfig)
 @click.pass_context
 def train_translator(ctx, **options) -> None:
@@ -616,6 +625,24 @@ def _input_lines(input_path: str, text: str | None):
     from seqtool.data import check_file, read_lines
 
     return (line for _, line in read_lines(check_file(input_path)))
+
+
+def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
+    """RUN [RUN ...] [INPUT|-]: the first argument is a model, and so is every later
+    one that is a checkpoint (a .ckpt file or a directory); the last may be the input."""
+
+    def is_checkpoint(arg: str) -> bool:
+        return arg.endswith(".ckpt") or os.path.isdir(arg)
+
+    rest = list(args[1:])
+    input_path = rest.pop() if rest and not is_checkpoint(rest[-1]) else "-"
+    for arg in rest:
+        if not is_checkpoint(arg):
+            raise click.UsageError(
+                f"{arg}: not a checkpoint (a .ckpt file or a run directory); "
+                "only the last argument may be the INPUT file"
+            )
+    return [args[0], *rest], input_path
 
 
 @cli.command()
@@ -680,8 +707,7 @@ def classify(
 
 
 @cli.command()
-@click.argument("run")
-@click.argument("input_path", default="-", metavar="[INPUT|-]")
+@click.argument("args", nargs=-1, required=True, metavar="RUN... [INPUT|-]")
 @click.option("--text", help="Translate this one sentence instead of reading lines.")
 @search_options()
 @click.option(
@@ -711,8 +737,7 @@ def classify(
 @inference_options
 @_results_to_stdout
 def translate(
-    run,
-    input_path,
+    args,
     text,
     beam_size,
     length_penalty,
@@ -728,12 +753,14 @@ def translate(
     """Translate each input line (one output line per input line, in order).
 
     Reads INPUT, or stdin when it is piped; typed at a terminal, it translates each
-    line as it is entered.
+    line as it is entered. Several runs (sharing the target vocabulary) decode as one
+    ensemble: their log-probabilities are averaged at every step.
 
     \b
     Example:
       seqtool translate runs/de-en < test.de > test.hyp
       seqtool translate runs/de-en --text "Ein Hund rennt." --show-attention
+      seqtool translate runs/de-en runs/de-en-2 test.de > test.hyp
     """
     import seqtool
     from seqtool.data import batched
@@ -742,7 +769,8 @@ def translate(
 
     if n_best > beam_size:
         raise ConfigError(f"--n-best {n_best} needs --beam-size {n_best} or more")
-    model = seqtool.load(run, task="translator", device=device, threads=threads)
+    runs, input_path = _runs_and_input(args)
+    model = seqtool.load(runs, task="translator", device=device, threads=threads)
     draw = bool(show_attention or attention_plot)
     if draw:
         if text is None:
@@ -857,7 +885,7 @@ def generate(
 
 
 @cli.command()
-@click.argument("run")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @click.option(
     "--data",
     required=True,
@@ -878,7 +906,7 @@ def generate(
 @output_options("Print one JSON object.")
 @_results_to_stdout
 def evaluate(
-    run,
+    runs,
     data,
     src_lang,
     tgt_lang,
@@ -895,17 +923,19 @@ def evaluate(
     \b
     Generator: loss, perplexity, bits_per_char.
     Classifier: accuracy, macro_f1, per-class figures and the confusion matrix.
-    Translator: bleu, chrf (sacrebleu, detokenized), loss, perplexity.
+    Translator: bleu, chrf (sacrebleu, detokenized), loss, perplexity; several
+    translator runs are scored as one ensemble.
 
     \b
     Example:
       seqtool evaluate runs/shakes --data valid.txt --json
       seqtool evaluate runs/sst2 --data sst2/test.tsv
       seqtool evaluate runs/de-en --data multi30k/test2016 --src-lang de --tgt-lang en
+      seqtool evaluate runs/de-en runs/de-en-2 --data test.tsv
     """
     import seqtool
 
-    model = seqtool.load(run, device=device, threads=threads)
+    model = seqtool.load(runs, device=device, threads=threads)
     if model.task == "generator":
         result = model.evaluate(data, batch_size)
     elif model.task == "classifier":
@@ -1118,6 +1148,27 @@ def neighbours(run, piece, side, k, as_json) -> None:
             click.echo(json.dumps({"piece": n.piece, "similarity": round(n.similarity, 6)}))
         else:
             click.echo(f"{n.piece}\t{n.similarity:.4f}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, metavar="CKPT CKPT...")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The checkpoint to write."
+)
+def average(runs, out) -> None:
+    """Average the weights of checkpoints of one model (same task, configs and
+    tokenizers) into one checkpoint; the rest is the last one's. A run directory
+    stands for its best.ckpt.
+
+    \b
+    Example:
+      seqtool average runs/de-en/recent/*.ckpt --out runs/de-en/mean.ckpt
+    """
+    from seqtool import averaging
+    from seqtool.ui import note
+
+    averaging.write(runs, out)
+    note(f"saved {out}: the mean of {len(runs)} checkpoints")
 
 
 def _serve_limits() -> dict:

@@ -11,31 +11,50 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from seqtool import checkpoint, tasks
 from seqtool.device import pick_device
+from seqtool.errors import ConfigError
+from seqtool.quantize import quantize
 
 
 def load(
-    run: str | os.PathLike,
+    run: str | os.PathLike | Sequence[str | os.PathLike],
     task: str | None = None,
     device: str = "auto",
     threads: int | None = None,
+    quantize: str = "none",
 ):
     """A trained model from a run directory (its best.ckpt) or a .ckpt file.
 
+    run: a list of several runs loads them as one ensemble (translators only, see
+    Translator.ensemble); a list of one is that run.
     task: refuse a checkpoint of another task ("generator", "classifier", "translator").
     device: "auto" (a GPU when there is one), "cpu", "cuda" or "mps".
     threads: CPU threads for torch (a process-wide setting).
-    Raises CheckpointError (a SeqtoolError) with a one-line message.
+    quantize: "int8" converts the linear and recurrent layers to dynamic int8, for
+    faster inference on the CPU (see seqtool.quantize); "none" keeps fp32.
+    Raises CheckpointError or ConfigError (SeqtoolErrors) with a one-line message.
     """
     if threads:
         torch.set_num_threads(threads)
-    ckpt = checkpoint.load(run, task=task)
-    return tasks.get(ckpt["task"]).Inference(ckpt, pick_device(device))
+    runs = [run] if isinstance(run, str | os.PathLike) else list(run)
+    if not runs:
+        raise ConfigError("no run to load: give a run directory or a .ckpt file")
+    first = checkpoint.load(runs[0], task=task)
+    inference = tasks.get(first["task"]).Inference
+    if len(runs) == 1:
+        return inference(first, pick_device(device), quantize)
+    if not hasattr(inference, "ensemble"):
+        raise ConfigError(
+            f"{first['path']} is a {first['task']}: only translators can be ensembled"
+        )
+    rest = [checkpoint.load(r, task=first["task"]) for r in runs[1:]]
+    return inference.ensemble([first, *rest], pick_device(device), quantize)
 
 
 def info(run: str | os.PathLike) -> dict[str, Any]:
@@ -68,15 +87,23 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 class Loaded:
-    """What every inference class shares: where it came from, its device and `info`."""
+    """What every inference class shares: where it came from, its device, its
+    quantization and `info`."""
 
     task = ""
 
-    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
         self.path = ckpt["path"]
         self.device = device
+        self.quantize = quantize
         self.info = describe(ckpt)
+        if quantize != "none":
+            self.info["quantize"] = quantize
         self.train_config = dict(ckpt.get("train_config", {}))
+
+    def _ready(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A restored model on this device, converted for this quantization."""
+        return quantize(model.to(self.device), self.quantize)
 
     def __repr__(self) -> str:
         return f"<seqtool {type(self).__name__} {self.path} on {self.device}>"

@@ -273,7 +273,7 @@ def test_readme_python_api_runs(runs, monkeypatch, capsys):
     code = "\n".join(blocks)
     for name, path in {
         "runs/shakes": runs["gen"], "runs/sst2": runs["clf"], "runs/de-en": runs["tr"],
-        "data/tinyshakespeare/valid.txt": runs["corpus"],
+        "runs/de-en-gru": runs["tr"], "data/tinyshakespeare/valid.txt": runs["corpus"],
     }.items():  # fmt: skip
         code = code.replace(f'"{name}"', repr(str(path)))
     exec(compile(code, "README.md", "exec"), {})

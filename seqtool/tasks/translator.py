@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from seqtool.data import (
     to_device,
     token_batches,
 )
+from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.translator import TranslatorModel
@@ -146,9 +147,13 @@ def translation_loss(
     tgt: list[list[int]],
     device: torch.device,
     label_smoothing: float = 0.0,
+    others: Sequence[list[list[int]]] = (),
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the target tokens (eos included, padding masked), and
-    how many tokens it sums."""
+    how many tokens it sums. others: the source ids the members of an Ensemble after the
+    first read (see Ensemble.reading)."""
+    if others:
+        model = model.reading(others, device)
     src_tokens, src_lengths = pad(src)
     tgt_in, _ = pad([[BOS_ID, *t] for t in tgt])
     tgt_out, _ = pad([[*t, EOS_ID] for t in tgt])
@@ -165,12 +170,20 @@ def translation_loss(
 
 
 @torch.inference_mode()
-def mean_loss(model, src: list[list[int]], tgt: list[list[int]], batch_size: int, device) -> float:
+def mean_loss(
+    model,
+    src: list[list[int]],
+    tgt: list[list[int]],
+    batch_size: int,
+    device,
+    others: Sequence[list[list[int]]] = (),
+) -> float:
     """Cross-entropy per target token (eos included) over all pairs, in batches."""
     total, tokens = 0.0, 0
     for start in range(0, len(src), batch_size):
+        part = slice(start, start + batch_size)
         loss, n = translation_loss(
-            model, src[start : start + batch_size], tgt[start : start + batch_size], device
+            model, src[part], tgt[part], device, others=[ids[part] for ids in others]
         )
         total, tokens = total + loss.item(), tokens + n
     return total / tokens
@@ -187,25 +200,31 @@ def translate(
     alpha: float = 1.0,
     max_length_ratio: float = 2.0,
     return_attention: bool = False,
+    others: Sequence[list[list[int]]] = (),
 ) -> list[list[tuple[str, decoding.Hypothesis]]]:
     """Translate token-id sentences in batches of similar length; returns, in input
-    order, the n_best (text, hypothesis) pairs of each sentence, best first."""
+    order, the n_best (text, hypothesis) pairs of each sentence, best first. others: the
+    ids of the same sentences the members of an Ensemble after the first read (see
+    Ensemble.reading)."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[Any] = [None] * len(sources)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         src, lengths = pad([sources[i] for i in chunk])
         src = src.to(device)
+        reader = (
+            model.reading([[ids[i] for i in chunk] for ids in others], device) if others else model
+        )
         if beam_size == 1:
             found = [
                 [h]
                 for h in decoding.greedy(
-                    model, src, lengths, max_length_ratio, alpha, return_attention
+                    reader, src, lengths, max_length_ratio, alpha, return_attention
                 )
             ]
         else:
             found = decoding.beam_search(
-                model, src, lengths, beam_size, n_best, alpha, max_length_ratio, return_attention
+                reader, src, lengths, beam_size, n_best, alpha, max_length_ratio, return_attention
             )
         for i, hypotheses in zip(chunk, found, strict=True):
             out[i] = [(tokenizer.decode(h.tokens), h) for h in hypotheses]
@@ -276,7 +295,7 @@ def train_tokenizers(
     chosen = []
 
     def fit(side: str, lines: list[str]) -> Tokenizer:
-        kind, why = resolve_kind(config.kind, config.vocab_size, lines)
+        kind, size, why = plan(config.kind, config.vocab_size, lines, DEFAULT_VOCAB)
         if why:
             chosen.append(f"{side} {kind}: {why}")
             notify(f"{side} tokenizer {kind}: {why}")
@@ -329,16 +348,56 @@ class Translation:
 
 
 class Translator(Loaded):
-    """A trained translator: `translate`, `evaluate`, `info`."""
+    """A trained translator, or an ensemble of them (`ensemble`): `translate`,
+    `evaluate`, `info`."""
 
     task = "translator"
 
-    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
-        super().__init__(ckpt, device)
-        self.model = checkpoint.restore_model(ckpt, TranslatorConfig, TranslatorModel).to(device)
+    def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
+        super().__init__(ckpt, device, quantize)
+        self.model = self._ready(checkpoint.restore_model(ckpt, TranslatorConfig, TranslatorModel))
         self.config = self.model.config
         self.src_tokenizer = checkpoint.tokenizer(ckpt, "src")
         self.tgt_tokenizer = checkpoint.tokenizer(ckpt, "tgt")
+        # an ensemble's members after the first, when they read the source otherwise than
+        # the first does: each one's source tokenizer and max_length
+        self.other_readers: list[tuple[Tokenizer, int]] = []
+
+    @classmethod
+    def ensemble(
+        cls, ckpts: list[dict[str, Any]], device: torch.device, quantize: str = "none"
+    ) -> Translator:
+        """Translators decoding as one (seqtool.ensemble): their log-probabilities are
+        averaged at every search step. The first checkpoint gives the tokenizers, config,
+        info and the attention shown; the members must share its target vocabulary, and
+        each reads the source through its own tokenizer."""
+        first, *rest = (cls(ckpt, device, quantize) for ckpt in ckpts)
+        for member in rest:
+            if member.tgt_tokenizer.proto != first.tgt_tokenizer.proto:
+                raise ConfigError(
+                    f"{first.path} and {member.path} have different target vocabularies; "
+                    "ensembled translators must share one target tokenizer"
+                )
+
+        def reads(t: Tokenizer) -> tuple[bytes, bool]:
+            return t.proto, t.lead_space
+
+        if any(reads(m.src_tokenizer) != reads(first.src_tokenizer) for m in rest):
+            first.other_readers = [(m.src_tokenizer, m.config.max_length) for m in rest]
+        first.model = Ensemble([first.model, *(m.model for m in rest)])
+        first.info = {**first.info, "ensemble": [m.path for m in (first, *rest)]}
+        return first
+
+    def _other_sources(self, texts: list[str]) -> list[list[list[int]]]:
+        """The own source ids of `texts` of each member after the first (other_readers)."""
+        return [
+            encode_lines(tokenizer, texts, limit, warn, "source lines")
+            for tokenizer, limit in self.other_readers
+        ]
+
+    def _one_model(self, what: str) -> None:
+        if isinstance(self.model, Ensemble):
+            raise ConfigError(f"{what} looks inside one model, not an ensemble: load one run")
 
     def translate(
         self,
@@ -374,6 +433,7 @@ class Translator(Loaded):
             o.length_penalty,
             o.max_length_ratio,
             return_attention=attention,
+            others=self._other_sources(texts),
         )
         results = [
             self._result(line, source, hypotheses, attention)
@@ -413,10 +473,11 @@ class Translator(Loaded):
         limit = self.config.max_length
         src = encode_lines(self.src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
         tgt = encode_lines(self.tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
-        loss = mean_loss(self.model, src, tgt, batch_size, self.device)
+        others = self._other_sources([p.src for p in pairs])
+        loss = mean_loss(self.model, src, tgt, batch_size, self.device, others)
         found = translate(
             self.model, src, self.tgt_tokenizer, self.device, batch_size, beam_size, 1,
-            length_penalty,
+            length_penalty, others=others,
         )  # fmt: skip
         hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
         exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
@@ -440,6 +501,7 @@ class Translator(Loaded):
         the source piece it attends to most. See seqtool.inspect."""
         from seqtool.inspect import inspect_translation
 
+        self._one_model("inspect")
         if not text.strip():
             raise ConfigError("inspect: the text is empty")
         ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
@@ -457,6 +519,7 @@ class Translator(Loaded):
         embeddings."""
         from seqtool.inspect import neighbours
 
+        self._one_model("neighbours")
         if side not in ("source", "target"):
             raise ConfigError(f"side {side!r}: choose source or target")
         embedding = self.model.src_embedding if side == "source" else self.model.tgt_embedding
