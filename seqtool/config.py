@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 POOLINGS = ("max", "mean", "last", "attention")
 ATTENTIONS = ("bahdanau", "luong", "none")
+QUANTIZATIONS = ("none", "int8")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 

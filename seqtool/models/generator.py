@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from seqtool.config import GeneratorConfig
-from seqtool.models.recurrent import RecurrentStep, State, make_rnn
+from seqtool.models.recurrent import RecurrentStep, State, make_rnn, step_path
 
 
 class GeneratorModel(nn.Module):
@@ -64,7 +64,7 @@ class GeneratorModel(nn.Module):
         The step weights are packed on the first call; call `forward` to prime the state.
         """
         if self._step is None:
-            self._step = RecurrentStep(self.rnn)
+            self._step = step_path(self.rnn)
         hidden, state = self._step.step(self.embedding(tokens), state)
         return self._head(hidden), state
 

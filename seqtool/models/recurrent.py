@@ -9,6 +9,8 @@ packed once. Its state has the fused layer's layout, so the two can hand over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -37,7 +39,7 @@ def make_rnn(
     )
 
 
-class _Affine:
+class Affine:
     """x @ W^T + b for a few rows at a time, with W kept in both layouts: one row is a
     matrix-vector product over W^T, while several rows run fastest as W @ x^T (measured:
     about 2x at batch 4, where the x @ W^T product spends its time packing W)."""
@@ -56,9 +58,12 @@ class RecurrentStep:
     """One time step of a unidirectional fused layer, for inference.
 
     step(x (batch, input_size), state) -> (output (batch, hidden), state)
+
+    affine(weight (out, in), bias (out,)) makes each product: `Affine` in fp32, or
+    another kind with the same call (seqtool.quantize packs them in int8).
     """
 
-    def __init__(self, rnn: nn.RNNBase) -> None:
+    def __init__(self, rnn: nn.RNNBase, affine: Callable = Affine) -> None:
         if rnn.bidirectional:
             raise ValueError("RecurrentStep runs unidirectional layers only")
         self.mode = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}[type(rnn)]
@@ -71,10 +76,10 @@ class RecurrentStep:
                 b_hh = getattr(rnn, f"bias_hh_l{k}").detach()
                 if self.mode == "gru":
                     # n needs b_hn inside r * (W_hn h + b_hn), so the products stay apart
-                    self.layers.append((_Affine(w_ih, b_ih), _Affine(w_hh, b_hh)))
+                    self.layers.append((affine(w_ih, b_ih), affine(w_hh, b_hh)))
                 else:
                     # one product for [x, h] @ [W_ih; W_hh]^T, with the two biases summed
-                    self.layers.append(_Affine(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh))
+                    self.layers.append(affine(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh))
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.mode == "lstm":
@@ -102,6 +107,13 @@ class RecurrentStep:
                 x = torch.tanh(layer(torch.cat([x, h], dim=1)))
             hs.append(x)
         return x, torch.stack(hs)
+
+
+def step_path(rnn: nn.Module) -> RecurrentStep:
+    """The one-step path of a unidirectional fused layer, its weights packed now; a layer
+    converted for inference by seqtool.quantize no longer holds fp32 weights, and
+    carries the path packed before they went (`rnn.step_path`)."""
+    return getattr(rnn, "step_path", None) or RecurrentStep(rnn)
 
 
 # what `trace` keeps per cell type: the gates, the candidate (g of the LSTM, n of the

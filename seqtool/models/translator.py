@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import TranslatorConfig
 from seqtool.models.attention import make_attention
-from seqtool.models.recurrent import RecurrentStep, State, make_rnn
+from seqtool.models.recurrent import RecurrentStep, State, make_rnn, step_path
 
 
 class Memory(NamedTuple):
@@ -152,7 +152,7 @@ class TranslatorModel(nn.Module):
         tgt_vocab), the next state, attention weights (batch, src_len) or None.
         The step weights are packed on the first call."""
         if self._step is None:
-            self._step = RecurrentStep(self.decoder)
+            self._step = step_path(self.decoder)
         x = self.tgt_embedding(tokens)
         if state.feed is not None:
             x = torch.cat([x, state.feed], dim=-1)

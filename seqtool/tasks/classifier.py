@@ -330,9 +330,9 @@ class Classifier(Loaded):
 
     task = "classifier"
 
-    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
-        super().__init__(ckpt, device)
-        self.model = checkpoint.restore_model(ckpt, ClassifierConfig, build_model).to(device)
+    def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
+        super().__init__(ckpt, device, quantize)
+        self.model = self._ready(checkpoint.restore_model(ckpt, ClassifierConfig, build_model))
         self.config = self.model.config
         self.tokenizer = checkpoint.tokenizer(ckpt)
         self.labels = list(self.config.labels)

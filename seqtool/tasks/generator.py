@@ -256,9 +256,9 @@ class Generator(Loaded):
 
     task = "generator"
 
-    def __init__(self, ckpt: dict[str, Any], device: torch.device) -> None:
-        super().__init__(ckpt, device)
-        self.model = checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel).to(device)
+    def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
+        super().__init__(ckpt, device, quantize)
+        self.model = self._ready(checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel))
         self.tokenizer = checkpoint.tokenizer(ckpt)
 
     def _tokens(
