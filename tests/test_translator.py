@@ -218,7 +218,8 @@ def test_translate_shows_attention(run_cli, trained_translator, tmp_path):
     result = run_cli("translate", trained_translator, "--text", "3 May 1987", "--show-attention")
     assert result.exit_code == 0, result.output
     header, *rows = result.stderr.rstrip("\n").split("\n")
-    assert header.split() == ["3", "▁", "M", "a", "y", "▁", "1", "9", "8", "7"]
+    # the source as its pieces, read with the leading space every new translator adds
+    assert header.split() == ["▁", "3", "▁", "M", "a", "y", "▁", "1", "9", "8", "7"]
     tokens = json.loads(
         run_cli("translate", trained_translator, "--text", "3 May 1987", "--json").stdout
     )["tokens"]
@@ -335,9 +336,11 @@ def test_dates_are_learned_with_sharp_attention(run_cli, tmp_path):
     text = "Tuesday, March 3, 1987"
     found = seqtool.load(out, device="cpu").translate(text, attention=True)
     assert found.text == "1987-03-03"
-    # rows 0-3 write the year: each is sharply peaked on a digit of the source's year
-    year = slice(text.index("1987"), len(text))
-    for row in torch.tensor(found.attention[:4]):
+    # the rows that write the year (after the leading space piece) are each sharply
+    # peaked on a digit of the source's year, its last four pieces
+    first = found.tokens.index("1")
+    year = slice(len(found.source_tokens) - 4, len(found.source_tokens))
+    for row in torch.tensor(found.attention[first : first + 4]):
         assert row.max() > 0.5
         assert row[year].sum() > 0.8
 
@@ -469,6 +472,7 @@ def test_auto_tokenizer_reads_dates_as_characters(run_cli, dates, tmp_path):
     assert "target tokenizer char: 100% of the words occur fewer than 3 times" in result.stderr
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert info["tokenizer_config"]["kind"] == "auto"
+    assert info["tokenizer_config"]["lead_space"]  # a first word reads as one inside a line
     assert [c.split(":")[0] for c in info["tokenizer_config"]["chosen"]] == [
         "source char", "target char",
     ]  # fmt: skip
