@@ -442,9 +442,10 @@ def train_generator(ctx, **options) -> None:
     help="How the encoder's outputs become one vector; attention can be explained.",
 )
 @click.option(
-    "--multi-label",
-    is_flag=True,
-    help="One sigmoid per label (fastText lines with several labels).",
+    "--multi-label/--single-label",
+    default=None,
+    help="One sigmoid per label, or one softmax over labels. Default: multi-label when a "
+    "training line has several labels (fastText), else single.",
 )
 @click.option(
     "--class-weights",

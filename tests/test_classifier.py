@@ -251,23 +251,20 @@ def test_multi_label_fasttext(run_cli, tmp_path):
     path = tmp_path / "tags.txt"
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "ml"
-    refused = run_cli("train", "classifier", "--train", path, "--out", out, *TINY, "--max-steps", 2)
-    assert refused.exit_code == 1 and "train with --multi-label" in refused.stderr
+    refused = run_cli(
+        "train", "classifier", "--train", path, "--out", out, *TINY, "--max-steps", 2,
+        "--single-label",
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "train without --single-label" in refused.stderr
+    # without either option, lines with several labels make a multi-label model
     result = run_cli(
-        "train",
-        "classifier",
-        "--train",
-        path,
-        "--out",
-        out,
-        *TINY,
-        "--multi-label",
-        "--max-steps",
-        80,
-        "--class-weights",
-        "balanced",
-    )
+        "train", "classifier", "--train", path, "--out", out, *TINY, "--max-steps", 80,
+        "--class-weights", "balanced",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "labels: training one sigmoid per label (--multi-label)" in result.stderr
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["model_config"]["multi_label"] is True
     scores = json.loads(run_cli("evaluate", out, "--data", path, "--json").stdout)
     assert scores["macro_f1"] > 0.8
     tagged = run_cli("classify", out, "--text", "the apple and the cloud")

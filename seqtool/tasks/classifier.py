@@ -254,13 +254,20 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         tokenizer = checkpoint.tokenizer(request.resume)
     else:
         options = request.options
-        multi = request.model_options.get("multi_label", False)
+        multi = request.model_options.get("multi_label")
         several = next((e for e in train if len(e.labels) > 1), None)
-        if several is not None and not multi:
+        if several is not None and multi is False:
             raise DataError(
                 f"{train_path}:{several.line}: the line has {len(several.labels)} labels; "
-                f"train with --multi-label"
+                f"train without --single-label"
             )
+        if multi is None:
+            multi = several is not None
+            if multi:
+                notify(
+                    f"{train_path}:{several.line} has {len(several.labels)} labels: training "
+                    "one sigmoid per label (--multi-label)"
+                )
         labels = sorted(Counter(label for e in train for label in e.labels))
         # a line's first word gets the same pieces as elsewhere: +1.1 points on SST-2
         texts = [e.text for e in train]
@@ -277,7 +284,9 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         if warning:
             notify(warning)
         model_config = ClassifierConfig(
-            vocab_size=tokenizer.vocab_size, labels=tuple(labels), **request.model_options
+            vocab_size=tokenizer.vocab_size,
+            labels=tuple(labels),
+            **{**request.model_options, "multi_label": multi},
         )
     check_labels(valid, model_config, valid_path or train_path)
     torch.manual_seed(config.seed)
