@@ -21,7 +21,6 @@ class Case:
     seconds: int  # --max-time on FULL (sizes.defaults_scale scales it)
     target: str  # the absolute target on `metric`, or "" (a ratio target)
     tuned: tuple[str, ...]  # the hand-chosen options beside the defaults
-    data: tuple[str, ...] = ()  # options the data needs, given to both runs
     metric: str = ""  # the figure the target is on; "" the kind's first in METRICS
 
 
@@ -59,8 +58,8 @@ CASES = [
           "--vocab-size", "4000"), metric="bleu"),
     Case("sst2", "classifier", 180, "value >= 0.812", ("--ensemble", "2")),
     Case("questions", "classifier", 180, "value >= 0.92", SMALL_CLF),
-    # seqtool refuses fastText lines with several labels unless told --multi-label
-    Case("topics", "classifier", 30, "", SMALL_CLF, data=("--multi-label",)),
+    # fastText lines with several labels: the defaults train it multi-label
+    Case("topics", "classifier", 30, "", SMALL_CLF),
     Case("prose", "generator", 20, "", SMALL_LM),
     Case("code", "generator", 20, "", SMALL_LM),
     Case("greek", "generator", 20, "", SMALL_LM),
@@ -105,9 +104,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         ext = "tsv" if (folder / "data" / "train.tsv").exists() else "txt"
         files = {part: folder / "data" / f"{part}.{ext}" for part in ("train", "valid", "test")}
         time = ("--max-time", budget(case, sizes))
-        default, chosen = train_and_test(
-            sec, case, files, folder / "default", "default", (*time, *case.data)
-        )
+        default, chosen = train_and_test(sec, case, files, folder / "default", "default", time)
         if chosen:
             chosen_lines.append(f"{case.task}: {chosen}")
         metrics = METRICS[case.kind]
@@ -116,7 +113,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         tuned = None
         if not case.target or missed or sizes.defaults_scale < 0.5:
             tuned, _ = train_and_test(
-                sec, case, files, folder / "tuned", "tuned", (*time, *case.data, *case.tuned)
+                sec, case, files, folder / "tuned", "tuned", (*time, *case.tuned)
             )
         else:
             tuned_skipped.append(case.task)
@@ -151,10 +148,6 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         sec.notes.append(
             "tuned options not run (the default met its target): " + ", ".join(tuned_skipped)
         )
-    sec.notes.append(
-        "topics is multi-label: both runs get `--multi-label`, without which seqtool "
-        "refuses lines with several labels (the defaults do not detect it)"
-    )
 
 
 def _meets(value: float, target: str) -> bool:
