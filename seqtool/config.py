@@ -163,6 +163,7 @@ class TrainConfig(_Config):
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
+    average_last: int = 0  # keep the last N evaluations' weights, average them at the end
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "log_every"):
@@ -172,6 +173,7 @@ class TrainConfig(_Config):
         _check(self.lr > 0, "--lr must be positive")
         _check(self.clip >= 0, "--clip must be >= 0")
         _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _check(self.average_last >= 0, "--average-last must be >= 0")
         _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}")
         _check(self.device in DEVICES, f"unknown device {self.device!r}")
         _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")

@@ -3,14 +3,17 @@
 AdamW, gradient clipping by norm, warmup then cosine decay driven by the budget (steps,
 epochs or wall time, whichever runs out first), validation every `eval_every` steps,
 early stopping, `best.ckpt` on improvement and `last.ckpt` at every evaluation, and
-`metrics.jsonl`. SIGINT/SIGTERM finish the current step, save `last.ckpt` and raise
-TrainingInterrupted. A resumed run restores optimizer, scaler, RNG, data position and
-task state, so it reaches the same weights as an uninterrupted one (on CPU).
+`metrics.jsonl`; with `average_last` N, the weights of the last N evaluations in
+`recent/` and their mean in `averaged.ckpt` at the end. SIGINT/SIGTERM finish the
+current step, save `last.ckpt` and raise TrainingInterrupted. A resumed run restores
+optimizer, scaler, RNG, data position and task state, so it reaches the same weights as
+an uninterrupted one (on CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import json
@@ -27,11 +30,14 @@ from typing import Any, Protocol
 
 import torch
 
-from seqtool import checkpoint, distributed, tasks
+from seqtool import averaging, checkpoint, distributed, tasks
 from seqtool.config import DEFAULT_EPOCHS, TokenizerConfig, TrainConfig
 from seqtool.device import autocast, pick_device, pick_precision
 from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
 from seqtool.tasks import TrainRequest
+
+RECENT = "recent"  # the run directory's folder of the last evaluations' weights
+AVERAGED = "averaged.ckpt"
 
 
 @dataclass
@@ -127,11 +133,15 @@ class Trainer:
             raise ConfigError("give a budget: --max-steps, --max-epochs or --max-time")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.main:
-            checkpoint.clean_temporary(self.run_dir)  # a save that a killed run left unfinished
+            # saves that a killed run left unfinished
+            checkpoint.clean_temporary(self.run_dir)
+            checkpoint.clean_temporary(self.run_dir / RECENT)
         self._call("on_start", self)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._loop()
+            if self.main and self.config.average_last:
+                self._write_average()
         except (RuntimeError, torch.distributed.DistError) as err:
             if distributed.world() == 1:
                 raise
@@ -288,9 +298,7 @@ class Trainer:
         metrics = {}
         if self.main:
             began = time.perf_counter()
-            self.model.eval()
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                metrics = task.evaluate(self.model, self.device)
+            metrics = self._validate(self.model)
             self.model.train()
             self._fit_eval_cost(time.perf_counter() - began)
         if c.eval_every is None and self.eval_every is not None:
@@ -317,10 +325,19 @@ class Trainer:
         self.last_eval = {"step": p.step, "split": "valid", **metrics, "best": bool(improved)}
         if self.main and (improved or score is None):
             checkpoint.save(self.run_dir / "best.ckpt", self._payload(last=False))
+        if self.main and c.average_last:
+            # before last.ckpt: a run killed in between redoes this evaluation on resume
+            self._keep_recent()
         self._save_last()
         if self.main:
             self._log(self.last_eval, "on_eval")
         return distributed.share(c.patience is not None and p.bad_evals >= c.patience)
+
+    def _validate(self, model) -> dict[str, Any]:
+        """The task's validation metrics of `model` (left in eval mode)."""
+        model.eval()
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.task.evaluate(model, self.device)
 
     def _divergence(self, metrics: dict[str, Any]) -> str | None:
         """What went non-finite: the validation loss or the weights; None when neither."""
@@ -347,9 +364,7 @@ class Trainer:
             "train_config": self.config.to_dict(),
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "progress": dataclasses.asdict(self.progress),
-            "metrics": {
-                k: v for k, v in self.last_eval.items() if type(v) in (int, float) and k != "step"
-            },
+            "metrics": _numbers(self.last_eval),
         }
         if last:
             rng, task_state = self._local_state()
@@ -382,6 +397,41 @@ class Trainer:
         if self.replaced is not None:
             shutil.rmtree(self.replaced)
             self.replaced = None
+
+    def _keep_recent(self) -> None:
+        """This evaluation's weights as RECENT/step-N.ckpt, the newest `average_last` of
+        them kept. On disk rather than in memory, so that a resumed run averages the
+        evaluations made before it stopped."""
+        recent = self.run_dir / RECENT
+        recent.mkdir(exist_ok=True)
+        path = recent / f"step-{self.progress.step:09d}.ckpt"  # names sort by step
+        checkpoint.save(path, self._payload(last=False))
+        files = sorted(recent.glob("step-*.ckpt"))
+        # a file past this step is from a run killed before its last.ckpt caught up: the
+        # resumed run has redone those steps, and maybe evaluated at other ones
+        newer = [f for f in files if f.name > path.name]
+        older = [f for f in files if f.name <= path.name][: -self.config.average_last]
+        for old in newer + older:
+            old.unlink()
+
+    def _write_average(self) -> None:
+        """AVERAGED: the mean of the kept evaluations' weights, with its own validation
+        metrics, reported next to best.ckpt's score."""
+        kept = sorted((self.run_dir / RECENT).glob("step-*.ckpt"))[-self.config.average_last :]
+        if len(kept) < 2:
+            self._call("on_note", f"fewer than two evaluations kept: no {AVERAGED} written")
+            return
+        payload = averaging.average(kept)
+        model = copy.deepcopy(self.model)  # the trained weights stay as they are
+        model.load_state_dict(payload["model_state"])
+        metrics = self._validate(model)
+        payload["metrics"] = _numbers(metrics)
+        checkpoint.save(self.run_dir / AVERAGED, payload)
+        message = f"saved {self.run_dir / AVERAGED}: the mean of the last {len(kept)} evaluations"
+        score, best = metrics.get(self.task.metric), self.progress.best
+        if score is not None and best is not None:
+            message += f"; valid {self.task.metric} {score:.4f}, best.ckpt {best:.4f}"
+        self._call("on_note", message)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         if "optimizer" not in ckpt:
@@ -427,6 +477,11 @@ class Trainer:
             handler(*args)
 
 
+def _numbers(record: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an evaluation record, as checkpoints store them."""
+    return {k: v for k, v in record.items() if type(v) in (int, float) and k != "step"}
+
+
 # options that may change when a run is resumed; the rest come from its checkpoint
 RESUMABLE = (
     "max_steps",
@@ -438,6 +493,7 @@ RESUMABLE = (
     "device",
     "precision",
     "threads",
+    "average_last",
 )
 
 
@@ -589,7 +645,8 @@ def _warn_ignored(ckpt: dict[str, Any], given: dict[str, Any]) -> None:
 
 def _check_run_dir(run_dir: Path, resume: bool, force: bool) -> list[Path]:
     """The files of an earlier run that `force` will replace."""
-    held = [run_dir / n for n in ("best.ckpt", "last.ckpt", "metrics.jsonl")]
+    names = ("best.ckpt", "last.ckpt", "metrics.jsonl", RECENT, AVERAGED)
+    held = [run_dir / n for n in names]
     held = [path for path in held if path.exists()]
     if resume:
         if not (run_dir / "last.ckpt").exists():
