@@ -26,6 +26,7 @@ from seqtool.config import (
     DEVICES,
     POOLINGS,
     PRECISIONS,
+    QUANTIZATIONS,
     SCHEDULES,
     TOKENIZERS,
     TRAIN_DEFAULTS,
@@ -321,6 +322,18 @@ def inference_options(f):
             ),
             click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
         ]
+    )(f)
+
+
+def quantize_option(f):
+    """--quantize for the commands that predict (inspect reads the fp32 weights)."""
+    return click.option(
+        "--quantize",
+        type=click.Choice(QUANTIZATIONS),
+        default="none",
+        show_default=True,
+        help="int8: linear and recurrent layers in dynamic int8, on the CPU only; "
+        "faster for hidden sizes of 256 and up, slightly less exact (see README).",
     )(f)
 
 
@@ -664,9 +677,10 @@ def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
 )
 @click.option("--batch-size", type=POSITIVE, default=CLASSIFY["batch_size"], show_default=True)
 @inference_options
+@quantize_option
 @_results_to_stdout
 def classify(
-    run, input_path, text, top_k, threshold, as_json, explain, batch_size, device, threads
+    run, input_path, text, top_k, threshold, as_json, explain, batch_size, device, threads, quantize
 ):
     """Label each input line (one output line per input line, in order).
 
@@ -680,7 +694,7 @@ def classify(
     from seqtool.errors import ConfigError
     from seqtool.ui import attention_bars
 
-    model = seqtool.load(run, task="classifier", device=device, threads=threads)
+    model = seqtool.load(run, task="classifier", device=device, threads=threads, quantize=quantize)
     if explain:
         if text is None:
             raise ConfigError("--explain shows one sentence: give it with --text")
@@ -736,6 +750,7 @@ def classify(
     help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
 )
 @inference_options
+@quantize_option
 @_results_to_stdout
 def translate(
     args,
@@ -750,6 +765,7 @@ def translate(
     attention_plot,
     device,
     threads,
+    quantize,
 ):
     """Translate each input line (one output line per input line, in order).
 
@@ -771,7 +787,7 @@ def translate(
     if n_best > beam_size:
         raise ConfigError(f"--n-best {n_best} needs --beam-size {n_best} or more")
     runs, input_path = _runs_and_input(args)
-    model = seqtool.load(runs, task="translator", device=device, threads=threads)
+    model = seqtool.load(runs, task="translator", device=device, threads=threads, quantize=quantize)
     draw = bool(show_attention or attention_plot)
     if draw:
         if text is None:
@@ -851,9 +867,10 @@ def translate(
 )
 @click.option("--seed", type=int, help="Same seed, same text.")
 @inference_options
+@quantize_option
 @_results_to_stdout
 def generate(
-    run, prompt, length, temperature, top_k, top_p, num_samples, seed, device, threads
+    run, prompt, length, temperature, top_k, top_p, num_samples, seed, device, threads, quantize
 ) -> None:
     """Sample text from a trained generator; long samples stream as they are produced.
 
@@ -864,7 +881,7 @@ def generate(
     import seqtool
     from seqtool.ui import rule
 
-    model = seqtool.load(run, task="generator", device=device, threads=threads)
+    model = seqtool.load(run, task="generator", device=device, threads=threads, quantize=quantize)
     sampling = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     out = sys.stdout
     if num_samples > 1 and num_samples * length <= BATCH_TOKENS:
@@ -904,6 +921,7 @@ def generate(
 )
 @search_options("Translator: ")
 @inference_options
+@quantize_option
 @output_options("Print one JSON object.")
 @_results_to_stdout
 def evaluate(
@@ -917,6 +935,7 @@ def evaluate(
     length_penalty,
     device,
     threads,
+    quantize,
     as_json,
 ) -> None:
     """Score a trained model on a data file.
@@ -936,7 +955,7 @@ def evaluate(
     """
     import seqtool
 
-    model = seqtool.load(runs, device=device, threads=threads)
+    model = seqtool.load(runs, device=device, threads=threads, quantize=quantize)
     if model.task == "generator":
         result = model.evaluate(data, batch_size)
     elif model.task == "classifier":

@@ -103,7 +103,12 @@ class Loaded:
 
     def _ready(self, model: torch.nn.Module) -> torch.nn.Module:
         """A restored model on this device, converted for this quantization."""
-        return quantize(model.to(self.device), self.quantize)
+        return quantize(model, self.quantize, self.device)
+
+    def _fp32(self, what: str) -> None:
+        """Refuse `what`, which reads the fp32 weights, on a quantized model."""
+        if self.quantize != "none":
+            raise ConfigError(f"{what} reads the fp32 weights: load the run without quantize")
 
     def __repr__(self) -> str:
         return f"<seqtool {type(self).__name__} {self.path} on {self.device}>"

@@ -71,21 +71,21 @@ def _size(module: nn.Module) -> int:
     return module.weight_ih_l0.numel() + module.weight_hh_l0.numel()
 
 
-def quantize(model: nn.Module, mode: str, min_weights: int = MIN_WEIGHTS) -> nn.Module:
-    """`model` (in eval mode, on the CPU) converted in place for `mode`: "none" leaves
-    it as it is, "int8" quantizes the layers listed above. Returns the model."""
+def quantize(model: nn.Module, mode: str, device: torch.device | str = "cpu") -> nn.Module:
+    """`model` (as restored: in eval mode, on the CPU) converted in place for `mode`, and
+    moved to `device`: "none" converts nothing, "int8" the layers listed above, and
+    runs on the CPU only. Returns the model."""
     if mode not in QUANTIZATIONS:
         raise ConfigError(f"quantize {mode!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if mode == "none":
-        return model
-    device = next(model.parameters()).device
-    if device.type != "cpu":
+        return model.to(device)
+    if torch.device(device).type != "cpu":
         raise ConfigError(
-            f"--quantize {mode} runs on the CPU only (the model is on {device}); add --device cpu"
+            f"--quantize {mode} runs on the CPU only (the device is {device}); add --device cpu"
         )
 
     def affine(weight: torch.Tensor, bias: torch.Tensor):
-        return Int8Affine(weight, bias) if weight.numel() >= min_weights else Affine(weight, bias)
+        return Int8Affine(weight, bias) if weight.numel() >= MIN_WEIGHTS else Affine(weight, bias)
 
     # a model that decodes token by token steps its unidirectional fused layers
     stepped = hasattr(model, "decode_step")
@@ -100,7 +100,7 @@ def quantize(model: nn.Module, mode: str, min_weights: int = MIN_WEIGHTS) -> nn.
         chosen = {
             name: per_channel_dynamic_qconfig
             for name, m in model.named_modules()
-            if isinstance(m, nn.Linear | nn.LSTM | nn.GRU) and _size(m) >= min_weights
+            if isinstance(m, nn.Linear | nn.LSTM | nn.GRU) and _size(m) >= MIN_WEIGHTS
         }
         quantize_dynamic(model, chosen, inplace=True)
     for name, step in steps.items():

@@ -422,6 +422,7 @@ class Classifier(Loaded):
         forward ones, as their output does."""
         from seqtool.inspect import inspect_recurrent
 
+        self._fp32("inspect")
         model = self.model.members[0] if self.config.members > 1 else self.model
         ids = self._encode([text])[0]
         with torch.inference_mode():

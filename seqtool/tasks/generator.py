@@ -341,6 +341,7 @@ class Generator(Loaded):
         See seqtool.inspect."""
         from seqtool.inspect import inspect_generator
 
+        self._fp32("inspect")
         with torch.inference_mode():
             return inspect_generator(
                 self.model, self.tokenizer, text, top, unit, find, layer, kind, saturation

@@ -502,6 +502,7 @@ class Translator(Loaded):
         from seqtool.inspect import inspect_translation
 
         self._one_model("inspect")
+        self._fp32("inspect")
         if not text.strip():
             raise ConfigError("inspect: the text is empty")
         ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
