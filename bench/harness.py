@@ -63,6 +63,10 @@ class Sizes:
     serve_sentences: int | None  # serve: test sentences sent (None: all)
     serve_requests: int  # serve: classify requests over which memory must stay flat
     inspect_chars: int  # inspect: characters of text inspected
+    quantize_train: tuple[
+        str, str, str
+    ]  # quantize: --max-time of translator, classifier, generator
+    quantize_extra: tuple[str, ...]  # quantize: options of its three models beyond the defaults
 
 
 FULL = Sizes(
@@ -91,6 +95,8 @@ FULL = Sizes(
     serve_sentences=None,
     serve_requests=20_000,
     inspect_chars=10_000,
+    quantize_train=("3m", "1m", "1m"),
+    quantize_extra=(),
 )
 # fmt: off
 QUICK = Sizes(
@@ -122,6 +128,8 @@ QUICK = Sizes(
     serve_sentences=100,
     serve_requests=400,
     inspect_chars=500,
+    quantize_train=("10s", "5s", "5s"),
+    quantize_extra=("--hidden-size", "32", "--embedding-size", "32"),
 )
 # fmt: on
 

@@ -7,6 +7,7 @@ from . import (
     library,
     memory,
     quality,
+    quantize,
     sampling,
     serve,
     startup,
@@ -28,4 +29,5 @@ SECTIONS = {  # name -> module, in the report's order
     "defaults": defaults,
     "serve": serve,
     "inspect": inspection,
+    "quantize": quantize,
 }
