@@ -141,8 +141,8 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         "with its absolute targets (numbers, reverse, dates: exact match >= 0.99; SST-2 "
         ">= 0.812; questions >= 0.92), where the tuned options run only when the default "
         "misses; cut budgets (multi30k 40 s, topics 30 s, generation 20 s instead of 120 s) "
-        "for the others, which always run both, to keep the section near 20 minutes "
-        "(about 22 on 2 cores)"
+        "for the others, which always run both, to keep the section under 20 minutes on "
+        "2 cores"
     )
     if tuned_skipped:
         sec.notes.append(
