@@ -86,14 +86,16 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     )
 
 
-def probe_sample(run_dir: str, length: str, num_samples: str, device: str = "cpu") -> None:
+def probe_sample(
+    run_dir: str, length: str, num_samples: str, device: str = "cpu", quantize: str = "none"
+) -> None:
     """Time seqtool.decoding.sample alone: no loading, no start-up."""
     import torch
 
     import seqtool
     from seqtool import decoding
 
-    generator = seqtool.load(run_dir, task="generator", device=device)
+    generator = seqtool.load(run_dir, task="generator", device=device, quantize=quantize)
     prompt, n, batch = generator.tokenizer.encode("\n"), int(length), int(num_samples)
     prompts, seeds = [prompt] * batch, decoding.seeds_for(batch, 0)
     with torch.inference_mode():  # as Generator.generate runs it
