@@ -81,31 +81,36 @@ RECUR_COUNT = 2
 SIZE_SAMPLE = 2_000_000  # lines counted, as many as sentencepiece trains on
 
 
-def subword_size(lines: Iterable[str], cap: int) -> tuple[int, str]:
+def subword_size(lines: Iterable[str], cap: int, recur: int = RECUR_COUNT) -> tuple[int, str]:
     """The vocabulary size for a subword tokenizer of `lines`, at most `cap`, and why:
-    the recurring words, every character, the 256 byte pieces and the 4 special ids."""
+    the words seen `recur` times or more, every character, the 256 byte pieces and the
+    4 special ids."""
     words: Counter[str] = Counter()
     chars: set[str] = set()
     for line in islice(lines, SIZE_SAMPLE):
         words.update(line.split())
         chars.update(line)
-    recurring = sum(1 for n in words.values() if n >= RECUR_COUNT)
+    recurring = sum(1 for n in words.values() if n >= recur)
     size = min(cap, recurring + len(chars) + 256 + 4)
     capped = f", at most {cap:,}" if size == cap else ""
     return size, (
-        f"{size:,} pieces: {recurring:,} words seen {RECUR_COUNT} times or more, "
+        f"up to {size:,} pieces: {recurring:,} words seen {recur} "
+        f"{'time' if recur == 1 else 'times'} or more, "
         f"{len(chars):,} characters, 256 bytes, 4 special ids{capped}"
     )
 
 
-def plan(kind: str, vocab_size: int | None, lines: Sequence[str], cap: int) -> tuple[str, int, str]:
+def plan(
+    kind: str, vocab_size: int | None, lines: Sequence[str], cap: int, recur: int = RECUR_COUNT
+) -> tuple[str, int, str]:
     """What to train on one side's training lines: the kind (`auto` resolved), the
-    vocabulary size (`vocab_size` when given, else subword_size's), and why ("" when the
-    user chose both). A char tokenizer takes every character: `cap` is then unused."""
+    vocabulary size (`vocab_size` when given, else subword_size's with `recur`), and why
+    ("" when the user chose both). A char tokenizer takes every character: `cap` is then
+    unused. Sentencepiece may make fewer pieces than asked: the size is then fitted."""
     kind, why = resolve_kind(kind, vocab_size, lines)
     if vocab_size is not None or kind == "char":
         return kind, vocab_size or cap, why
-    size, reason = subword_size(lines, cap)
+    size, reason = subword_size(lines, cap, recur)
     return kind, size, "; ".join(filter(None, (why, reason)))
 
 

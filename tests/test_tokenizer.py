@@ -140,14 +140,14 @@ def test_unset_vocabulary_size_counts_the_recurring_words():
     chars = len(set("".join(lines)))
     size, why = subword_size(lines, cap=16_000)
     assert size == 2 + chars + 256 + 4
-    assert why.startswith(f"{size:,} pieces: 2 words seen 2 times or more")
+    assert why.startswith(f"up to {size:,} pieces: 2 words seen 2 times or more")
     assert subword_size(lines, cap=100) == (100, subword_size(lines, 100)[1])
     assert subword_size(lines, cap=100)[1].endswith("at most 100")
     # explicit settings win, and char tokenizers take every character
     assert plan("unigram", 500, lines, 8_000) == ("unigram", 500, "")
     assert plan("char", None, lines, 8_000)[:2] == ("char", 8_000)
     kind, size, why = plan("unigram", None, lines, 8_000)
-    assert (kind, size) == ("unigram", 2 + chars + 260) and why.startswith(f"{size:,} pieces")
+    assert (kind, size) == ("unigram", 2 + chars + 260) and why.startswith(f"up to {size:,} pieces")
 
 
 def test_a_vocabulary_of_the_chosen_size_trains():
@@ -158,3 +158,12 @@ def test_a_vocabulary_of_the_chosen_size_trains():
     tokenizer, warning = Tokenizer.train(lines, kind, None, size)
     assert kind == "unigram" and warning is None and tokenizer.vocab_size <= size
     assert tokenizer.decode(tokenizer.encode(lines[0])) == lines[0]
+
+
+def test_a_classifier_vocabulary_counts_words_seen_once():
+    from seqtool.tokenizer import subword_size
+
+    lines = ["the cat sat", "the dog sat", "a bird flew"]
+    size, why = subword_size(lines, cap=16_000, recur=1)
+    assert size == 7 + len(set("".join(lines))) + 260  # the, cat, sat, dog, a, bird, flew
+    assert "7 words seen 1 time or more" in why

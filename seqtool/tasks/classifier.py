@@ -43,6 +43,10 @@ CLASSIFY = ClassifyConfig()
 
 METRICS = ("accuracy", "macro_f1", "loss")
 VOCAB_CAP = 16_000  # the largest subword vocabulary chosen without --vocab-size
+# a classifier's vocabulary keeps words seen once as well: sentiment and topic ride on
+# rare words. SST-2, seeds 0-2: 82.87% with every word (8,611 pieces, as many as
+# sentencepiece makes) against 82.06% with the words seen twice (7,465)
+VOCAB_RECUR = 1
 
 
 class ClassifierTask:
@@ -272,7 +276,7 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         # a line's first word gets the same pieces as elsewhere: +1.1 points on SST-2
         texts = [e.text for e in train]
         kind, size, why = plan(
-            request.tokenizer.kind, request.tokenizer.vocab_size, texts, VOCAB_CAP
+            request.tokenizer.kind, request.tokenizer.vocab_size, texts, VOCAB_CAP, VOCAB_RECUR
         )
         chosen = (f"{kind}: {why}",) if why else ()
         if why:
