@@ -101,8 +101,19 @@ def test_a_translation_comes_with_its_attention_heatmap(browser, url):
     WebDriverWait(browser, 20).until(
         lambda b: b.find_elements(By.CSS_SELECTOR, "#heatmap tbody td")
     )
-    assert browser.find_element(By.ID, "translation").text
-    assert browser.find_elements(By.CSS_SELECTOR, "#heatmap thead th")
+    # the page shows the API's answer: its text (which a tiny model may leave empty),
+    # one heatmap column per source piece and one row per target step
+    beam = int(browser.find_element(By.ID, "beam_size").get_attribute("value"))
+    reply = httpx.post(
+        f"{url}/v1/translate",
+        json={"model": "tr", "text": "3 march 2021", "beam_size": beam, "attention": True},
+    ).json()["translations"][0]
+    assert browser.find_element(By.ID, "translation").text == reply["translation"].strip()
+    columns = browser.find_elements(By.CSS_SELECTOR, "#heatmap thead th")[1:]
+    assert [c.get_attribute("textContent") for c in columns] == reply["source_tokens"]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap tbody th")
+    labels = [r.get_attribute("textContent") for r in rows]
+    assert len(labels) == len(reply["attention"]) and labels[0] == (reply["tokens"] + ["</s>"])[0]
     screenshot(browser, "translator")
 
 
