@@ -245,6 +245,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def train_models(
+    sec: Section, work: Path, data: dict[str, list], extra: Iterable = ()
+) -> dict[str, Path]:
+    """`seqtool train TASK ARGS... --out work/NAME --force EXTRA...` for each NAME: (TASK,
+    *ARGS) of `data`, its command recorded as `train_NAME`; NAME -> its run directory."""
+    paths = {}
+    for name, (task, *args) in data.items():
+        paths[name] = work / name
+        child = run([*SEQTOOL, "train", task, *args, "--out", paths[name], "--force", *extra])
+        sec.commands[f"train_{name}"] = child.command
+    return paths
+
+
 def key_values(text: str) -> dict[str, float]:
     """`steps=60 chars_per_s=1234 ...` (the reference scripts' last line) -> dict."""
     return {k: float(v) for k, v in re.findall(r"(\w+)=([-+\d.eE]+)", text)}

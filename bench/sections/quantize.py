@@ -21,6 +21,7 @@ from harness import (
     key_values,
     last_json,
     run,
+    train_models,
 )
 
 from sections.classifier import test_texts
@@ -41,13 +42,7 @@ def models(sec: Section, sizes: Sizes, out: Path) -> dict[str, Path]:
         "shakes": ["generator", "--train", TRAIN, "--valid", VALID,
                    "--max-time", sizes.quantize_train[2]],
     }  # fmt: skip
-    paths = {}
-    for name, (task, *args) in data.items():
-        paths[name] = work / name
-        child = run([*SEQTOOL, "train", task, *args, "--out", paths[name], "--force",
-                     *sizes.quantize_extra])  # fmt: skip
-        sec.commands[f"train_{name}"] = child.command
-    return paths
+    return train_models(sec, work, data, sizes.quantize_extra)
 
 
 def alternate(sec: Section, name: str, command: list, repeats: int) -> dict:

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MULTI30K, SEQTOOL, SST2, TRAIN, Section, Sizes, log, run
+from harness import MULTI30K, SEQTOOL, SST2, TRAIN, Section, Sizes, log, run, train_models
 
 from sections.classifier import test_texts
 
@@ -115,13 +115,7 @@ def models(sec: Section, sizes: Sizes, out: Path) -> dict[str, Path]:
         "sst2": ["classifier", "--train", SST2 / "train.tsv", "--max-steps", 50],
         "shakes": ["generator", "--train", TRAIN, "--max-steps", 20],
     }  # fmt: skip
-    paths = {}
-    for name, (task, *args) in data.items():
-        paths[name] = work / name
-        child = run([*SEQTOOL, "train", task, *args, "--out", paths[name], "--force",
-                     *sizes.serve_extra])  # fmt: skip
-        sec.commands[f"train_{name}"] = child.command
-    return paths
+    return train_models(sec, work, data, sizes.serve_extra)
 
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
