@@ -62,11 +62,12 @@ def _copy_into(target, source) -> None:
 
 
 class _Sampler:
-    """One sampling step on fixed buffers: feed the last token, choose the next.
+    """One sampling step: feed the last token, choose the next.
 
-    On CUDA the step is captured once as a CUDA graph and replayed: at batch 1 a step
-    is a few dozen small kernels, and launching them one by one from Python costs far
-    more than running them. Replays queue up without waiting for the host.
+    On CUDA the step runs on fixed buffers, captured once as a CUDA graph and replayed:
+    at batch 1 a step is a few dozen small kernels, and launching them one by one from
+    Python costs far more than running them. Replays queue up without waiting for the
+    host. Elsewhere it runs eagerly, without the buffers.
     """
 
     def __init__(self, model, token, state, noise, temperature, top_k, top_p) -> None:
@@ -101,11 +102,12 @@ class _Sampler:
         return graph
 
     def __call__(self, noise: torch.Tensor) -> torch.Tensor:
+        if self.graph is None:  # eager: no buffers to keep, so no copies into them
+            logits, self.state = self.model.decode_step(self.token, self.state)
+            self.token = choose(logits, *self.options, noise)
+            return self.token
         self.noise.copy_(noise)
-        if self.graph is None:
-            self._step()
-        else:
-            self.graph.replay()
+        self.graph.replay()
         return self.token.clone()
 
 
@@ -159,6 +161,8 @@ def sample(
     vocab = logits.size(-1)
 
     def noise() -> torch.Tensor:
+        if len(generators) == 1:  # the same draws as below, one call fewer per step
+            return torch.rand(1, vocab, generator=generators[0], device=device)
         return torch.stack([torch.rand(vocab, generator=g, device=device) for g in generators])
 
     first = noise()
@@ -289,15 +293,21 @@ def beam_search(
         beam, token = top_index // vocab, top_index % vocab
         if attention is not None and weights is not None:
             attention = torch.cat([attention, weights.float()[:, None]], dim=1)
-        at_limit = torch.tensor([step + 1 >= limits[s] for s in active], device=device)
+        limited = [step + 1 >= limits[s] for s in active]
+        at_limit = torch.tensor(limited, device=device)
         ends = ((token == EOS_ID) | at_limit[:, None]) & (ranks[: token.size(1)] < k)
         ends &= top_scores > float("-inf")
-        for a, r in ends.nonzero().tolist():
-            row = a * k + int(beam[a, r])
+        ending = ends.nonzero().tolist()
+        # read on the host in one call each, not element by element
+        parents, last, sums = (
+            (beam.tolist(), token.tolist(), top_scores.tolist()) if ending else 3 * ([],)
+        )
+        for a, r in ending:
+            row = a * k + parents[a][r]
             ids = history[row].tolist()
-            if int(token[a, r]) != EOS_ID:
-                ids.append(int(token[a, r]))
-            log_prob = float(top_scores[a, r])
+            if last[a][r] != EOS_ID:
+                ids.append(last[a][r])
+            log_prob = sums[a][r]
             finished[active[a]].append(
                 Hypothesis(
                     ids,
@@ -316,7 +326,7 @@ def beam_search(
             attention = attention[parent]
         state = state.select(parent)
         step += 1
-        done = [at_limit[a].item() or len(finished[s]) >= k for a, s in enumerate(active)]
+        done = [limited[a] or len(finished[s]) >= k for a, s in enumerate(active)]
         if any(done):
             keep = [a for a, d in enumerate(done) if not d]
             index = torch.tensor(keep, dtype=torch.long, device=device)

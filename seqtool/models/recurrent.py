@@ -79,7 +79,11 @@ class RecurrentStep:
                     self.layers.append((affine(w_ih, b_ih), affine(w_hh, b_hh)))
                 else:
                     # one product for [x, h] @ [W_ih; W_hh]^T, with the two biases summed
-                    self.layers.append(affine(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh))
+                    weight, bias = torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh
+                    if self.mode == "lstm":  # gates i, f, g, o -> i, f, o, g: one sigmoid
+                        order = torch.arange(4 * rnn.hidden_size).view(4, -1)[[0, 1, 3, 2]]
+                        weight, bias = weight[order.flatten()], bias[order.flatten()]
+                    self.layers.append(affine(weight, bias))
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.mode == "lstm":
@@ -87,9 +91,10 @@ class RecurrentStep:
             hs, cs = [], []
             for k, affine in enumerate(self.layers):
                 gates = affine(torch.cat([x, h0[k]], dim=1))
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c0[k] + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)
+                split = 3 * gates.size(1) // 4
+                i, f, o = gates[:, :split].sigmoid().chunk(3, dim=1)
+                c = torch.addcmul(f * c0[k], i, gates[:, split:].tanh())
+                x = o * c.tanh()
                 hs.append(x)
                 cs.append(c)
             return x, (torch.stack(hs), torch.stack(cs))
