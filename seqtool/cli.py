@@ -305,6 +305,12 @@ def search_options(what: str = ""):
                 help=f"{what}GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; "
                 "0 turns it off.",
             ),
+            click.option(
+                "--shortlist",
+                is_flag=True,
+                help=f"{what}search each batch over the target pieces seen with its source "
+                "pieces in training only: faster, nearly the same translations (see README).",
+            ),
         ]
     )
 
@@ -757,6 +763,7 @@ def translate(
     text,
     beam_size,
     length_penalty,
+    shortlist,
     n_best,
     max_length_ratio,
     batch_size,
@@ -809,6 +816,7 @@ def translate(
         length_penalty=length_penalty,
         max_length_ratio=max_length_ratio,
         batch_size=batch_size,
+        shortlist=shortlist,
     )
     out = sys.stdout
     for chunk in batched(_input_lines(input_path, text), chunk_size):
@@ -933,6 +941,7 @@ def evaluate(
     threshold,
     beam_size,
     length_penalty,
+    shortlist,
     device,
     threads,
     quantize,
@@ -961,7 +970,9 @@ def evaluate(
     elif model.task == "classifier":
         result = model.evaluate(data, batch_size, threshold)
     else:
-        result = model.evaluate(data, src_lang, tgt_lang, beam_size, length_penalty, batch_size)
+        result = model.evaluate(
+            data, src_lang, tgt_lang, beam_size, length_penalty, batch_size, shortlist
+        )
     if as_json:
         click.echo(json.dumps(result))
         return

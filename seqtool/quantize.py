@@ -49,19 +49,44 @@ def _quiet():
 class Int8Affine:
     """x @ W^T + b with W in int8, one scale per output row: x (batch, in) -> (batch, out)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    def __init__(self, packed) -> None:
+        self.packed = packed  # torch.ops.quantized.linear_prepack's
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor) -> Int8Affine:
+        """fp32 weight (out, in) and bias (out,), quantized one scale per row."""
         from torch.ao.quantization import default_per_channel_weight_observer
 
         observer = default_per_channel_weight_observer()
         observer(weight)
         scale, zero_point = observer.calculate_qparams()
         qweight = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8)
-        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        return cls(torch.ops.quantized.linear_prepack(qweight, bias))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # reduce_range: 7-bit inputs, as torch's own dynamic Linear uses, so that fbgemm's
         # pairwise u8 x s8 sums cannot saturate
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+
+
+def output_rows(layer: nn.Module, rows: torch.Tensor):
+    """The product of `layer` (an nn.Linear, or the int8 form `quantize` made of one)
+    restricted to its output rows `rows` (S,): x (batch, in) -> (batch, S). An int8
+    layer keeps its int8 rows and their scales."""
+    if isinstance(layer, nn.Linear):
+        return Affine(layer.weight.detach()[rows], layer.bias.detach()[rows])
+    # torch cannot index per-row quantized tensors: rebuilt from their parts, which are
+    # unpacked once per layer (about 5 ms for an 8,000-row output layer)
+    parts = getattr(layer, "unpacked", None)
+    if parts is None:
+        weight, bias = layer._weight_bias()
+        parts = weight.int_repr(), weight.q_per_channel_scales(), weight.q_per_channel_zero_points()
+        layer.unpacked = parts = (*parts, bias)
+    values, scales, zero_points, bias = parts
+    picked = torch._make_per_channel_quantized_tensor(
+        values[rows], scales[rows], zero_points[rows], 0
+    )
+    return Int8Affine(torch.ops.quantized.linear_prepack(picked, bias[rows]))
 
 
 def _size(module: nn.Module) -> int:
@@ -85,7 +110,9 @@ def quantize(model: nn.Module, mode: str, device: torch.device | str = "cpu") ->
         )
 
     def affine(weight: torch.Tensor, bias: torch.Tensor):
-        return Int8Affine(weight, bias) if weight.numel() >= MIN_WEIGHTS else Affine(weight, bias)
+        return (
+            Int8Affine.of(weight, bias) if weight.numel() >= MIN_WEIGHTS else Affine(weight, bias)
+        )
 
     # a model that decodes token by token steps its unidirectional fused layers
     stepped = hasattr(model, "decode_step")

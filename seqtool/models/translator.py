@@ -146,11 +146,13 @@ class TranslatorModel(nn.Module):
         return self.out(self.dropout(vectors)), weights
 
     def decode_step(
-        self, tokens: torch.Tensor, state: DecoderState, memory: Memory
+        self, tokens: torch.Tensor, state: DecoderState, memory: Memory, output=None
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """One step for inference: tokens (batch,) -> log-probabilities (batch,
         tgt_vocab), the next state, attention weights (batch, src_len) or None.
-        The step weights are packed on the first call."""
+        output: the output layer to use instead of `out`, (batch, out_size) -> (batch,
+        S) (a vocabulary shortlist's rows, seqtool.shortlist); the log-probabilities
+        are then over its S pieces. The step weights are packed on the first call."""
         if self._step is None:
             self._step = step_path(self.decoder)
         x = self.tgt_embedding(tokens)
@@ -159,7 +161,7 @@ class TranslatorModel(nn.Module):
         hidden, rnn = self._step.step(x, state.rnn)
         vector, weights = self._attend(hidden.unsqueeze(1), memory)
         vector = vector.squeeze(1)
-        log_probs = self.out(vector).float().log_softmax(-1)
+        log_probs = (output or self.out)(vector).float().log_softmax(-1)
         feed = vector if state.feed is not None else None
         return log_probs, DecoderState(rnn, feed), None if weights is None else weights[:, 0]
 

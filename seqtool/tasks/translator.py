@@ -26,6 +26,7 @@ from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.translator import TranslatorModel
+from seqtool.shortlist import Shortlist, restrict
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import BOS_ID, EOS_ID, Tokenizer, plan
 
@@ -72,6 +73,9 @@ class TranslatorTask:
             tgt_tokenizer, [p.tgt for p in valid], limit, notify, "target lines"
         )
         self.valid = valid
+        self.shortlist = Shortlist.count(
+            self.train_src, self.train_tgt, model_config.src_vocab_size, model_config.tgt_vocab_size
+        )
         self.model = TranslatorModel(model_config)
         self.epoch, self.order = -1, []
         self.start_epoch(0)  # num_batches needs the batches
@@ -138,6 +142,7 @@ class TranslatorTask:
             "tokenizer_config": self.tokenizer_config.to_dict(),
             "tokenizers": {"src": self.src_tokenizer.proto, "tgt": self.tgt_tokenizer.proto},
             "task_options": {"metric": self.metric},
+            "shortlist": self.shortlist.to_state(),
         }
 
 
@@ -201,11 +206,13 @@ def translate(
     max_length_ratio: float = 2.0,
     return_attention: bool = False,
     others: Sequence[list[list[int]]] = (),
+    shortlist: Shortlist | None = None,
 ) -> list[list[tuple[str, decoding.Hypothesis]]]:
     """Translate token-id sentences in batches of similar length; returns, in input
     order, the n_best (text, hypothesis) pairs of each sentence, best first. others: the
     ids of the same sentences the members of an Ensemble after the first read (see
-    Ensemble.reading)."""
+    Ensemble.reading). shortlist: each batch decodes over its shortlist's target pieces
+    only."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[Any] = [None] * len(sources)
     for start in range(0, len(order), batch_size):
@@ -215,6 +222,9 @@ def translate(
         reader = (
             model.reading([[ids[i] for i in chunk] for ids in others], device) if others else model
         )
+        if shortlist is not None:
+            vocab = shortlist([sources[i] for i in chunk]).to(device)
+            reader = restrict(reader, vocab)
         if beam_size == 1:
             found = [
                 [h]
@@ -227,6 +237,9 @@ def translate(
                 reader, src, lengths, beam_size, n_best, alpha, max_length_ratio, return_attention
             )
         for i, hypotheses in zip(chunk, found, strict=True):
+            if shortlist is not None:  # positions in the shortlist -> target ids
+                for h in hypotheses:
+                    h.tokens = vocab[h.tokens].tolist()
             out[i] = [(tokenizer.decode(h.tokens), h) for h in hypotheses]
     return out
 
@@ -359,6 +372,11 @@ class Translator(Loaded):
         self.config = self.model.config
         self.src_tokenizer = checkpoint.tokenizer(ckpt, "src")
         self.tgt_tokenizer = checkpoint.tokenizer(ckpt, "tgt")
+        stored = ckpt.get("shortlist")
+        self.shortlist = None
+        if stored is not None:
+            vocab = (self.config.src_vocab_size, self.config.tgt_vocab_size)
+            self.shortlist = Shortlist.from_state(stored, *vocab, self.path)
         # an ensemble's members after the first, when they read the source otherwise than
         # the first does: each one's source tokenizer and max_length
         self.other_readers: list[tuple[Tokenizer, int]] = []
@@ -395,6 +413,17 @@ class Translator(Loaded):
             for tokenizer, limit in self.other_readers
         ]
 
+    def _shortlist(self, wanted: bool) -> Shortlist | None:
+        """The vocabulary shortlist to decode with, when `wanted`."""
+        if not wanted:
+            return None
+        if self.shortlist is None:
+            raise ConfigError(
+                f"{self.path} has no vocabulary shortlist (it was trained by an older "
+                "seqtool): translate without --shortlist"
+            )
+        return self.shortlist
+
     def _one_model(self, what: str) -> None:
         if isinstance(self.model, Ensemble):
             raise ConfigError(f"{what} looks inside one model, not an ensemble: load one run")
@@ -408,12 +437,16 @@ class Translator(Loaded):
         max_length_ratio: float = SEARCH.max_length_ratio,
         batch_size: int = SEARCH.batch_size,
         attention: bool = False,
+        shortlist: bool = False,
     ) -> Translation | list[Translation]:
         """Translate a sentence, or each sentence of a list (batched by length).
 
         beam_size 1 is greedy search; scores are log-probabilities over the GNMT length
         penalty ((5 + length) / 6) ** length_penalty; at most max_length_ratio x source
         pieces + 5 target pieces; attention=True returns each sentence's attention.
+        shortlist=True decodes each batch over the target pieces its source pieces were
+        seen with in training (seqtool.shortlist): faster, the scores normalized over
+        those pieces.
         """
         o = SearchConfig(beam_size, n_best, length_penalty, max_length_ratio, batch_size)
         texts = [text] if isinstance(text, str) else list(text)
@@ -434,6 +467,7 @@ class Translator(Loaded):
             o.max_length_ratio,
             return_attention=attention,
             others=self._other_sources(texts),
+            shortlist=self._shortlist(shortlist),
         )
         results = [
             self._result(line, source, hypotheses, attention)
@@ -465,9 +499,11 @@ class Translator(Loaded):
         beam_size: int = SEARCH.beam_size,
         length_penalty: float = SEARCH.length_penalty,
         batch_size: int | None = None,
+        shortlist: bool = False,
     ) -> dict[str, Any]:
         """bleu and chrf (sacrebleu, detokenized), exact_match, loss and perplexity on
-        parallel data (a TSV file, or a path prefix with src_lang / tgt_lang)."""
+        parallel data (a TSV file, or a path prefix with src_lang / tgt_lang). shortlist:
+        search as `translate` does (the loss is over the whole vocabulary)."""
         batch_size = batch_size or self.train_config.get("batch_size", 64)
         pairs = read_pairs(data, src_lang, tgt_lang, warn)
         limit = self.config.max_length
@@ -477,7 +513,7 @@ class Translator(Loaded):
         loss = mean_loss(self.model, src, tgt, batch_size, self.device, others)
         found = translate(
             self.model, src, self.tgt_tokenizer, self.device, batch_size, beam_size, 1,
-            length_penalty, others=others,
+            length_penalty, others=others, shortlist=self._shortlist(shortlist),
         )  # fmt: skip
         hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
         exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
