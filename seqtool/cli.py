@@ -1273,7 +1273,8 @@ SERVE = _serve_limits()
     show_default=True,
     help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.",
 )
-def serve(runs, host, port, device, threads, grace_seconds, **limits) -> None:
+@quantize_option
+def serve(runs, host, port, device, threads, grace_seconds, quantize, **limits) -> None:
     """Serve models over HTTP: a JSON API that batches requests, and a web page at /.
 
     \b
@@ -1282,7 +1283,7 @@ def serve(runs, host, port, device, threads, grace_seconds, **limits) -> None:
     """
     from seqtool.serve import Limits, serve
 
-    serve(list(runs), host, port, Limits(**limits), device, threads, grace_seconds)
+    serve(list(runs), host, port, Limits(**limits), device, threads, grace_seconds, quantize)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ server batches requests together but must not change what any of them gets.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -149,6 +150,17 @@ def test_translate_gives_the_models_answer(server, models):
     assert "attention" in reply.json()["translations"][0]
     single = client.post("/v1/translate", json={"model": "tr", "text": "3 march 2021"}).json()
     assert single == {"translations": [models["tr"].translate("3 march 2021").to_dict()]}
+    listed = client.post("/v1/translate", json={"model": "tr", "text": texts, "shortlist": True})
+    own = models["tr"].translate(texts, shortlist=True)
+    assert close(listed.json(), {"translations": [t.to_dict() for t in own]})
+
+
+def test_a_shortlist_needs_a_model_that_has_one(models):
+    older = copy.copy(models["tr"])
+    older.shortlist = None  # as loaded from a checkpoint written before shortlists
+    with live({"tr": older}) as (client, _):
+        reply = client.post("/v1/translate", json={"model": "tr", "text": "x", "shortlist": True})
+    assert reply.status_code == 422 and "no vocabulary shortlist" in reply.json()["error"]
 
 
 def test_classify_gives_the_models_answer_and_explains(server, models):

@@ -67,9 +67,11 @@ def serve(
     device: str = "auto",
     threads: int | None = None,
     grace_seconds: float = 30.0,
+    quantize: str = "none",
 ) -> None:
-    """Load every model, then answer HTTP until SIGINT/SIGTERM: uvicorn stops accepting,
-    lets requests in flight finish (at most grace_seconds), then the workers stop."""
+    """Load every model (converted for `quantize`, see seqtool.quantize), then answer
+    HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish
+    (at most grace_seconds), then the workers stop."""
     try:
         import uvicorn
 
@@ -79,7 +81,7 @@ def serve(
     import seqtool
 
     models = {
-        name: seqtool.load(run, device=device, threads=threads)
+        name: seqtool.load(run, device=device, threads=threads, quantize=quantize)
         for name, run in model_names(runs).items()
     }
     app = create_app(models, limits)
