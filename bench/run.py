@@ -22,8 +22,9 @@ in parallel, since they time things on a few cores; each is a module in bench/se
     python bench/run.py --quick --out /tmp/bench.md      # smoke test, tiny sizes
 
 Raw results go to bench/out/results.json (bench/out/quick/ for --quick); with --only the
-other sections are kept from the previous results. `python bench/run.py probe-sample ...`
-and `probe-tokenize ...` are the in-process measurements the sections run as children.
+other sections are kept from the previous results. `python bench/run.py probe-sample ...`,
+`probe-tokenize ...` and `probe-shortlist ...` are the in-process measurements the
+sections run as children.
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ from harness import (
 )
 from sections import SECTIONS, library
 from sections.memory import probe_tokenize
+from sections.quantize import probe_shortlist
 from sections.sampling import probe_sample
 
-PROBES = {"probe-sample": probe_sample, "probe-tokenize": probe_tokenize}
+PROBES = {
+    "probe-sample": probe_sample,
+    "probe-tokenize": probe_tokenize,
+    "probe-shortlist": probe_shortlist,
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -1,5 +1,6 @@
-"""`--quantize int8` against fp32 for `translate`, `generate` and `classify`: whole-process
-speed, quality and peak memory, each pair measured alternately in the same run."""
+"""`--quantize int8` against fp32 for `translate`, `generate` and `classify`, and
+`translate --shortlist` with either: whole-process speed, quality and peak memory, the
+variants of a command measured alternately in the same run."""
 
 from __future__ import annotations
 
@@ -26,8 +27,17 @@ from harness import (
 
 from sections.classifier import test_texts
 
-TITLE = "int8 inference (`--quantize int8`)"
+TITLE = "int8 inference (`--quantize int8`) and vocabulary shortlists (`--shortlist`)"
 MODES = ("none", "int8")
+QUANTIZE = {mode: ["--quantize", mode] for mode in MODES}
+# translate: each quantization with and without the shortlist
+SEARCHES = {
+    **QUANTIZE,
+    "shortlist": ["--shortlist"],
+    "int8_shortlist": ["--quantize", "int8", "--shortlist"],
+}
+LABELS = {"none": "fp32", "int8": "int8", "shortlist": "fp32 --shortlist",
+          "int8_shortlist": "int8 --shortlist"}  # fmt: skip
 
 
 def models(sec: Section, sizes: Sizes, out: Path) -> dict[str, Path]:
@@ -45,18 +55,49 @@ def models(sec: Section, sizes: Sizes, out: Path) -> dict[str, Path]:
     return train_models(sec, work, data, sizes.quantize_extra)
 
 
-def alternate(sec: Section, name: str, command: list, repeats: int) -> dict:
-    """Run `command --quantize MODE` for each mode in turn, `repeats` rounds: per mode the
-    median wall, the largest peak RSS and the last stdout."""
-    walls, rss, stdout = {m: [] for m in MODES}, {m: 0.0 for m in MODES}, {}
+def alternate(
+    sec: Section, name: str, command: list, repeats: int, variants: dict = QUANTIZE
+) -> dict:
+    """Run `command` with each variant's options in turn, `repeats` rounds: per variant
+    the median wall, the largest peak RSS and the last stdout."""
+    walls, rss, stdout = {v: [] for v in variants}, dict.fromkeys(variants, 0.0), {}
     for _ in range(repeats):
-        for mode in MODES:
-            child = run([*command, "--quantize", mode])
-            sec.commands[f"{name}_{mode}"] = child.command
-            walls[mode].append(child.wall)
-            rss[mode] = max(rss[mode], child.max_rss_mb)
-            stdout[mode] = child.stdout
-    return {m: (statistics.median(walls[m]), rss[m], stdout[m]) for m in MODES}
+        for variant, options in variants.items():
+            child = run([*command, *options])
+            sec.commands[f"{name}_{variant}"] = child.command
+            walls[variant].append(child.wall)
+            rss[variant] = max(rss[variant], child.max_rss_mb)
+            stdout[variant] = child.stdout
+    return {v: (statistics.median(walls[v]), rss[v], stdout[v]) for v in variants}
+
+
+def probe_shortlist(run_dir: str, source: str, target: str, batch_size: str) -> None:
+    """How much of each reference its batch's shortlist holds, batched as `translate`
+    batches (sorted by length), and the shortlists' mean size."""
+    import json
+
+    import seqtool
+    from seqtool.data import encode_lines
+
+    translator = seqtool.load(run_dir, task="translator", device="cpu")
+    limit = translator.config.max_length
+    read = Path(source).read_text(encoding="utf-8").splitlines()
+    src = encode_lines(translator.src_tokenizer, read, limit, print, "source lines")
+    tgt = encode_lines(
+        translator.tgt_tokenizer, Path(target).read_text(encoding="utf-8").splitlines(), limit,
+        print, "target lines",
+    )  # fmt: skip
+    order, size = sorted(range(len(src)), key=lambda i: len(src[i])), int(batch_size)
+    listed = pieces = 0
+    sizes = []
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        vocab = set(translator.shortlist([src[i] for i in chunk]).tolist())
+        sizes.append(len(vocab))
+        pieces += sum(len(tgt[i]) for i in chunk)
+        listed += sum(t in vocab for i in chunk for t in tgt[i])
+    print(json.dumps({"coverage": listed / pieces, "mean_size": statistics.mean(sizes),
+                      "vocab": translator.config.tgt_vocab_size}))  # fmt: skip
 
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
@@ -65,21 +106,31 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     source = MULTI30K / "test2016.de"
     references = (MULTI30K / "test2016.en").read_text(encoding="utf-8").splitlines()
 
-    found = alternate(
-        sec, "translate", [*SEQTOOL, "translate", runs["de-en"], source, "--beam-size", 5], repeats
-    )
-    for mode, (wall, rss, text) in found.items():
+    command = [*SEQTOOL, "translate", runs["de-en"], source, "--beam-size", 5]
+    found = alternate(sec, "translate", command, repeats, SEARCHES)
+    for variant, (wall, rss, text) in found.items():
         bleu = sacrebleu.corpus_bleu(text.splitlines(), [references]).score
-        found[mode] = (wall, rss, bleu)
-    (w32, r32, b32), (w8, r8, b8) = found["none"], found["int8"]
+        found[variant] = (wall, rss, bleu)
+    w32, r32, b32 = found["none"]
     count = len(references)
-    names = ["translate_none", "translate_int8"]
-    sec.add("`translate` test2016 beam 5, int8 (ref: fp32), whole process", "sentences/s",
-            count / w8, count / w32, "ratio >= 2", names)  # fmt: skip
-    sec.add("`translate` test2016 beam 5 BLEU, int8 (ref: fp32)", "BLEU", b8, b32,
-            commands=names)  # fmt: skip
-    sec.add("BLEU change, int8 - fp32", "BLEU", b8 - b32, target="value >= -0.3", commands=names)
-    sec.add("`translate` peak RSS, int8 (ref: fp32)", "MiB", r8, r32, commands=names)
+    for variant in list(SEARCHES)[1:]:
+        wall, rss, bleu = found[variant]
+        label, names = LABELS[variant], ["translate_none", f"translate_{variant}"]
+        target = "ratio >= 2" if variant == "int8_shortlist" else ""
+        sec.add(f"`translate` test2016 beam 5, {label} (ref: fp32), whole process",
+                "sentences/s", count / wall, count / w32, target, names)  # fmt: skip
+        sec.add(f"`translate` test2016 beam 5 BLEU, {label} (ref: fp32)", "BLEU", bleu, b32,
+                commands=names)  # fmt: skip
+        limit = "value >= -0.2" if variant == "shortlist" else "value >= -0.3"
+        sec.add(f"BLEU change, {label} - fp32", "BLEU", bleu - b32, target=limit, commands=names)
+        sec.add(f"`translate` peak RSS, {label} (ref: fp32)", "MiB", rss, r32, commands=names)
+    child = run([*SELF, "probe-shortlist", runs["de-en"], source, MULTI30K / "test2016.en", 64])
+    sec.commands["coverage"] = child.command
+    covered = last_json(child.stdout)
+    sec.add("test2016 reference pieces in their batch's shortlist (batches of 64)", "fraction",
+            covered["coverage"], commands=["coverage"])  # fmt: skip
+    sec.add("shortlist size per batch of 64 (ref: the target vocabulary)", "pieces",
+            covered["mean_size"], covered["vocab"], commands=["coverage"])  # fmt: skip
 
     length = sizes.sample_length
     cfg = last_json(run([*SEQTOOL, "info", runs["shakes"], "--json"]).stdout)
