@@ -222,10 +222,6 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
         SearchConfig(body.beam_size, body.n_best, body.length_penalty, body.max_length_ratio)
         if body.attention and worker.model.config.attention == "none":
             raise ApiError(422, f"attention: model {body.model!r} was trained without attention")
-        if body.shortlist and worker.model.shortlist is None:
-            raise ApiError(
-                422, f"shortlist: model {body.model!r} has no vocabulary shortlist (an older run)"
-            )
         options = body.model_dump(exclude={"model", "text"})
         reply = Reply()
         worker.submit(Job(texts, options, reply))
