@@ -21,7 +21,7 @@ import seqtool
 from seqtool.cli import cli
 from tests.conftest import TEXT, TINY
 from tests.test_classifier import sentiment_lines, train_classifier
-from tests.test_translator import date_lines, train_translator
+from tests.test_translator import train_translator, write_dates
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,9 +47,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     clf = root / "clf"
     result = train_classifier(run_cli, sentiment, clf, "--max-steps", 60, "--pooling", "attention")
     assert result.exit_code == 0, result.output
-    dates = root / "dates.tsv", root / "dates_valid.tsv"
-    dates[0].write_text("".join(date_lines(300, 0)))
-    dates[1].write_text("".join(date_lines(20, 1)))
+    dates = write_dates(root)
     tr = root / "tr"
     result = train_translator(run_cli, dates, tr)
     assert result.exit_code == 0, result.output

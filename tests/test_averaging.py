@@ -14,7 +14,7 @@ from seqtool.tasks import TrainRequest, translator
 from seqtool.training import Trainer
 from tests.test_cli import error_line
 from tests.test_training import StopAt
-from tests.test_translator import TINY, date_lines
+from tests.test_translator import TINY, date_lines, write_dates
 
 
 def copies(source, tmp_path, count, change=lambda ckpt, i: None):
@@ -50,9 +50,7 @@ def averaged_run(tmp_path_factory):
     from seqtool.cli import cli
 
     tmp = tmp_path_factory.mktemp("averaged")
-    train, valid = tmp / "train.tsv", tmp / "valid.tsv"
-    train.write_text("".join(date_lines(300, 0)))
-    valid.write_text("".join(date_lines(20, 1)))
+    train, valid = write_dates(tmp)
     args = ["train", "translator", "--train", train, "--valid", valid, "--out", tmp / "run"]
     args += ["--max-steps", 6, *TINY, "--eval-every", 2, "--average-last", 2]
     result = CliRunner().invoke(cli, [str(a) for a in args])

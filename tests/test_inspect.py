@@ -17,7 +17,7 @@ from seqtool.cli import cli
 from seqtool.inspect import correlations, feature_values
 from seqtool.models.recurrent import make_rnn, trace
 from tests.conftest import TEXT, TINY
-from tests.test_translator import date_lines, train_translator
+from tests.test_translator import train_translator, write_dates
 
 QUOTED = 'he said "to be or not" and then "yes" and no more.\n' * 6
 
@@ -40,9 +40,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             "--max-steps", 10, *TINY, "--layers", 2, "--cell", cell,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-    dates = root / "dates.tsv", root / "dates_valid.tsv"
-    dates[0].write_text("".join(date_lines(300, 0)))
-    dates[1].write_text("".join(date_lines(20, 1)))
+    dates = write_dates(root)
     found["tr"] = root / "tr"
     result = train_translator(run_cli, dates, found["tr"])
     assert result.exit_code == 0, result.output

@@ -32,7 +32,7 @@ from seqtool.serve import Limits  # noqa: E402
 from seqtool.serve.app import create_app  # noqa: E402
 from tests.conftest import TEXT, TINY  # noqa: E402
 from tests.test_classifier import sentiment_lines, train_classifier  # noqa: E402
-from tests.test_translator import date_lines, train_translator  # noqa: E402
+from tests.test_translator import date_lines, train_translator, write_dates  # noqa: E402
 
 
 def run_cli(*args):
@@ -55,9 +55,7 @@ def train_runs(root: Path) -> dict[str, Path]:
         run_cli, sentiment, runs["clf"], "--max-steps", 60, "--pooling", "attention"
     )
     assert result.exit_code == 0, result.output
-    dates = root / "dates.tsv", root / "dates_valid.tsv"
-    dates[0].write_text("".join(date_lines(300, 0)))
-    dates[1].write_text("".join(date_lines(20, 1)))
+    dates = write_dates(root)
     result = train_translator(run_cli, dates, runs["tr"])
     assert result.exit_code == 0, result.output
     return runs

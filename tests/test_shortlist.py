@@ -19,7 +19,7 @@ from seqtool.tasks.translator import translate
 from seqtool.tokenizer import Tokenizer
 from tests.test_cli import error_line
 from tests.test_ensemble import LINES, PAIRS, save_translator
-from tests.test_translator import date_lines, train_translator
+from tests.test_translator import train_translator, write_dates
 
 
 def test_each_source_piece_lists_its_most_frequent_companions():
@@ -144,9 +144,7 @@ def test_a_search_emits_only_listed_pieces(runs, beam_size):
 def trained(tmp_path_factory):
     """A tiny translator trained on dates for a few steps; its training data."""
     data = tmp_path_factory.mktemp("shortlist_run")
-    train, valid = data / "train.tsv", data / "valid.tsv"
-    train.write_text("".join(date_lines(300, 0)))
-    valid.write_text("".join(date_lines(20, 1)))
+    train, valid = write_dates(data)
     invoke = lambda *args: CliRunner().invoke(cli, [str(a) for a in args])  # noqa: E731
     result = train_translator(invoke, (train, valid), data / "run")
     assert result.exit_code == 0, result.output

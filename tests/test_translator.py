@@ -30,12 +30,17 @@ def date_lines(n: int, seed: int) -> list[str]:
     return load_dates().pairs(n, random.Random(seed))
 
 
-@pytest.fixture
-def dates(tmp_path):
-    train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+def write_dates(directory: Path) -> tuple[Path, Path]:
+    """The dates task's training (300 pairs) and validation (20 pairs) files."""
+    train, valid = directory / "dates.tsv", directory / "dates_valid.tsv"
     train.write_text("".join(date_lines(300, 0)))
     valid.write_text("".join(date_lines(20, 1)))
     return train, valid
+
+
+@pytest.fixture
+def dates(tmp_path):
+    return write_dates(tmp_path)
 
 
 TINY = [
