@@ -1231,6 +1231,13 @@ SERVE = _serve_limits()
     help="How long a batch waits for more requests.",
 )
 @click.option(
+    "--stream-interval-ms",
+    type=click.FloatRange(min=0),
+    default=SERVE["stream_interval_ms"],
+    show_default=True,
+    help="A streamed generation sends its new text at most this often (0: every token).",
+)
+@click.option(
     "--max-queue",
     type=POSITIVE,
     default=SERVE["max_queue"],

@@ -30,6 +30,7 @@ import seqtool  # noqa: E402
 from seqtool.cli import cli  # noqa: E402
 from seqtool.serve import Limits  # noqa: E402
 from seqtool.serve.app import create_app  # noqa: E402
+from seqtool.serve.workers import HOLD, BatchWorker, Job  # noqa: E402
 from tests.conftest import TEXT, TINY  # noqa: E402
 from tests.test_classifier import sentiment_lines, train_classifier  # noqa: E402
 from tests.test_translator import date_lines, train_translator, write_dates  # noqa: E402
@@ -280,6 +281,93 @@ def test_max_batch_one_turns_batching_off(models):
             body = {"model": "clf", "text": "good"}
             list(pool.map(lambda _: client.post("/v1/classify", json=body), range(8)))
         assert set(app.state.workers["clf"].batch_sizes) == {1}
+
+
+class Answers:
+    """A Job's reply, kept: what the worker put, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, object]] = []
+
+    def put(self, kind: str, value) -> None:
+        self.items.append((kind, value))
+
+
+def test_a_batch_waits_out_gaps_between_requests_up_to_a_limit(models):
+    """The batching rule, on the worker itself with given clock readings: a batch goes
+    when no request came for max_wait, at the latest HOLD x max_wait after its first;
+    requests that queued while the previous batch ran still wait max_wait after it."""
+    worker = BatchWorker("tr", models["tr"], max_batch=8, max_queue=16, max_wait_ms=10)
+    options = {"beam_size": 2}
+
+    def queue_at(t: float) -> Answers:
+        answers = Answers()
+        worker.submit(Job(["3 march 2021"], options, answers, queued=t))
+        return answers
+
+    t = 1000.0
+    first = queue_at(t)
+    assert worker.cycle(t + 0.005) == pytest.approx(t + 0.010)  # waits for more
+    queue_at(t + 0.008)
+    assert worker.cycle(t + 0.012) == pytest.approx(t + 0.018)  # a gap of 10 ms from the last
+    queue_at(t + 0.016)
+    worker.cycle(t + 0.026)
+    assert list(worker.batch_sizes) == [3]
+    assert first.items[0][0] == "result"
+    assert (
+        first.items[0][1]["results"][0]
+        == models["tr"].translate("3 march 2021", **options).to_dict()
+    )
+
+    t = worker.ended + 1.0  # requests that keep coming: at most HOLD x max_wait
+    for k in range(6):
+        queue_at(t + 0.008 * k)
+    assert worker.cycle(t + 0.039) == pytest.approx(t + HOLD * 0.010)
+    worker.cycle(t + HOLD * 0.010)
+    assert list(worker.batch_sizes) == [3, 6]
+
+    early = worker.ended - 1.0  # queued while a batch ran: the wait starts at its end
+    queue_at(early)
+    assert worker.cycle(worker.ended + 0.001) == pytest.approx(worker.ended + 0.010)
+    for _ in range(8):  # a full batch goes at once
+        queue_at(worker.ended)
+    worker.cycle(worker.ended)
+    assert list(worker.batch_sizes)[-1] == 8
+
+
+def test_a_fault_in_one_model_leaves_the_others_serving(models, caplog):
+    with live(models) as (client, app):
+        worker = app.state.workers["clf"]
+        broken = worker.cycle
+
+        def fails_once(now):
+            worker.cycle = broken
+            raise RuntimeError("a fault")
+
+        worker.cycle = fails_once
+        worker.wake.set()
+        reply = client.post("/v1/classify", json={"model": "clf", "text": "good"})
+        assert reply.status_code == 200
+        assert client.post("/v1/generate", json={"model": "gen", "length": 5}).status_code == 200
+    assert "model 'clf' failed" in caplog.text
+
+
+def test_a_stream_sends_its_text_at_most_every_interval(models):
+    """The first text at once, then what piled up every --stream-interval-ms (here
+    longer than the whole generation: the rest comes with the end); 0 sends each token."""
+    own = models["gen"].generate("the ", length=200, seed=3)
+    body = {"model": "gen", "prompt": "the ", "length": 200, "seed": 3, "stream": True}
+    for interval, count in ((60_000, 3), (0, None)):
+        with (
+            live(models, stream_interval_ms=interval) as (client, _),
+            client.stream("POST", "/v1/generate", json=body) as r,
+        ):
+            got = events(r)
+        assert "".join(e.get("text", "") for e in got) == own
+        if count:
+            assert len(got) == count
+        else:
+            assert len(got) > 50
 
 
 def test_concurrent_streams_each_get_their_text_alone(server, models):

@@ -1,14 +1,16 @@
 """`seqtool serve`: the HTTP API and web page, a second thin client of the library.
 
 fastapi and uvicorn are an optional extra; this module imports neither, so that the
-CLI can say how to install them. `app.py` holds the routes, `workers.py` the one thread
-per model that batches requests, `rows.py` the running batch of a generator.
+CLI can say how to install them. `app.py` holds the routes, `workers.py` each model's
+batching and the one thread that runs every model call, `rows.py` the running batch of
+a generator.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class Limits:
 
     max_batch: int = 64  # sentences (or streams) per model call; 1 turns batching off
     max_wait_ms: float = 5.0  # how long a batch waits for more requests to merge
+    stream_interval_ms: float = 50.0  # a stream's text goes out at most this often
     max_queue: int = 256  # requests waiting per model before 503
     max_request_bytes: int = 1_000_000
     max_sentences: int = 256  # per request
@@ -36,8 +39,9 @@ class Limits:
         for name in (*counts, "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
-        if self.max_wait_ms < 0:
-            raise ConfigError("max_wait_ms must be >= 0")
+        for name in ("max_wait_ms", "stream_interval_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
 
 
 def model_names(runs: list[str]) -> dict[str, str]:
@@ -80,10 +84,16 @@ def serve(
         raise SeqtoolError(MISSING) from err
     import seqtool
 
-    models = {
-        name: seqtool.load(run, device=device, threads=threads, quantize=quantize)
-        for name, run in model_names(runs).items()
-    }
+    def load() -> dict:
+        return {
+            name: seqtool.load(run, device=device, threads=threads, quantize=quantize)
+            for name, run in model_names(runs).items()
+        }
+
+    # in a thread that then ends: torch keeps a team of OpenMP threads for each thread
+    # that ran a parallel operation, and the engine's must be the only one (workers.Engine)
+    with ThreadPoolExecutor(1) as pool:
+        models = pool.submit(load).result()
     app = create_app(models, limits)
     # uvicorn shuts down gracefully on these, then raises the signal again with the
     # handlers it found: handlers that do nothing let that end with exit code 0

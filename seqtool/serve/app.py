@@ -1,8 +1,9 @@
 """The HTTP API: routes, request schemas, limits, errors and the web page.
 
 Routes parse and check a request, queue it on its model's worker (workers.py) and
-render the answer; they never run a model step. Every error is a JSON object
-{"error": "..."} naming the field, with a 4xx status (503 when a queue is full).
+render the answer; they never run a model step (the engine thread does). Every error is
+a JSON object {"error": "..."} naming the field, with a 4xx status (503 when a queue is
+full).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from seqtool import __version__
 from seqtool.config import ClassifyConfig, SamplingConfig, SearchConfig, defaults
 from seqtool.errors import SeqtoolError
 from seqtool.serve import Limits
-from seqtool.serve.workers import Job, Overloaded, Reply, Stream, make_worker, seed_for
+from seqtool.serve.workers import (
+    Engine,
+    Job,
+    Overloaded,
+    Reply,
+    Stream,
+    make_worker,
+    seed_for,
+)
 
 STATIC = Path(__file__).parent / "static"
 SAMPLING, SEARCH, CLASSIFY = (
@@ -124,17 +133,16 @@ class BodyLimit:
 
 def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     """The app serving loaded models ({name: Generator | Classifier | Translator});
-    its lifespan starts and stops one worker thread per model."""
+    its lifespan starts and stops the engine thread that runs them."""
     limits = limits or Limits()
     workers = {name: make_worker(name, model, limits) for name, model in models.items()}
+    engine = Engine(list(workers.values()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        for worker in workers.values():
-            worker.start()
+        engine.start()
         yield
-        for worker in workers.values():
-            worker.stop()
+        engine.stop()
 
     app = FastAPI(title="seqtool", version=__version__, lifespan=lifespan)
     app.state.workers = workers
@@ -165,7 +173,7 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
         log.error("request failed", exc_info=err)
         return _error(500, f"internal error ({type(err).__name__}); see the server log")
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request) -> None:  # async: no trip to a thread pool
         if limits.api_key is None:
             return
         given = request.headers.get("authorization", "")
