@@ -23,8 +23,8 @@ in parallel, since they time things on a few cores; each is a module in bench/se
 
 Raw results go to bench/out/results.json (bench/out/quick/ for --quick); with --only the
 other sections are kept from the previous results. `python bench/run.py probe-sample ...`,
-`probe-tokenize ...` and `probe-shortlist ...` are the in-process measurements the
-sections run as children.
+`probe-tokenize ...`, `probe-shortlist ...`, `probe-rows ...` and `probe-batches ...`
+are the in-process measurements the sections run as children.
 """
 
 from __future__ import annotations
@@ -53,11 +53,14 @@ from sections import SECTIONS, library
 from sections.memory import probe_tokenize
 from sections.quantize import probe_shortlist
 from sections.sampling import probe_sample
+from sections.serve import probe_batches, probe_rows
 
 PROBES = {
     "probe-sample": probe_sample,
     "probe-tokenize": probe_tokenize,
     "probe-shortlist": probe_shortlist,
+    "probe-rows": probe_rows,
+    "probe-batches": probe_batches,
 }
 
 

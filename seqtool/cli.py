@@ -1000,9 +1000,18 @@ def info(run, as_json) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
-    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
     flat["vocab_size"] = ", ".join(f"{k} {v:,}" for k, v in summary["vocab_size"].items())
+    if "shortlist" in summary:
+        table = summary["shortlist"]
+        flat["shortlist"] = (
+            f"{table['pairs']:,} source-target pairs, {table['frequent']:,} frequent pieces"
+            if table
+            else "none (--shortlist needs one)"
+        )
     key_values("checkpoint", flat)
+    if "averaged" in summary:
+        key_values("averaged from", {str(i): p for i, p in enumerate(summary["averaged"], 1)})
     for section in ("metrics", "model_config", "tokenizer_config", "train_config"):
         if summary[section]:
             key_values(section, summary[section])

@@ -20,6 +20,7 @@ from seqtool import checkpoint, tasks
 from seqtool.device import pick_device
 from seqtool.errors import ConfigError
 from seqtool.quantize import quantize
+from seqtool.shortlist import Shortlist
 
 
 def load(
@@ -82,6 +83,16 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "tokenizer_config": ckpt.get("tokenizer_config", {}),
         "train_config": ckpt.get("train_config", {}),
     }
+    if "averaged" in ckpt:  # written by `seqtool average` or --average-last
+        summary["averaged"] = [str(path) for path in ckpt["averaged"]]
+    if ckpt["task"] == "translator":  # checkpoints from before shortlists have none
+        summary["shortlist"] = None
+        if ckpt.get("shortlist") is not None:
+            config = ckpt["model_config"]
+            table = Shortlist.from_state(
+                ckpt["shortlist"], config["src_vocab_size"], config["tgt_vocab_size"], ckpt["path"]
+            )
+            summary["shortlist"] = {"pairs": len(table.targets), "frequent": len(table.frequent)}
     # plain JSON values (tuples as lists), so that `info` equals `info --json` read back
     return json.loads(json.dumps(summary))
 

@@ -92,7 +92,10 @@ def test_written_average_loads_and_runs(trained, tmp_path, run_cli):
     assert written["averaged"] == [str(p) for p in paths]
     model = seqtool.load(out, device="cpu")
     assert model.task == "generator"
-    assert run_cli("info", out, "--json").exit_code == 0
+    assert model.info["averaged"] == [str(p) for p in paths]
+    assert json.loads(run_cli("info", out, "--json").stdout)["averaged"] == [str(p) for p in paths]
+    shown = run_cli("info", out).stderr
+    assert "averaged from" in shown  # one row per file (long paths wrap in the table)
 
 
 def test_a_run_directory_stands_for_its_best_checkpoint(trained, tmp_path):

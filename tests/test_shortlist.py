@@ -166,12 +166,20 @@ def test_training_stores_a_shortlist_that_translate_and_evaluate_use(run_cli, tr
     result = run_cli("evaluate", run, "--data", train, "--shortlist", "--json")
     assert result.exit_code == 0, result.output
     assert 0 <= json.loads(result.stdout)["bleu"] <= 100
+    info = json.loads(run_cli("info", run, "--json").stdout)
+    assert info["shortlist"] == {
+        "pairs": len(stored["targets"]),
+        "frequent": len(stored["frequent"]),
+    }
+    assert f"{len(stored['targets']):,} source-target pairs" in run_cli("info", run).stderr
 
 
 def test_a_checkpoint_without_a_shortlist_says_so(run_cli, runs):
     line = error_line(run_cli("translate", runs[0], "--shortlist", "--text", "3 march 1987"))
     assert line.startswith("Error: ") and "has no vocabulary shortlist" in line
     assert "without --shortlist" in line
+    assert json.loads(run_cli("info", runs[0], "--json").stdout)["shortlist"] is None
+    assert "none (--shortlist needs one)" in run_cli("info", runs[0]).stderr
 
 
 @pytest.mark.parametrize(
@@ -191,5 +199,6 @@ def test_a_damaged_shortlist_is_one_line(run_cli, trained, tmp_path, damage):
     torch.save(ckpt, tmp_path / "damaged.ckpt")
     with pytest.raises(CheckpointError, match="vocabulary shortlist is damaged"):
         seqtool.load(tmp_path / "damaged.ckpt")
-    line = error_line(run_cli("translate", tmp_path / "damaged.ckpt", "--text", "x"))
-    assert "vocabulary shortlist is damaged" in line
+    for command in (["translate", tmp_path / "damaged.ckpt", "--text", "x"],
+                    ["info", tmp_path / "damaged.ckpt"]):  # fmt: skip
+        assert "vocabulary shortlist is damaged" in error_line(run_cli(*command))

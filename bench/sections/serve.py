@@ -2,8 +2,8 @@
 
 A live server on 127.0.0.1 and 32 client threads in this process, each sending one
 sentence (or one stream) per request: translate (test2016, beam 5), classify (SST-2
-test) and generate (300-character streams), with batching on and off (`--max-batch 1`),
-and the server's resident memory over many requests.
+test) and generate (300-character streams, fp32 and `--quantize int8`), with batching on
+and off (`--max-batch 1`), and the server's resident memory over many requests.
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MULTI30K, SEQTOOL, SST2, TRAIN, Section, Sizes, log, run, train_models
+from harness import (
+    MULTI30K,
+    PYTHON,
+    SEQTOOL,
+    SST2,
+    TRAIN,
+    Section,
+    Sizes,
+    log,
+    run,
+    train_models,
+)
 
 from sections.classifier import test_texts
 
@@ -150,10 +161,17 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
             if batching == "on":
                 wall, latency, _ = load(server, classify)
                 rates["classify"], latencies["classify"] = len(english) / wall, latency
-                streams(sec, server)
+                streams(sec, server, "serve_on")
                 memory(sec, sizes, server, english)
         finally:
             server.stop()
+    server = Server({"shakes": runs["shakes"]}, "--quantize", "int8")
+    sec.commands["serve_int8"] = " ".join(server.argv)
+    try:
+        streams(sec, server, "serve_int8")
+    finally:
+        server.stop()
+    ceilings(sec, runs, source)
     n = len(german)
     name = f"translate {n:,} test2016 sentences, one per request, {CLIENTS} clients, beam 5"
     sec.add(f"{name} (ref: `seqtool translate` on the file)", "sentences/s",
@@ -172,7 +190,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def streams(sec: Section, server: Server) -> None:
+def streams(sec: Section, server: Server, command: str) -> None:
     """32 concurrent 300-character streams against one stream alone (continuous batching)."""
 
     def body(seed: int) -> dict:
@@ -187,13 +205,14 @@ def streams(sec: Section, server: Server) -> None:
         together = list(pool.map(server.first_and_total, [body(s) for s in range(CLIENTS)]))
     wall = time.perf_counter() - start
     rate = sum(chars for _, _, chars in together) / wall
-    sec.add(f"generate: {CLIENTS} concurrent streams of {STREAM_CHARS} characters, all streams "
-            "together (ref: one stream alone)", "chars/s", rate, alone_rate, "ratio >= 8",
-            ["serve_on"])  # fmt: skip
+    weights = "int8" if command == "serve_int8" else "fp32"
+    sec.add(f"generate ({weights}): {CLIENTS} concurrent streams of {STREAM_CHARS} characters, "
+            "all streams together (ref: one stream alone)", "chars/s", rate, alone_rate,
+            "ratio >= 8", [command])  # fmt: skip
     first, alone_first = [f for f, _, _ in together], statistics.median(f for f, _, _ in alone)
     sec.notes.append(
-        f"time to the first character: alone {alone_first:.3f} s; with {CLIENTS} streams "
-        f"p50 {percentile(first, 50):.3f} s, p99 {percentile(first, 99):.3f} s"
+        f"generate ({weights}) time to the first character: alone {alone_first:.3f} s; with "
+        f"{CLIENTS} streams p50 {percentile(first, 50):.3f} s, p99 {percentile(first, 99):.3f} s"
     )
 
 
@@ -210,3 +229,67 @@ def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> No
     sec.add(f"server RSS after the last quarter of {len(requests):,} classify requests "
             "(ref: after the first quarter)", "MiB", peaks[-1], peaks[0], "ratio <= 1.05",
             ["serve_on"])  # fmt: skip
+
+
+def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> None:
+    """What the model calls allow before any HTTP: a generation step over 32 rows against
+    one (fp32 and int8), and translating in batches of 32 against one sentence at a time
+    (what 32 clients with batching on and off can at best give)."""
+    for quantize in ("none", "int8"):
+        child = run([PYTHON, "bench/run.py", "probe-rows", runs["shakes"], quantize])
+        sec.commands[f"rows_{quantize}"] = child.command
+        rate = json.loads(child.stdout)
+        weights = "int8" if quantize == "int8" else "fp32"
+        sec.add(f"in-process ceiling, generate ({weights}): {CLIENTS} rows stepped together "
+                "(ref: one row)", "chars/s", rate[str(CLIENTS)], rate["1"], "",
+                [f"rows_{quantize}"])  # fmt: skip
+    child = run([PYTHON, "bench/run.py", "probe-batches", runs["de-en"], source])
+    sec.commands["batches"] = child.command
+    rate = json.loads(child.stdout)
+    sec.add(f"in-process ceiling, translate beam 5: batches of {CLIENTS} in file order "
+            "(ref: one sentence at a time)", "sentences/s", rate[str(CLIENTS)], rate["1"], "",
+            ["batches"])  # fmt: skip
+
+
+def probe_rows(run_dir: str, quantize: str) -> None:
+    """Prints {rows: chars/s} of the server's running batch (serve.rows.Rows.step:
+    decode_step and each row's own sampling) with 1 and CLIENTS rows, 300 steps each."""
+    import torch
+
+    import seqtool
+    from seqtool.serve.rows import Row, Rows
+
+    generator = seqtool.load(run_dir, device="cpu", quantize=quantize)
+    prompt = generator.tokenizer.encode("ROMEO:")
+    rates = {}
+    with torch.inference_mode():
+        for count in (1, CLIENTS):
+            rows = Rows(generator.model)
+            for seed in range(count):
+                noise = torch.Generator().manual_seed(seed)
+                rows.join(Row((1.0, None, None), noise, 10**6), prompt)
+            for _ in range(20):  # warm-up
+                rows.step()
+            start = time.perf_counter()
+            for _ in range(STREAM_CHARS):
+                rows.step()
+            rates[count] = count * STREAM_CHARS / (time.perf_counter() - start)
+    print(json.dumps(rates))
+
+
+def probe_batches(run_dir: str, source: str) -> None:
+    """Prints {batch size: sentences/s} of Translator.translate at beam 5 called on
+    consecutive groups of the file's lines (the first 200 alone, every line by CLIENTS),
+    as the server calls it: no sorting across groups."""
+    import seqtool
+
+    translator = seqtool.load(run_dir, device="cpu")
+    lines = Path(source).read_text(encoding="utf-8").splitlines()
+    translator.translate(lines[:CLIENTS], beam_size=5)  # warm-up
+    rates = {}
+    for size, subset in ((1, lines[:200]), (CLIENTS, lines)):
+        start = time.perf_counter()
+        for i in range(0, len(subset), size):
+            translator.translate(subset[i : i + size], beam_size=5, batch_size=size)
+        rates[size] = len(subset) / (time.perf_counter() - start)
+    print(json.dumps(rates))
