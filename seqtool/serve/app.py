@@ -131,6 +131,32 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+class Crashes:
+    """ASGI middleware: an exception that no handler took becomes a 500 {"error": ...},
+    logged here. Starlette's own last resort sends its 500 and raises again, and uvicorn
+    then closed the connection under the reply (the client read a reset, not the 500)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        started = False
+
+        async def sending(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as err:
+            log.error("request failed", exc_info=err)
+            if started or scope["type"] != "http":  # a stream cut short: nothing to replace
+                raise
+            crashed = f"internal error ({type(err).__name__}); see the server log"
+            await _error(500, crashed)(scope, receive, send)
+
+
 def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     """The app serving loaded models ({name: Generator | Classifier | Translator});
     its lifespan starts and stops the engine thread that runs them."""
@@ -147,6 +173,7 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     app = FastAPI(title="seqtool", version=__version__, lifespan=lifespan)
     app.state.workers = workers
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
+    app.add_middleware(Crashes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
@@ -167,11 +194,6 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
         return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, err: Exception):
-        log.error("request failed", exc_info=err)
-        return _error(500, f"internal error ({type(err).__name__}); see the server log")
 
     async def authorize(request: Request) -> None:  # async: no trip to a thread pool
         if limits.api_key is None:

@@ -102,6 +102,10 @@ class Worker:
         (`now`: at once), or None when there is none until a request comes."""
         raise NotImplementedError
 
+    def fail(self, err: Exception) -> None:
+        """Answer every request this worker holds with `err` and drop them."""
+        raise NotImplementedError
+
 
 class Engine:
     """The one thread that runs every model call of the server, each model's work in
@@ -134,8 +138,9 @@ class Engine:
     def _cycle(worker: Worker) -> float | None:
         try:
             return worker.cycle(time.monotonic())
-        except Exception:  # noqa: BLE001 - one model's fault must not stop the others
+        except Exception as err:  # noqa: BLE001 - one model's fault must not stop the others
             log.exception("model %r failed", worker.name)
+            worker.fail(err)  # its requests get the error, none waits forever
             return None
 
     def _run(self) -> None:
@@ -197,6 +202,11 @@ class BatchWorker(Worker):
             self._answer(group)
         self.ended = time.monotonic()
         return self.ended
+
+    def fail(self, err: Exception) -> None:
+        for job in self.pending:
+            job.reply.put("error", err)
+        self.pending, self.count = [], 0
 
     def _answer(self, group: list[Job]) -> None:
         texts = [text for job in group for text in job.texts]
@@ -265,15 +275,7 @@ class GeneratorWorker(Worker):
         self._leave()
         if not self.streams:
             return None
-        try:
-            tokens = self.rows.step()
-        except Exception as err:  # noqa: BLE001 - fail the streams, keep serving
-            log.exception("generation failed")
-            for stream in self.streams:
-                stream.reply.put("error", err)
-            self.rows.keep([])
-            self.streams = []
-            return None
+        tokens = self.rows.step()  # a fault: Engine fails the streams, serving goes on
         self.batch_sizes.append(len(tokens))
         out: list[tuple[Reply, str, Any]] = []
         now = time.monotonic()  # the step took a while since `now` was read
@@ -282,6 +284,12 @@ class GeneratorWorker(Worker):
         deliver(out)
         self._leave()
         return now if self.streams else None
+
+    def fail(self, err: Exception) -> None:
+        for stream in self.streams:
+            stream.reply.put("error", err)
+        self.rows.keep([])
+        self.streams = []
 
     def _join(self, stream: Stream) -> None:
         gen = self.model
