@@ -23,8 +23,8 @@ in parallel, since they time things on a few cores; each is a module in bench/se
 
 Raw results go to bench/out/results.json (bench/out/quick/ for --quick); with --only the
 other sections are kept from the previous results. `python bench/run.py probe-sample ...`,
-`probe-tokenize ...`, `probe-shortlist ...`, `probe-rows ...` and `probe-batches ...`
-are the in-process measurements the sections run as children.
+`probe-tokenize ...`, `probe-shortlist ...`, `probe-inprocess ...`, `probe-rows ...` and
+`probe-batches ...` are the in-process measurements the sections run as children.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from harness import (
 )
 from sections import SECTIONS, library
 from sections.memory import probe_tokenize
-from sections.quantize import probe_shortlist
+from sections.quantize import probe_inprocess, probe_shortlist
 from sections.sampling import probe_sample
 from sections.serve import probe_batches, probe_rows
 
@@ -59,6 +59,7 @@ PROBES = {
     "probe-sample": probe_sample,
     "probe-tokenize": probe_tokenize,
     "probe-shortlist": probe_shortlist,
+    "probe-inprocess": probe_inprocess,
     "probe-rows": probe_rows,
     "probe-batches": probe_batches,
 }

@@ -1,10 +1,12 @@
 """`--quantize int8` against fp32 for `translate`, `generate` and `classify`, and
 `translate --shortlist` with either: whole-process speed, quality and peak memory, the
-variants of a command measured alternately in the same run."""
+variants of a command measured alternately in the same run; and the same calls
+in-process, without start-up."""
 
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 import sacrebleu
@@ -124,6 +126,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         limit = "value >= -0.2" if variant == "shortlist" else "value >= -0.3"
         sec.add(f"BLEU change, {label} - fp32", "BLEU", bleu - b32, target=limit, commands=names)
         sec.add(f"`translate` peak RSS, {label} (ref: fp32)", "MiB", rss, r32, commands=names)
+    inprocess(sec, "translate", runs["de-en"], source, repeats)
     child = run([*SELF, "probe-shortlist", runs["de-en"], source, MULTI30K / "test2016.en", 64])
     sec.commands["coverage"] = child.command
     covered = last_json(child.stdout)
@@ -177,6 +180,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     sec.add("`classify` SST-2 test, int8 (ref: fp32), whole process", "sentences/s",
             lines / classified["int8"][0], lines / classified["none"][0], "ratio >= 1.5",
             ["classify_none", "classify_int8"])  # fmt: skip
+    inprocess(sec, "classify", runs["sst2"], texts, repeats)
     sec.add("`classify` peak RSS, int8 (ref: fp32)", "MiB", classified["int8"][1],
             classified["none"][1], commands=["classify_none", "classify_int8"])  # fmt: skip
     accuracy = {}
@@ -194,3 +198,42 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         "classifier, generator): the speed depends on the shapes, and the quality change "
         "is measured on those weights"
     )
+
+
+def inprocess(sec: Section, task: str, run_dir: Path, data: Path, repeats: int) -> None:
+    """The fastest variant against fp32 on the same lines in one process, start-up left
+    out (importing torch alone takes over a second here)."""
+    child = run([*SELF, "probe-inprocess", run_dir, data, repeats])
+    sec.commands[f"{task}_inprocess"] = child.command
+    rates = last_json(child.stdout)
+    fast = "int8 --shortlist" if task == "translate" else "int8"
+    what = "test2016 beam 5" if task == "translate" else "SST-2 test"
+    sec.add(f"`{task}` {what}, {fast} (ref: fp32), in-process", "sentences/s", rates["fast"],
+            rates["fp32"], commands=[f"{task}_inprocess"])  # fmt: skip
+
+
+def probe_inprocess(run_dir: str, data: str, repeats: str) -> None:
+    """Prints {"fp32": lines/s, "fast": lines/s} for every line of `data` (a translator at
+    beam 5; "fast" is int8 with the shortlist for a translator, int8 for a classifier):
+    both models loaded once, the calls alternated `repeats` times, medians."""
+    import json
+
+    import seqtool
+
+    lines = Path(data).read_text(encoding="utf-8").splitlines()
+    fp32 = seqtool.load(run_dir, device="cpu")
+    fast = seqtool.load(run_dir, device="cpu", quantize="int8")
+    if fp32.task == "translator":
+        calls = {"fp32": lambda: fp32.translate(lines, beam_size=5),
+                 "fast": lambda: fast.translate(lines, beam_size=5, shortlist=True)}  # fmt: skip
+    else:
+        calls = {"fp32": lambda: fp32.classify(lines), "fast": lambda: fast.classify(lines)}
+    for call in calls.values():  # warm-up
+        call()
+    walls: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(int(repeats)):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            walls[name].append(time.perf_counter() - start)
+    print(json.dumps({name: len(lines) / statistics.median(w) for name, w in walls.items()}))
