@@ -333,6 +333,34 @@ def test_a_batch_waits_out_gaps_between_requests_up_to_a_limit(models):
     assert list(worker.batch_sizes)[-1] == 8
 
 
+def test_one_engine_thread_runs_every_model_call(models):
+    """Every model's calls run on the same thread (a second thread running torch
+    operations starts a second set of OpenMP threads, which slows every step)."""
+    threads = set()
+
+    def recorded(call):
+        def run(*args, **kwargs):
+            threads.add(threading.get_ident())
+            return call(*args, **kwargs)
+
+        return run
+
+    tr, clf = copy.copy(models["tr"]), copy.copy(models["clf"])
+    tr.translate, clf.classify = recorded(tr.translate), recorded(clf.classify)
+    with live({"tr": tr, "clf": clf, "gen": models["gen"]}) as (client, app):
+        rows = app.state.workers["gen"].rows
+        rows.step = recorded(rows.step)
+        asks = [
+            ("/v1/translate", {"model": "tr", "text": "3 march 2021"}),
+            ("/v1/classify", {"model": "clf", "text": "good"}),
+            ("/v1/generate", {"model": "gen", "length": 20}),
+        ] * 4
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda ask: client.post(ask[0], json=ask[1]), asks))
+    assert all(r.status_code == 200 for r in replies)
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
 def test_a_fault_in_one_model_fails_its_requests_and_serving_goes_on(models, caplog):
     with live(models) as (client, app):
         rows = app.state.workers["gen"].rows
