@@ -1220,63 +1220,30 @@ def _serve_limits() -> dict:
 SERVE = _serve_limits()
 
 
+def limit_option(flag: str, help: str | None = None):
+    """An option of `serve` for the Limits field of the same name, with its default:
+    milliseconds may be 0, counts are positive."""
+    name = flag[2:].replace("-", "_")
+    kind = click.FloatRange(min=0) if name.endswith("_ms") else POSITIVE
+    return click.option(flag, type=kind, default=SERVE[name], show_default=True, help=help)
+
+
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @inference_options
-@click.option(
-    "--max-batch",
-    type=POSITIVE,
-    default=SERVE["max_batch"],
-    show_default=True,
-    help="Sentences (or generations) per model call; 1 turns batching off.",
-)
-@click.option(
-    "--max-wait-ms",
-    type=click.FloatRange(min=0),
-    default=SERVE["max_wait_ms"],
-    show_default=True,
-    help="How long a batch waits for more requests.",
-)
-@click.option(
+@limit_option("--max-batch", "Sentences (or generations) per model call; 1 turns batching off.")
+@limit_option("--max-wait-ms", "How long a batch waits for more requests.")
+@limit_option(
     "--stream-interval-ms",
-    type=click.FloatRange(min=0),
-    default=SERVE["stream_interval_ms"],
-    show_default=True,
-    help="A streamed generation sends its new text at most this often (0: every token).",
+    "A streamed generation sends its new text at most this often (0: every token).",
 )
-@click.option(
-    "--max-queue",
-    type=POSITIVE,
-    default=SERVE["max_queue"],
-    show_default=True,
-    help="Requests waiting per model before 503.",
-)
-@click.option(
-    "--max-request-bytes", type=POSITIVE, default=SERVE["max_request_bytes"], show_default=True
-)
-@click.option(
-    "--max-sentences",
-    type=POSITIVE,
-    default=SERVE["max_sentences"],
-    show_default=True,
-    help="Per request.",
-)
-@click.option(
-    "--max-chars",
-    type=POSITIVE,
-    default=SERVE["max_chars"],
-    show_default=True,
-    help="Per sentence or prompt.",
-)
-@click.option(
-    "--max-length",
-    type=POSITIVE,
-    default=SERVE["max_length"],
-    show_default=True,
-    help="Tokens per generation.",
-)
+@limit_option("--max-queue", "Requests waiting per model before 503.")
+@limit_option("--max-request-bytes")
+@limit_option("--max-sentences", "Per request.")
+@limit_option("--max-chars", "Per sentence or prompt.")
+@limit_option("--max-length", "Tokens per generation.")
 @click.option(
     "--api-key",
     envvar="SEQTOOL_API_KEY",
