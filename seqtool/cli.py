@@ -218,6 +218,15 @@ def training_options(task: str, model_config):
                 default=run["warmup_steps"],
                 show_default=True,
             ),
+            click.option(
+                "--average-last",
+                type=click.IntRange(min=0),
+                default=run["average_last"],
+                show_default=True,
+                metavar="N",
+                help="Keep the weights of the last N evaluations in RUN_DIR/recent/ and write "
+                "their mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
+            ),
             click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
             click.option(
                 "--max-epochs",
@@ -579,15 +588,6 @@ def train_classifier(ctx, **options) -> None:
     default=defaults(TranslatorConfig)["max_length"],
     show_default=True,
     help="Tokens per sentence; longer ones are cut with a warning.",
-)
-@click.option(
-    "--average-last",
-    type=click.IntRange(min=0),
-    default=defaults(TrainConfig)["average_last"],
-    show_default=True,
-    metavar="N",
-    help="Keep the weights of the last N evaluations in RUN_DIR/recent/ and write their "
-    "mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
 )
 @training_options("translator", TranslatorConfig)
 @click.pass_context

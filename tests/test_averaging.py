@@ -249,3 +249,36 @@ def test_resumed_run_averages_the_weights_kept_before_it_stopped(tmp_path):
     assert [checkpoint.load(p)["progress"]["step"] for p in resumed["averaged"]] == [4, 6]
     for key, value in whole["model_state"].items():
         torch.testing.assert_close(resumed["model_state"][key], value, rtol=0, atol=0)
+
+
+def test_generators_and_classifiers_average_their_last_evaluations(corpus, tmp_path, run_cli):
+    """--average-last is a training option of every task: a generator's and an ensemble
+    classifier's averaged.ckpt is the mean of the kept weights, and their commands run it."""
+    from tests.conftest import TINY as GEN_TINY
+    from tests.test_classifier import sentiment_lines, train_classifier
+
+    gen = tmp_path / "gen"
+    result = run_cli(
+        "train", "generator", "--train", corpus, "--out", gen, "--max-steps", 10, *GEN_TINY,
+        "--average-last", 2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+    train.write_text("\n".join(sentiment_lines(100, 0)) + "\n")
+    valid.write_text("\n".join(sentiment_lines(20, 1)) + "\n")
+    clf = tmp_path / "clf"
+    result = train_classifier(
+        run_cli, (train, valid), clf, "--max-steps", 10, "--eval-every", 5, "--ensemble", 2,
+        "--average-last", 2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for run in (gen, clf):
+        kept = sorted((run / "recent").glob("*.ckpt"))
+        assert [checkpoint.load(p)["progress"]["step"] for p in kept] == [5, 10]
+        averaged = checkpoint.load(run / "averaged.ckpt")
+        for key, value in mean_of(kept).items():
+            torch.testing.assert_close(averaged["model_state"][key], value, rtol=0, atol=0)
+    result = run_cli("generate", gen / "averaged.ckpt", "--length", 20, "--seed", 1)
+    assert result.exit_code == 0 and len(result.stdout) >= 20, result.output
+    result = run_cli("classify", clf / "averaged.ckpt", input="good film\n")
+    assert result.exit_code == 0 and result.stdout.split()[0] in ("pos", "neg"), result.output
