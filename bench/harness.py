@@ -12,13 +12,15 @@ import operator
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -235,6 +237,34 @@ def run(
         tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
         raise BenchError(f"`{command}` exited with {proc.returncode}: {tail}")
     return Child(command, stdout, stderr, wall, usage.ru_maxrss / 1024)
+
+
+@contextmanager
+def worktree(sec: Section, tree: Path, revision: str) -> Iterator[str]:
+    """`revision` checked out at `tree` (`git worktree add --detach`) for the duration,
+    and removed afterwards, also when an interrupted run left one behind; yields the
+    short hash. Its code runs as `PYTHONPATH=TREE python -P -m seqtool` (SEQTOOL_P)."""
+
+    def remove() -> None:
+        listed = run(["git", "worktree", "list", "--porcelain"]).stdout.splitlines()
+        if f"worktree {tree.resolve()}" in listed:
+            run(["git", "worktree", "remove", "--force", display_path(tree)])
+        shutil.rmtree(tree, ignore_errors=True)
+
+    remove()
+    rev = run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"]).stdout.strip()
+    subject = run(["git", "log", "-1", "--format=%s", rev]).stdout.strip()
+    sec.notes.append(f"baseline {rev}: {subject}")
+    sec.commands["worktree"] = run(["git", "worktree", "add", "--detach", tree, rev]).command
+    try:
+        yield rev
+    finally:
+        remove()
+
+
+# -P: without it python puts the working directory (ROOT, the current checkout) first on
+# sys.path, ahead of PYTHONPATH, and a baseline would run the current code
+SEQTOOL_P = [PYTHON, "-P", "-m", "seqtool"]
 
 
 def now() -> str:

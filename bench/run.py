@@ -72,7 +72,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", help=f"Comma-separated sections: {','.join(SECTIONS)}.")
     quick_help = "Tiny sizes and a few seconds per section: a smoke test."
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    baseline_help = f"Git revision the library section compares with (default {library.BASELINE})."
+    baseline_help = (
+        f"Git revision the library and quantize sections compare with (default "
+        f"{library.BASELINE}, the code before the library, server and int8 work)."
+    )
     parser.add_argument("--baseline", default=library.BASELINE, metavar="REV", help=baseline_help)
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
@@ -103,7 +106,8 @@ def main(argv: list[str]) -> int:
         results = json.loads(results_path.read_text())
     results["env"] = environment()
     measures = {name: module.measure for name, module in SECTIONS.items()}
-    measures["library"] = functools.partial(library.measure, baseline=args.baseline)
+    for name in ("library", "quantize"):
+        measures[name] = functools.partial(SECTIONS[name].measure, baseline=args.baseline)
     for name in args.names:
         title = SECTIONS[name].TITLE
         sec = run_section(name, title, measures[name], sizes, out, args.quick)

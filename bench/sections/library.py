@@ -9,7 +9,6 @@ in alternating rounds (baseline, current, baseline, ...) so that drift hits both
 
 from __future__ import annotations
 
-import shutil
 import statistics
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from harness import (
     MULTI30K,
     PYTHON,
     ROOT,
+    SEQTOOL_P,
     SST2,
     TRAIN,
     BenchError,
@@ -25,15 +25,13 @@ from harness import (
     Sizes,
     display_path,
     run,
+    worktree,
 )
 
 from sections.classifier import test_texts
 
 TITLE = "Inference commands before and after the library refactor"
 BASELINE = "8973ed1"  # the commit before the refactor
-# -P: without it python puts the working directory (ROOT, the current checkout) first on
-# sys.path, ahead of PYTHONPATH, and the baseline would run the current code
-SEQTOOL_P = [PYTHON, "-P", "-m", "seqtool"]
 TRAIN_DATA = {
     "generator": ["--train", TRAIN],
     "classifier": ["--train", SST2 / "train.tsv"],
@@ -47,27 +45,12 @@ START_UP = {
 }
 
 
-def remove_worktree(tree: Path) -> None:
-    """Remove the baseline's worktree, also one that an interrupted run left behind."""
-    listed = run(["git", "worktree", "list", "--porcelain"]).stdout.splitlines()
-    if f"worktree {tree.resolve()}" in listed:
-        run(["git", "worktree", "remove", "--force", display_path(tree)])
-    shutil.rmtree(tree, ignore_errors=True)
-
-
 def measure(sec: Section, sizes: Sizes, out: Path, baseline: str = BASELINE) -> None:
     work = out / "library"
     work.mkdir(parents=True, exist_ok=True)
     tree = work / "baseline"
-    remove_worktree(tree)
-    rev = run(["git", "rev-parse", "--short", f"{baseline}^{{commit}}"]).stdout.strip()
-    subject = run(["git", "log", "-1", "--format=%s", rev]).stdout.strip()
-    sec.notes.append(f"baseline {rev}: {subject}")
-    sec.commands["worktree"] = run(["git", "worktree", "add", "--detach", tree, rev]).command
-    try:
+    with worktree(sec, tree, baseline) as rev:
         compare(sec, sizes, work, {"baseline": display_path(tree), "current": "."}, rev)
-    finally:
-        remove_worktree(tree)
 
 
 def compare(sec: Section, sizes: Sizes, work: Path, trees: dict[str, str], rev: str) -> None:

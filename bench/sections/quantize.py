@@ -16,18 +16,23 @@ from harness import (
     REF_SAMPLE,
     SELF,
     SEQTOOL,
+    SEQTOOL_P,
     SST2,
     TRAIN,
     VALID,
+    BenchError,
     Section,
     Sizes,
+    display_path,
     key_values,
     last_json,
     run,
     train_models,
+    worktree,
 )
 
 from sections.classifier import test_texts
+from sections.library import BASELINE
 
 TITLE = "int8 inference (`--quantize int8`) and vocabulary shortlists (`--shortlist`)"
 MODES = ("none", "int8")
@@ -57,20 +62,35 @@ def models(sec: Section, sizes: Sizes, out: Path) -> dict[str, Path]:
     return train_models(sec, work, data, sizes.quantize_extra)
 
 
-def alternate(
-    sec: Section, name: str, command: list, repeats: int, variants: dict = QUANTIZE
-) -> dict:
-    """Run `command` with each variant's options in turn, `repeats` rounds: per variant
-    the median wall, the largest peak RSS and the last stdout."""
-    walls, rss, stdout = {v: [] for v in variants}, dict.fromkeys(variants, 0.0), {}
+def alternate(sec: Section, name: str, argvs: dict, repeats: int, envs: dict | None = None) -> dict:
+    """Run each variant's argv in turn (with its `envs` entry added to the environment),
+    `repeats` rounds: per variant the median wall, the largest peak RSS and the last
+    stdout."""
+    walls, rss, stdout = {v: [] for v in argvs}, dict.fromkeys(argvs, 0.0), {}
     for _ in range(repeats):
-        for variant, options in variants.items():
-            child = run([*command, *options])
+        for variant, argv in argvs.items():
+            child = run(argv, env=(envs or {}).get(variant))
             sec.commands[f"{name}_{variant}"] = child.command
             walls[variant].append(child.wall)
             rss[variant] = max(rss[variant], child.max_rss_mb)
             stdout[variant] = child.stdout
-    return {v: (statistics.median(walls[v]), rss[v], stdout[v]) for v in variants}
+    return {v: (statistics.median(walls[v]), rss[v], stdout[v]) for v in argvs}
+
+
+def with_options(command: list, variants: dict) -> dict:
+    """Variant -> `command` followed by that variant's options."""
+    return {variant: [*command, *options] for variant, options in variants.items()}
+
+
+def baseline_reads(sec: Section, argv: list, env: dict) -> bool:
+    """Whether the baseline's code runs `argv` (on the current checkpoint); if not, why
+    goes into the notes and its rows are left out."""
+    try:
+        run(argv, env=env)
+    except BenchError as err:
+        sec.notes.append(f"the baseline could not run {argv[4]}: {err}")
+        return False
+    return True
 
 
 def probe_shortlist(run_dir: str, source: str, target: str, batch_size: str) -> None:
@@ -102,14 +122,38 @@ def probe_shortlist(run_dir: str, source: str, target: str, batch_size: str) -> 
                       "vocab": translator.config.tgt_vocab_size}))  # fmt: skip
 
 
-def measure(sec: Section, sizes: Sizes, out: Path) -> None:
+def measure(sec: Section, sizes: Sizes, out: Path, baseline: str = BASELINE) -> None:
     runs = models(sec, sizes, out)
-    repeats = sizes.repeats
+    tree = out / "quantize" / "baseline"
+    with worktree(sec, tree, baseline) as rev:
+        env = {"PYTHONPATH": display_path(tree)}
+        translate(sec, sizes, runs["de-en"], env, rev)
+        sample(sec, sizes, runs["shakes"])
+        classify(sec, sizes, out, runs["sst2"], env, rev)
+    sec.notes.append(
+        f"walls: median of {sizes.repeats} whole-process runs, the variants alternating; the "
+        "models have the default shapes (translator, classifier ensemble of 3, generator "
+        f"2x512 LSTM) and were trained for {', '.join(sizes.quantize_train)} (translator, "
+        "classifier, generator): the speed depends on the shapes, and the quality change "
+        "is measured on those weights"
+    )
+    sec.notes.append(
+        f'baseline: the code at {rev} (the speed targets\' "today"), run as '
+        "PYTHONPATH=TREE python -P -m seqtool on the same checkpoints, alternating with "
+        "this checkout's commands"
+    )
+
+
+def translate(sec: Section, sizes: Sizes, run_dir: Path, env: dict, rev: str) -> None:
+    """Whole `translate` runs of every search variant and the baseline's fp32, BLEU,
+    peak RSS, the in-process ratio and the shortlist's coverage."""
     source = MULTI30K / "test2016.de"
     references = (MULTI30K / "test2016.en").read_text(encoding="utf-8").splitlines()
-
-    command = [*SEQTOOL, "translate", runs["de-en"], source, "--beam-size", 5]
-    found = alternate(sec, "translate", command, repeats, SEARCHES)
+    args = ["translate", run_dir, source, "--beam-size", 5]
+    argvs = with_options([*SEQTOOL, *args], SEARCHES)
+    if baseline_reads(sec, [*SEQTOOL_P, *args], env):
+        argvs["baseline"] = [*SEQTOOL_P, *args]
+    found = alternate(sec, "translate", argvs, sizes.repeats, {"baseline": env})
     for variant, (wall, rss, text) in found.items():
         bleu = sacrebleu.corpus_bleu(text.splitlines(), [references]).score
         found[variant] = (wall, rss, bleu)
@@ -118,16 +162,27 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     for variant in list(SEARCHES)[1:]:
         wall, rss, bleu = found[variant]
         label, names = LABELS[variant], ["translate_none", f"translate_{variant}"]
-        target = "ratio >= 2" if variant == "int8_shortlist" else ""
         sec.add(f"`translate` test2016 beam 5, {label} (ref: fp32), whole process",
-                "sentences/s", count / wall, count / w32, target, names)  # fmt: skip
+                "sentences/s", count / wall, count / w32, commands=names)  # fmt: skip
         sec.add(f"`translate` test2016 beam 5 BLEU, {label} (ref: fp32)", "BLEU", bleu, b32,
                 commands=names)  # fmt: skip
         limit = "value >= -0.2" if variant == "shortlist" else "value >= -0.3"
         sec.add(f"BLEU change, {label} - fp32", "BLEU", bleu - b32, target=limit, commands=names)
         sec.add(f"`translate` peak RSS, {label} (ref: fp32)", "MiB", rss, r32, commands=names)
-    inprocess(sec, "translate", runs["de-en"], source, repeats)
-    child = run([*SELF, "probe-shortlist", runs["de-en"], source, MULTI30K / "test2016.en", 64])
+    if "baseline" in found:
+        wall, _, bleu = found["int8_shortlist"]
+        wb, _, bb = found["baseline"]
+        names = ["translate_baseline", "translate_int8_shortlist"]
+        sec.add(f"`translate` test2016 beam 5, int8 --shortlist (ref: fp32 at {rev}), "
+                "whole process", "sentences/s", count / wall, count / wb, "ratio >= 2",
+                names)  # fmt: skip
+        sec.add(f"BLEU change, int8 --shortlist - fp32 at {rev}", "BLEU", bleu - bb,
+                target="value >= -0.3", commands=names)  # fmt: skip
+        sec.add(f"`translate` test2016 beam 5, fp32 (ref: fp32 at {rev}), whole process",
+                "sentences/s", count / w32, count / wb,
+                commands=["translate_baseline", "translate_none"])  # fmt: skip
+    inprocess(sec, "translate", run_dir, source, sizes.repeats)
+    child = run([*SELF, "probe-shortlist", run_dir, source, MULTI30K / "test2016.en", 64])
     sec.commands["coverage"] = child.command
     covered = last_json(child.stdout)
     sec.add("test2016 reference pieces in their batch's shortlist (batches of 64)", "fraction",
@@ -135,25 +190,35 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     sec.add("shortlist size per batch of 64 (ref: the target vocabulary)", "pieces",
             covered["mean_size"], covered["vocab"], commands=["coverage"])  # fmt: skip
 
-    length = sizes.sample_length
-    cfg = last_json(run([*SEQTOOL, "info", runs["shakes"], "--json"]).stdout)
-    ref = run([
+
+def sample(sec: Section, sizes: Sizes, run_dir: Path) -> None:
+    """Batch-1 sampling in-process and whole `generate`, against bench/ref_sample.py run
+    in the same rounds (its speed varies from run to run here), and bits/char."""
+    length, repeats = sizes.sample_length, sizes.repeats
+    cfg = last_json(run([*SEQTOOL, "info", run_dir, "--json"]).stdout)
+    ref_argv = [
         PYTHON, REF_SAMPLE, "--length", length, "--hidden", cfg["model_config"]["hidden_size"],
         "--layers", cfg["model_config"]["num_layers"],
         "--emb", cfg["model_config"]["embedding_size"], "--vocab", cfg["vocab_size"]["text"],
-    ])  # fmt: skip
-    sec.commands["ref_sample"] = ref.command
-    ref_cps = key_values(ref.stdout)["chars_per_s"]
+    ]  # fmt: skip
     sampled = alternate(
         sec, "generate",
-        [*SEQTOOL, "generate", runs["shakes"], "--length", length, "--seed", 0], repeats,
+        with_options([*SEQTOOL, "generate", run_dir, "--length", length, "--seed", 0], QUANTIZE),
+        repeats,
     )  # fmt: skip
-    loop = {}
-    for _ in range(repeats):  # alternating, as the whole-process runs
+    loop, refs = {}, []
+    for _ in range(repeats):  # alternating: the reference, then each mode
+        ref = run(ref_argv)
+        sec.commands["ref_sample"] = ref.command
+        refs.append(key_values(ref.stdout)["chars_per_s"])
         for mode in MODES:
-            child = run([*SELF, "probe-sample", runs["shakes"], length, 1, "cpu", mode])
+            child = run([*SELF, "probe-sample", run_dir, length, 1, "cpu", mode])
             sec.commands[f"loop_{mode}"] = child.command
             loop.setdefault(mode, []).append(last_json(child.stdout)["chars_per_s"])
+    ref_cps = statistics.median(refs)
+    sec.notes.append(
+        "bench/ref_sample.py chars/s in the rounds: " + ", ".join(f"{r:,.0f}" for r in refs)
+    )
     for mode in MODES:
         label, target = ("int8", "ratio >= 15") if mode == "int8" else ("fp32", "")
         sec.add(f"sampling batch 1, {label}, in-process loop (ref: bench/ref_sample.py, "
@@ -166,38 +231,42 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
             sampled["none"][1], commands=["generate_none", "generate_int8"])  # fmt: skip
     bits = {}
     for mode in MODES:
-        child = run([*SEQTOOL, "evaluate", runs["shakes"], "--data", VALID, "--json",
+        child = run([*SEQTOOL, "evaluate", run_dir, "--data", VALID, "--json",
                      "--quantize", mode])  # fmt: skip
         sec.commands[f"bits_{mode}"] = child.command
         bits[mode] = last_json(child.stdout)["bits_per_char"]
     sec.add("tinyshakespeare valid bits/char, int8 (ref: fp32)", "bits/char", bits["int8"],
             bits["none"], "ratio <= 1.01", ["bits_none", "bits_int8"])  # fmt: skip
 
+
+def classify(sec: Section, sizes: Sizes, out: Path, run_dir: Path, env: dict, rev: str) -> None:
+    """Whole `classify` runs in fp32, int8 and the baseline's fp32; in-process; accuracy."""
     texts = out / "quantize" / "sst2_test.txt"
     texts.write_text("\n".join(test_texts()) + "\n")
-    classified = alternate(sec, "classify", [*SEQTOOL, "classify", runs["sst2"], texts], repeats)
+    args = ["classify", run_dir, texts]
+    argvs = with_options([*SEQTOOL, *args], QUANTIZE)
+    if baseline_reads(sec, [*SEQTOOL_P, *args], env):
+        argvs["baseline"] = [*SEQTOOL_P, *args]
+    classified = alternate(sec, "classify", argvs, sizes.repeats, {"baseline": env})
     lines = len(test_texts())
     sec.add("`classify` SST-2 test, int8 (ref: fp32), whole process", "sentences/s",
-            lines / classified["int8"][0], lines / classified["none"][0], "ratio >= 1.5",
-            ["classify_none", "classify_int8"])  # fmt: skip
-    inprocess(sec, "classify", runs["sst2"], texts, repeats)
+            lines / classified["int8"][0], lines / classified["none"][0],
+            commands=["classify_none", "classify_int8"])  # fmt: skip
+    if "baseline" in classified:
+        sec.add(f"`classify` SST-2 test, int8 (ref: fp32 at {rev}), whole process",
+                "sentences/s", lines / classified["int8"][0], lines / classified["baseline"][0],
+                "ratio >= 1.5", ["classify_baseline", "classify_int8"])  # fmt: skip
+    inprocess(sec, "classify", run_dir, texts, sizes.repeats)
     sec.add("`classify` peak RSS, int8 (ref: fp32)", "MiB", classified["int8"][1],
             classified["none"][1], commands=["classify_none", "classify_int8"])  # fmt: skip
     accuracy = {}
     for mode in MODES:
-        child = run([*SEQTOOL, "evaluate", runs["sst2"], "--data", SST2 / "test.tsv", "--json",
+        child = run([*SEQTOOL, "evaluate", run_dir, "--data", SST2 / "test.tsv", "--json",
                      "--quantize", mode])  # fmt: skip
         sec.commands[f"accuracy_{mode}"] = child.command
         accuracy[mode] = last_json(child.stdout)["accuracy"]
     sec.add("SST-2 test accuracy, int8 (ref: fp32)", "fraction", accuracy["int8"],
             accuracy["none"], "ratio >= 0.995", ["accuracy_none", "accuracy_int8"])  # fmt: skip
-    sec.notes.append(
-        f"walls: median of {repeats} whole-process runs, fp32 and int8 alternating; the "
-        "models have the default shapes (translator, classifier ensemble of 3, generator "
-        f"2x512 LSTM) and were trained for {', '.join(sizes.quantize_train)} (translator, "
-        "classifier, generator): the speed depends on the shapes, and the quality change "
-        "is measured on those weights"
-    )
 
 
 def inprocess(sec: Section, task: str, run_dir: Path, data: Path, repeats: int) -> None:
