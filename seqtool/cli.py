@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import shlex
@@ -1270,4 +1271,10 @@ def serve(runs, host, port, device, threads, grace_seconds, quantize, **limits) 
 
 
 def main() -> None:
-    cli(prog_name="seqtool")
+    try:
+        cli(prog_name="seqtool")
+    finally:
+        # importing torch leaves millions of objects that the garbage collector would
+        # traverse once more while the interpreter shuts down (about 0.35 s on 2 cores);
+        # frozen, they are left to the process's exit, which frees them at once
+        gc.freeze()
