@@ -300,9 +300,12 @@ def test_corrupt_checkpoint(run_cli, trained, tmp_path):
 
 
 def test_help_does_not_import_torch():
+    """Neither the top-level help nor an inference command's (which imports torch before
+    it runs, with the collector off)."""
     code = (
         "import sys; from seqtool.cli import cli\n"
-        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "for args in ([], ['generate'], ['classify'], ['translate'], ['evaluate'], ['inspect']):\n"
+        "    try:\n        cli([*args, '--help'])\n    except SystemExit:\n        pass\n"
         "print('torch' in sys.modules, 'sentencepiece' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -430,5 +433,15 @@ def test_main_freezes_what_is_left_for_the_exit(monkeypatch):
             main()
         assert stop.value.code == 0
         assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_inference_commands_freeze_what_importing_torch_made(trained, run_cli):
+    gc.unfreeze()
+    try:
+        result = run_cli("generate", trained, "--length", 5, "--seed", 1)
+        assert result.exit_code == 0, result.output
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
     finally:
         gc.unfreeze()
