@@ -617,8 +617,8 @@ def train_translator(ctx, **options) -> None:
 def _imports_torch(command):
     """Import torch before the command runs, with the garbage collector off, then freeze
     what the import made: otherwise the collector passes over those objects again and
-    again while they are made, and at every full collection after (about 0.12 s of each
-    inference command on 2 cores). A command's `--help` answers before this runs."""
+    again while they are made, and at every full collection after (0.2 s of `translate
+    --text` on 2 cores). A command's `--help` answers before this runs."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
