@@ -16,6 +16,10 @@ in parallel, since they time things on a few cores; each is a module in bench/se
                 and memory while streaming 100,000 lines
     library     start-up and speed of `seqtool generate/classify/translate` against the
                 same commands at a baseline revision (--baseline, a git worktree)
+    defaults    every task trained with nothing but --train, --valid and --max-time
+    serve       `seqtool serve` under 32 clients: batching on and off, streams, memory
+    inspect     `seqtool inspect` beside `seqtool evaluate` on the same text
+    quantize    --quantize int8 and --shortlist against fp32 and the --baseline revision
 
     python bench/run.py --out BENCHMARKS.md              # everything (over two hours)
     python bench/run.py --only sampling,startup --out BENCHMARKS.md
