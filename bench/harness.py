@@ -257,9 +257,19 @@ def worktree(sec: Section, tree: Path, revision: str) -> Iterator[str]:
     sec.notes.append(f"baseline {rev}: {subject}")
     sec.commands["worktree"] = run(["git", "worktree", "add", "--detach", tree, rev]).command
     try:
+        check_imports("baseline", display_path(tree))
         yield rev
     finally:
         remove()
+
+
+def check_imports(side: str, tree: str) -> None:
+    """Raise unless `PYTHONPATH=TREE python -P` imports seqtool from `tree` (a path
+    relative to ROOT): a baseline that ran the current code would compare it with itself."""
+    code = [PYTHON, "-P", "-c", "import seqtool; print(seqtool.__file__)"]
+    where = run(code, env={"PYTHONPATH": tree}).stdout.split()[-1]
+    if Path(where).resolve() != (ROOT / tree / "seqtool" / "__init__.py").resolve():
+        raise BenchError(f"the {side} side imports seqtool from {where}, not {tree}")
 
 
 # -P: without it python puts the working directory (ROOT, the current checkout) first on

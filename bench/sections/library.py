@@ -14,8 +14,6 @@ from pathlib import Path
 
 from harness import (
     MULTI30K,
-    PYTHON,
-    ROOT,
     SEQTOOL_P,
     SST2,
     TRAIN,
@@ -23,6 +21,7 @@ from harness import (
     Child,
     Section,
     Sizes,
+    check_imports,
     display_path,
     run,
     worktree,
@@ -57,11 +56,7 @@ def compare(sec: Section, sizes: Sizes, work: Path, trees: dict[str, str], rev: 
     """Train the three models, then time each command on both sides; `trees` maps
     "baseline" and "current" to the directory that goes on PYTHONPATH."""
     n = sizes.repeats
-    for side, tree in trees.items():
-        code = [PYTHON, "-P", "-c", "import seqtool; print(seqtool.__file__)"]
-        where = run(code, env={"PYTHONPATH": tree}).stdout.split()[-1]
-        if Path(where).resolve() != (ROOT / tree / "seqtool" / "__init__.py").resolve():
-            raise BenchError(f"the {side} side imports seqtool from {where}, not {tree}")
+    check_imports("current", trees["current"])  # the baseline's: worktree checked it
 
     def seqtool(side: str, args: list, label: str = "") -> Child:
         """`seqtool ARGS` run by `side`'s code; `label` names its command in the report."""

@@ -82,15 +82,18 @@ def with_options(command: list, variants: dict) -> dict:
     return {variant: [*command, *options] for variant, options in variants.items()}
 
 
-def baseline_reads(sec: Section, argv: list, env: dict) -> bool:
-    """Whether the baseline's code runs `argv` (on the current checkpoint); if not, why
-    goes into the notes and its rows are left out."""
+def with_baseline(sec: Section, args: list, variants: dict, env: dict) -> dict:
+    """Variant -> argv: `seqtool ARGS` with each variant's options, and "baseline": the
+    baseline's code (`env`) running ARGS, if it can (run once here, which also warms it
+    up); if it cannot, why goes into the notes and its rows are left out."""
+    argvs = with_options([*SEQTOOL, *args], variants)
     try:
-        run(argv, env=env)
+        run([*SEQTOOL_P, *args], env=env)
     except BenchError as err:
         sec.notes.append(f"the baseline's rows are left out: {err}")
-        return False
-    return True
+    else:
+        argvs["baseline"] = [*SEQTOOL_P, *args]
+    return argvs
 
 
 def probe_shortlist(run_dir: str, source: str, target: str, batch_size: str) -> None:
@@ -149,10 +152,7 @@ def translate(sec: Section, sizes: Sizes, run_dir: Path, env: dict, rev: str) ->
     peak RSS, the in-process ratio and the shortlist's coverage."""
     source = MULTI30K / "test2016.de"
     references = (MULTI30K / "test2016.en").read_text(encoding="utf-8").splitlines()
-    args = ["translate", run_dir, source, "--beam-size", 5]
-    argvs = with_options([*SEQTOOL, *args], SEARCHES)
-    if baseline_reads(sec, [*SEQTOOL_P, *args], env):
-        argvs["baseline"] = [*SEQTOOL_P, *args]
+    argvs = with_baseline(sec, ["translate", run_dir, source, "--beam-size", 5], SEARCHES, env)
     found = alternate(sec, "translate", argvs, sizes.repeats, {"baseline": env})
     for variant, (wall, rss, text) in found.items():
         bleu = sacrebleu.corpus_bleu(text.splitlines(), [references]).score
@@ -243,10 +243,7 @@ def classify(sec: Section, sizes: Sizes, out: Path, run_dir: Path, env: dict, re
     """Whole `classify` runs in fp32, int8 and the baseline's fp32; in-process; accuracy."""
     texts = out / "quantize" / "sst2_test.txt"
     texts.write_text("\n".join(test_texts()) + "\n")
-    args = ["classify", run_dir, texts]
-    argvs = with_options([*SEQTOOL, *args], QUANTIZE)
-    if baseline_reads(sec, [*SEQTOOL_P, *args], env):
-        argvs["baseline"] = [*SEQTOOL_P, *args]
+    argvs = with_baseline(sec, ["classify", run_dir, texts], QUANTIZE, env)
     classified = alternate(sec, "classify", argvs, sizes.repeats, {"baseline": env})
     lines = len(test_texts())
     sec.add("`classify` SST-2 test, int8 (ref: fp32), whole process", "sentences/s",
