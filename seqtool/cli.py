@@ -667,6 +667,16 @@ def _input_lines(input_path: str, text: str | None):
     return (line for _, line in read_lines(check_file(input_path)))
 
 
+# `classify` and `translate` read this many batches of lines at a time and sort them by
+# length, so that each batch holds lines of similar lengths
+SORTED_BATCHES = 16
+
+
+def _interactive(input_path: str, text: str | None) -> bool:
+    """Whether the lines come from a person typing: each is then answered at once."""
+    return text is None and input_path == "-" and bool(sys.stdin and sys.stdin.isatty())
+
+
 def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
     """RUN [RUN ...] [INPUT|-]: the first argument is a model, and so is every later
     one that is a checkpoint (a .ckpt file or a directory); the last may be the input."""
@@ -719,7 +729,7 @@ def classify(
     import seqtool
     from seqtool.data import batched
     from seqtool.errors import ConfigError
-    from seqtool.ui import attention_bars
+    from seqtool.ui import attention_bars, note
 
     model = seqtool.load(run, task="classifier", device=device, threads=threads, quantize=quantize)
     if explain:
@@ -730,8 +740,12 @@ def classify(
                 f"--explain needs a model trained with --pooling attention "
                 f"(this one pools with {model.config.pooling})"
             )
+    interactive = _interactive(input_path, text)
+    if interactive:
+        note("Type a sentence and press Enter; Ctrl-D ends.")
+    chunk_size = 1 if interactive else batch_size * SORTED_BATCHES
     out = sys.stdout
-    for chunk in batched(_input_lines(input_path, text), batch_size):
+    for chunk in batched(_input_lines(input_path, text), chunk_size):
         results = model.classify(chunk, top_k, threshold, batch_size)
         for line, result in zip(chunk, results, strict=True):
             if not line.strip():
@@ -827,11 +841,10 @@ def translate(
             from seqtool.ui import check_matplotlib
 
             check_matplotlib()
-    interactive = text is None and input_path == "-" and bool(sys.stdin and sys.stdin.isatty())
+    interactive = _interactive(input_path, text)
     if interactive:
         note("Type a sentence and press Enter; Ctrl-D ends.")
-    # sorting a chunk of lines by length makes batches with little padding
-    chunk_size = 1 if interactive else batch_size * 16
+    chunk_size = 1 if interactive else batch_size * SORTED_BATCHES
     search = dict(
         beam_size=beam_size,
         n_best=n_best,

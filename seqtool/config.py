@@ -263,7 +263,9 @@ class ClassifyConfig(_Config):
 
     top_k: int | None = None
     threshold: float = 0.5
-    batch_size: int = 256
+    # lines per forward pass, formed from similar lengths: 64 classifies SST-2's test set
+    # 1.3x (int8) and 1.2x (fp32) as fast as 256 did
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
         _check(self.top_k is None or self.top_k > 0, "top_k must be positive")

@@ -1,4 +1,6 @@
 import json
+import os
+import pty
 import random
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 import seqtool
+from seqtool.cli import SORTED_BATCHES
 from seqtool.config import ClassifierConfig
 from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
 from seqtool.tasks.classifier import classification_loss
@@ -329,10 +332,30 @@ def test_classify_into_a_closed_pipe_stops_quietly(trained_classifier, tmp_path)
     assert proc.stderr.read() == b""
 
 
+def test_classify_at_a_terminal_answers_each_line(trained_classifier):
+    """Typed at a terminal, each line is labelled as soon as it is entered."""
+    primary, secondary = pty.openpty()
+    proc = seqtool_process("classify", trained_classifier, stdin=secondary)
+    os.close(secondary)
+    try:
+        for line, label in (("a superb film", b"pos"), ("awful plot", b"neg")):
+            os.write(primary, line.encode() + b"\n")
+            # arrives while the terminal is still open: nothing waits for more lines
+            assert read_stdout(proc, lambda data: data.endswith(b"\n")) == label + b"\n"
+        os.write(primary, b"\x04")  # Ctrl-D ends
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        proc.kill()
+    assert proc.returncode == 0
+    assert "Type a sentence" in stderr.decode()
+
+
 def test_ctrl_c_while_reading_a_pipe_exits_130(trained_classifier):
     proc = seqtool_process("classify", trained_classifier, "--batch-size", 1, stdin=subprocess.PIPE)
-    proc.stdin.write(b"a superb film\n")
+    proc.stdin.write(b"a superb film\n" * SORTED_BATCHES)  # one chunk of --batch-size 1
     proc.stdin.flush()  # the pipe stays open: classify waits for the next line
-    assert read_stdout(proc, lambda data: data.endswith(b"\n")) == b"pos\n"
+    printed = read_stdout(proc, lambda data: data.count(b"\n") == SORTED_BATCHES)
+    assert printed == b"pos\n" * SORTED_BATCHES
     rest, stderr = interrupt(proc)
     assert (proc.returncode, rest, stderr) == (130, b"", "")

@@ -435,20 +435,28 @@ def test_health_answers_during_a_long_generation(server):
         assert client.get("/health").status_code == 200
         assert time.perf_counter() - started < 1.0
         assert app.state.workers["gen"].streams  # still generating
+    assert freed(app.state.workers["gen"])  # the next test starts without it
+
+
+def freed(worker, seconds: float = 5.0) -> bool:
+    """Whether the worker's streams all end within `seconds`: a client that leaves is
+    noticed at the next piece sent to it, not at once."""
+    deadline = time.monotonic() + seconds
+    while worker.streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not worker.streams
 
 
 def test_a_client_that_disconnects_frees_its_slot(server):
     client, app = server
     worker = app.state.workers["gen"]
+    assert freed(worker)  # nothing left from an earlier test
     body = {"model": "gen", "length": 100_000, "stream": True}
     with client.stream("POST", "/v1/generate", json=body) as r:
         lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
         next(lines)
         assert len(worker.streams) == 1
-    deadline = time.monotonic() + 5
-    while worker.streams and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not worker.streams
+    assert freed(worker)
 
 
 def test_a_full_queue_answers_503_with_retry_after(models):

@@ -12,6 +12,7 @@ import torch
 
 import seqtool
 from seqtool import decoding, ui
+from seqtool.cli import SORTED_BATCHES
 from seqtool.config import TranslatorConfig
 from seqtool.models.translator import TranslatorModel
 from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
@@ -445,9 +446,9 @@ def test_ctrl_c_while_reading_a_pipe_exits_130(trained_translator):
     proc = seqtool_process(
         "translate", trained_translator, "--batch-size", 1, stdin=subprocess.PIPE
     )
-    proc.stdin.write(b"3 May 1987\n" * 16)  # one chunk: 16 x --batch-size lines
+    proc.stdin.write(b"3 May 1987\n" * SORTED_BATCHES)  # one chunk of --batch-size 1
     proc.stdin.flush()  # the pipe stays open: translate waits for the next line
-    printed = read_stdout(proc, lambda data: data.count(b"\n") == 16)
+    printed = read_stdout(proc, lambda data: data.count(b"\n") == SORTED_BATCHES)
     rest, stderr = interrupt(proc)
     assert (proc.returncode, rest, stderr) == (130, b"", "")
     assert len(set(printed.splitlines())) == 1
