@@ -75,8 +75,8 @@ def resolve_kind(kind: str, vocab_size: int | None, lines: Sequence[str]) -> tup
 # RECUR_COUNT times, up to the task's cap (a translator's: 4,000 per side). Measured
 # against the sizes chosen by hand: Multi30k (29,000 pairs) gives 9,758 German / 7,960
 # English recurring words (4,000 beat 8,000 there), its first 10,000 pairs 4,549 / 4,159
-# (4,000 measured best by hand). Words seen once are left to subword pieces: a whole piece for them would be
-# learned from one example.
+# (4,000 measured best by hand). Words seen once are left to subword pieces: a whole
+# piece for them would be learned from one example.
 RECUR_COUNT = 2
 SIZE_SAMPLE = 2_000_000  # lines counted, as many as sentencepiece trains on
 
