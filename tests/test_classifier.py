@@ -173,6 +173,24 @@ def test_classify_one_line_per_input_line(run_cli, trained_classifier):
     assert result.stdout == "pos\n\nneg\n"
 
 
+def test_classify_sorts_chunks_by_length_and_keeps_the_input_order(run_cli, trained_classifier):
+    """Lines of many lengths, over several chunks of --batch-size 2: each output line is
+    the library's answer for its own input line."""
+    words = ["superb", "awful", "lovely", "dreadful", "film", "plot", "story", "acting"]
+    rng = random.Random(0)
+    lines = [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(3 * 16 * 2 + 5)]
+    result = run_cli("classify", trained_classifier, "--batch-size", 2, "--top-k", 2,
+                     input="\n".join(lines) + "\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = seqtool.load(trained_classifier)
+    want = [model.classify(line, top_k=2).top for line in lines]
+    got = [row.split("\t") for row in result.stdout.splitlines()]
+    assert len(got) == len(lines)
+    for (label1, p1, label2, p2), top in zip(got, want, strict=True):
+        assert [label1, label2] == [label for label, _ in top]
+        assert [float(p1), float(p2)] == pytest.approx([p for _, p in top], abs=1e-4)
+
+
 def test_classify_top_k_json_and_text(run_cli, trained_classifier):
     top = run_cli("classify", trained_classifier, "--top-k", 2, input="lovely story\n")
     label1, p1, label2, p2 = top.stdout.rstrip("\n").split("\t")
