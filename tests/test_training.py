@@ -67,27 +67,28 @@ def test_loss_falls_and_files_are_written(corpus, tmp_path):
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(corpus, tmp_path, cell):
     from seqtool import checkpoint
 
-    cfg = config(max_steps=40, eval_every=10)
+    cfg = config(max_steps=80, eval_every=10)
     model = {**MODEL, "cell": cell}
     whole = Trainer(make_task(corpus, tmp_path / "a", cfg, model=model), cfg, tmp_path / "a")
     whole.fit()
 
-    # stop at step 23: mid-epoch (hidden state carried) and between evaluations
+    # stop at step 73: in the second epoch (66 batches each), mid-epoch (hidden state
+    # carried) and between evaluations
     first = Trainer(
         make_task(corpus, tmp_path / "b", cfg, model=model),
         cfg,
         tmp_path / "b",
-        callbacks=StopAt(23),
+        callbacks=StopAt(73),
     )
-    with pytest.raises(TrainingInterrupted, match="at step 23"):
+    with pytest.raises(TrainingInterrupted, match="at step 73"):
         first.fit()
     ckpt = checkpoint.load(tmp_path / "b" / "last.ckpt")
-    assert ckpt["progress"]["step"] == 23
+    assert ckpt["progress"]["step"] == 73 and ckpt["progress"]["epoch"] == 1
     resumed = Trainer(
         make_task(corpus, tmp_path / "b", cfg, resume=ckpt), cfg, tmp_path / "b", resume=ckpt
     )
     resumed.fit()
-    assert resumed.progress.step == 40
+    assert resumed.progress.step == 80
     for name, value in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
 
