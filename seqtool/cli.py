@@ -672,9 +672,16 @@ def _input_lines(input_path: str, text: str | None):
 SORTED_BATCHES = 16
 
 
-def _interactive(input_path: str, text: str | None) -> bool:
-    """Whether the lines come from a person typing: each is then answered at once."""
-    return text is None and input_path == "-" and bool(sys.stdin and sys.stdin.isatty())
+def _lines_per_read(input_path: str, text: str | None, batch_size: int) -> int:
+    """How many input lines `classify` and `translate` read at a time: SORTED_BATCHES
+    batches, or one where a person types at a terminal (told so), so that each line is
+    answered as soon as it is entered."""
+    if text is None and input_path == "-" and sys.stdin and sys.stdin.isatty():
+        from seqtool.ui import note
+
+        note("Type a sentence and press Enter; Ctrl-D ends.")
+        return 1
+    return batch_size * SORTED_BATCHES
 
 
 def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
@@ -729,7 +736,7 @@ def classify(
     import seqtool
     from seqtool.data import batched
     from seqtool.errors import ConfigError
-    from seqtool.ui import attention_bars, note
+    from seqtool.ui import attention_bars
 
     model = seqtool.load(run, task="classifier", device=device, threads=threads, quantize=quantize)
     if explain:
@@ -740,10 +747,7 @@ def classify(
                 f"--explain needs a model trained with --pooling attention "
                 f"(this one pools with {model.config.pooling})"
             )
-    interactive = _interactive(input_path, text)
-    if interactive:
-        note("Type a sentence and press Enter; Ctrl-D ends.")
-    chunk_size = 1 if interactive else batch_size * SORTED_BATCHES
+    chunk_size = _lines_per_read(input_path, text, batch_size)
     out = sys.stdout
     for chunk in batched(_input_lines(input_path, text), chunk_size):
         results = model.classify(chunk, top_k, threshold, batch_size)
@@ -841,10 +845,7 @@ def translate(
             from seqtool.ui import check_matplotlib
 
             check_matplotlib()
-    interactive = _interactive(input_path, text)
-    if interactive:
-        note("Type a sentence and press Enter; Ctrl-D ends.")
-    chunk_size = 1 if interactive else batch_size * SORTED_BATCHES
+    chunk_size = _lines_per_read(input_path, text, batch_size)
     search = dict(
         beam_size=beam_size,
         n_best=n_best,

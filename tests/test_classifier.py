@@ -1,6 +1,4 @@
 import json
-import os
-import pty
 import random
 import subprocess
 import sys
@@ -13,7 +11,13 @@ from seqtool.cli import SORTED_BATCHES
 from seqtool.config import ClassifierConfig
 from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
 from seqtool.tasks.classifier import classification_loss
-from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
+from tests.test_cli import (
+    error_line,
+    interrupt,
+    read_stdout,
+    seqtool_process,
+    typed_at_a_terminal,
+)
 
 POSITIVE = ["good", "great", "lovely", "superb", "fine", "wonderful"]
 NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring", "terrible"]
@@ -178,7 +182,10 @@ def test_classify_sorts_chunks_by_length_and_keeps_the_input_order(run_cli, trai
     the library's answer for its own input line."""
     words = ["superb", "awful", "lovely", "dreadful", "film", "plot", "story", "acting"]
     rng = random.Random(0)
-    lines = [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(3 * 16 * 2 + 5)]
+    lines = [
+        " ".join(rng.choices(words, k=rng.randint(1, 12)))
+        for _ in range(3 * SORTED_BATCHES * 2 + 5)
+    ]
     result = run_cli("classify", trained_classifier, "--batch-size", 2, "--top-k", 2,
                      input="\n".join(lines) + "\n")  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -352,21 +359,11 @@ def test_classify_into_a_closed_pipe_stops_quietly(trained_classifier, tmp_path)
 
 def test_classify_at_a_terminal_answers_each_line(trained_classifier):
     """Typed at a terminal, each line is labelled as soon as it is entered."""
-    primary, secondary = pty.openpty()
-    proc = seqtool_process("classify", trained_classifier, stdin=secondary)
-    os.close(secondary)
-    try:
-        for line, label in (("a superb film", b"pos"), ("awful plot", b"neg")):
-            os.write(primary, line.encode() + b"\n")
-            # arrives while the terminal is still open: nothing waits for more lines
-            assert read_stdout(proc, lambda data: data.endswith(b"\n")) == label + b"\n"
-        os.write(primary, b"\x04")  # Ctrl-D ends
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        os.close(primary)
-        proc.kill()
-    assert proc.returncode == 0
-    assert "Type a sentence" in stderr.decode()
+    lines = ["a superb film", "awful plot"]
+    answers, code, stderr = typed_at_a_terminal("classify", trained_classifier, lines=lines)
+    assert answers == ["pos\n", "neg\n"]
+    assert code == 0
+    assert "Type a sentence" in stderr
 
 
 def test_ctrl_c_while_reading_a_pipe_exits_130(trained_classifier):

@@ -1,6 +1,7 @@
 import gc
 import json
 import os
+import pty
 import select
 import shlex
 import signal
@@ -387,6 +388,27 @@ def read_stdout(proc: subprocess.Popen, until, timeout: float = 60.0) -> bytes:
         assert chunk, f"stdout ended after {data!r}: {proc.stderr.read().decode()}"
         data += chunk
     return data
+
+
+def typed_at_a_terminal(*args, lines: list[str]) -> tuple[list[str], int, str]:
+    """`seqtool ARGS` reading a terminal where `lines` are typed one by one, each only
+    after the answer to the one before has arrived, then Ctrl-D: -> (the answers, the
+    exit code, stderr)."""
+    primary, secondary = pty.openpty()
+    proc = seqtool_process(*args, stdin=secondary)
+    os.close(secondary)
+    try:
+        answers = []
+        for line in lines:
+            os.write(primary, line.encode() + b"\n")
+            # arrives while the terminal is still open: nothing waits for more lines
+            answers.append(read_stdout(proc, lambda data: data.endswith(b"\n")).decode())
+        os.write(primary, b"\x04")  # Ctrl-D ends
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        proc.kill()
+    return answers, proc.returncode, stderr.decode()
 
 
 def interrupt(proc: subprocess.Popen) -> tuple[bytes, str]:

@@ -1,7 +1,5 @@
 import importlib.util
 import json
-import os
-import pty
 import random
 import subprocess
 import sys
@@ -15,7 +13,13 @@ from seqtool import decoding, ui
 from seqtool.cli import SORTED_BATCHES
 from seqtool.config import TranslatorConfig
 from seqtool.models.translator import TranslatorModel
-from tests.test_cli import error_line, interrupt, read_stdout, seqtool_process
+from tests.test_cli import (
+    error_line,
+    interrupt,
+    read_stdout,
+    seqtool_process,
+    typed_at_a_terminal,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -388,24 +392,12 @@ def test_missing_matplotlib_names_the_extra(run_cli, trained_translator, tmp_pat
 
 def test_interactive_at_a_terminal_answers_each_line(trained_translator):
     """Typed at a terminal, each line is translated as soon as it is entered."""
-    primary, secondary = pty.openpty()
-    proc = seqtool_process("translate", trained_translator, stdin=secondary)
-    os.close(secondary)
+    lines = ["3 May 1987", "May 5, 2001"]
+    answers, code, stderr = typed_at_a_terminal("translate", trained_translator, lines=lines)
     model = seqtool.load(trained_translator)
-    try:
-        answers = []
-        for line in ("3 May 1987", "May 5, 2001"):
-            os.write(primary, line.encode() + b"\n")
-            # arrives while the terminal is still open: nothing waits for more lines
-            answers.append(read_stdout(proc, lambda data: data.endswith(b"\n")).decode())
-            assert answers[-1] == model.translate(line).text + "\n"
-        os.write(primary, b"\x04")  # Ctrl-D ends
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        os.close(primary)
-        proc.kill()
-    assert proc.returncode == 0
-    assert "Type a sentence" in stderr.decode()
+    assert answers == [model.translate(line).text + "\n" for line in lines]
+    assert code == 0
+    assert "Type a sentence" in stderr
 
 
 def test_attention_matrix_keeps_source_pieces_apart(capsys):
