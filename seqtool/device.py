@@ -1,8 +1,13 @@
-"""Device and precision choice, and autocast: shared by training and inference."""
+"""Device and precision choice, autocast, and batch workers: shared by training and
+inference."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
@@ -51,3 +56,30 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+T, R = TypeVar("T"), TypeVar("R")
+# one pool at a time: torch.set_num_threads in a worker also sets the count that threads
+# started later begin with, which the pool's caller restores when it ends
+_POOL = threading.Lock()
+MAX_WORKERS = 4
+
+
+def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device) -> list[R]:
+    """[fn(b) for b in batches], in order. On the CPU the batches run on worker threads
+    (up to the thread count, at most MAX_WORKERS), each with its share of the threads,
+    instead of one after another on all of them: a search step's products are too small
+    to keep several cores busy, and torch releases the GIL inside each op (measured on 2
+    cores: beam search 1.25x the sentences/s, the same translations). Runs in this
+    thread on a GPU, for a single batch, or while another call's pool runs."""
+    threads = torch.get_num_threads()
+    workers = min(len(batches), threads, MAX_WORKERS)
+    if device.type != "cpu" or workers < 2 or not _POOL.acquire(blocking=False):
+        return [fn(b) for b in batches]
+    try:
+        share = (threads // workers,)
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=share) as pool:
+            return list(pool.map(fn, batches))
+    finally:
+        torch.set_num_threads(threads)
+        _POOL.release()

@@ -3,6 +3,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -475,3 +476,29 @@ def test_auto_tokenizer_reads_dates_as_characters(run_cli, dates, tmp_path):
         "source char", "target char",
     ]  # fmt: skip
     assert info["vocab_size"]["tgt"] < 300  # characters (and byte pieces), not whole dates
+
+
+def test_worker_threads_give_the_translations_of_one_thread(trained_translator, monkeypatch):
+    """Several batches on two threads run on workers (seqtool.device.map_batches) and
+    give, in input order, what one thread gives batch after batch."""
+    translator = seqtool.load(trained_translator, device="cpu")
+    lines = [line.split("\t")[0] for line in date_lines(30, 5)]
+    before = torch.get_num_threads()
+    searched_on = set()
+    search = decoding.beam_search
+
+    def recorded(*args, **kwargs):
+        searched_on.add(threading.get_ident())
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "beam_search", recorded)
+    try:
+        torch.set_num_threads(1)
+        alone = translator.translate(lines, batch_size=4)
+        assert searched_on == {threading.get_ident()}
+        torch.set_num_threads(2)
+        workers = translator.translate(lines, batch_size=4)
+    finally:
+        torch.set_num_threads(before)
+    assert len(searched_on - {threading.get_ident()}) == 2
+    assert [(t.text, t.score) for t in workers] == [(t.text, t.score) for t in alone]

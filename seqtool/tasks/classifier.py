@@ -30,6 +30,7 @@ from seqtool.data import (
     read_labeled,
     to_device,
 )
+from seqtool.device import map_batches
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.classifier import build_model
@@ -188,16 +189,20 @@ def classification_loss(
     return F.cross_entropy(logits.float(), targets, weight=weights)
 
 
-@torch.inference_mode()
 def predict_logits(model, sequences: list[list[int]], batch_size: int, device) -> torch.Tensor:
-    """Logits (n, labels) in input order; batches are formed from similar lengths."""
+    """Logits (n, labels) in input order; batches are formed from similar lengths and run
+    on worker threads on the CPU (seqtool.device.map_batches)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    logits = [None] * len(sequences)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    @torch.inference_mode()  # per thread: each worker enters it itself
+    def forward(chunk: list[int]) -> torch.Tensor:
         tokens, lengths = pad([sequences[i] for i in chunk])
-        out, _ = model(tokens.to(device), lengths)
-        for i, row in zip(chunk, out.float().cpu(), strict=True):
+        return model(tokens.to(device), lengths)[0].float().cpu()
+
+    logits = [None] * len(sequences)
+    for chunk, out in zip(chunks, map_batches(forward, chunks, device), strict=True):
+        for i, row in zip(chunk, out, strict=True):
             logits[i] = row
     return torch.stack(logits)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +23,7 @@ from seqtool.data import (
     to_device,
     token_batches,
 )
+from seqtool.device import map_batches
 from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
@@ -211,20 +213,21 @@ def translate(
     others: Sequence[list[list[int]]] = (),
     shortlist: Shortlist | None = None,
 ) -> list[list[tuple[str, decoding.Hypothesis]]]:
-    """Translate token-id sentences in batches of similar length; returns, in input
-    order, the n_best (text, hypothesis) pairs of each sentence, best first. others: the
-    ids of the same sentences the members of an Ensemble after the first read (see
-    Ensemble.reading). shortlist: each batch decodes over its shortlist's target pieces
-    only."""
+    """Translate token-id sentences in batches of similar length (on worker threads on
+    the CPU, seqtool.device.map_batches); returns, in input order, the n_best (text,
+    hypothesis) pairs of each sentence, best first. others: the ids of the same
+    sentences the members of an Ensemble after the first read (see Ensemble.reading).
+    shortlist: each batch decodes over its shortlist's target pieces only."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    out: list[Any] = [None] * len(sources)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def search(chunk: list[int]) -> list[list[decoding.Hypothesis]]:
         src, lengths = pad([sources[i] for i in chunk])
         src = src.to(device)
         reader = (
             model.reading([[ids[i] for i in chunk] for ids in others], device) if others else model
         )
+        vocab = None
         if shortlist is not None:
             vocab = shortlist([sources[i] for i in chunk]).to(device)
             reader = restrict(reader, vocab)
@@ -239,10 +242,14 @@ def translate(
             found = decoding.beam_search(
                 reader, src, lengths, beam_size, n_best, alpha, max_length_ratio, return_attention
             )
+        if vocab is not None:  # positions in the shortlist -> target ids
+            for h in chain.from_iterable(found):
+                h.tokens = vocab[h.tokens].tolist()
+        return found
+
+    out: list[Any] = [None] * len(sources)
+    for chunk, found in zip(chunks, map_batches(search, chunks, device), strict=True):
         for i, hypotheses in zip(chunk, found, strict=True):
-            if shortlist is not None:  # positions in the shortlist -> target ids
-                for h in hypotheses:
-                    h.tokens = vocab[h.tokens].tolist()
             out[i] = [(tokenizer.decode(h.tokens), h) for h in hypotheses]
     return out
 

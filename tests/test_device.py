@@ -1,0 +1,60 @@
+"""Batch workers (seqtool.device.map_batches)."""
+
+import threading
+
+import pytest
+import torch
+
+from seqtool import device
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def squares(batches, together=False):
+    """map_batches of b -> b * b on the CPU -> (results, the threads that ran them).
+    together: each call waits for a second one to run at the same time."""
+    seen = set()
+    gate = threading.Barrier(2, timeout=10)
+
+    def work(b: int) -> int:
+        seen.add(threading.get_ident())
+        if together:
+            gate.wait()
+        return b * b
+
+    return device.map_batches(work, batches, torch.device("cpu")), seen
+
+
+def test_batches_run_side_by_side_on_workers_in_order(two_threads):
+    found, seen = squares([3, 4], together=True)
+    assert found == [9, 16]
+    assert len(seen) == 2 and threading.get_ident() not in seen
+
+
+def test_workers_leave_the_thread_counts_as_they_were(two_threads):
+    squares([3, 4, 5])
+    assert torch.get_num_threads() == 2
+    counts = []  # what a thread started afterwards begins with
+    later = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert counts == [2]
+
+
+@pytest.mark.parametrize("threads, batches", [(2, [5]), (1, [1, 2, 3])])
+def test_one_batch_or_one_thread_stays_in_this_thread(two_threads, threads, batches):
+    torch.set_num_threads(threads)
+    found, seen = squares(batches)
+    assert found == [b * b for b in batches] and seen == {threading.get_ident()}
+
+
+def test_a_call_during_another_calls_pool_runs_in_its_own_thread(two_threads):
+    with device._POOL:  # as while another call's workers run
+        found, seen = squares([1, 2, 3])
+    assert found == [1, 4, 9] and seen == {threading.get_ident()}
