@@ -70,7 +70,9 @@ class GeneratorConfig(_Config):
     embedding_size: int = 64
     hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.0
+    # with --seq-len 64 and lr 3e-3: 2.048 and 2.043 bits/char on tinyshakespeare after
+    # 10 minutes on 2 cores, against 2.086 without dropout (bench/analysis.md)
+    dropout: float = 0.2
     tie_weights: bool = False
 
     def __post_init__(self) -> None:
@@ -147,8 +149,8 @@ class TrainConfig(_Config):
     batch_size: int = 64
     batch_tokens: int | None = None  # translator: padded tokens per batch, source + target
     label_smoothing: float = 0.0
-    seq_len: int = 128  # generator: the truncated-BPTT window
-    lr: float = 2e-3
+    seq_len: int = 64  # generator: the truncated-BPTT window
+    lr: float = 3e-3
     weight_decay: float = 0.01
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
     schedule: str = "cosine"

@@ -201,7 +201,7 @@ def test_corpus_shorter_than_one_window(run_cli, tmp_path):
     )
     assert error_line(result) == (
         f"Error: {path}: 44 training tokens are fewer than one batch window needs "
-        "(64 x 128 + 1 = 8193); lower --batch-size or --seq-len"
+        "(64 x 64 + 1 = 4097); lower --batch-size or --seq-len"
     )
 
 
