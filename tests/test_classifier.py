@@ -2,6 +2,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import seqtool
 from seqtool.cli import SORTED_BATCHES
 from seqtool.config import ClassifierConfig
 from seqtool.models.classifier import ClassifierEnsemble, ClassifierModel
+from seqtool.tasks import classifier as classifier_task
 from seqtool.tasks.classifier import classification_loss
 from tests.test_cli import (
     error_line,
@@ -374,3 +376,30 @@ def test_ctrl_c_while_reading_a_pipe_exits_130(trained_classifier):
     assert printed == b"pos\n" * SORTED_BATCHES
     rest, stderr = interrupt(proc)
     assert (proc.returncode, rest, stderr) == (130, b"", "")
+
+
+def test_worker_threads_give_the_classes_of_one_thread(trained_classifier, monkeypatch):
+    """Several batches on two threads run on workers (seqtool.device.map_batches) and
+    give, in input order, what one thread gives batch after batch."""
+    model = seqtool.load(trained_classifier, device="cpu")
+    lines = [line.split("\t")[1] for line in sentiment_lines(30, 7)]
+    before = torch.get_num_threads()
+    padded_on = set()
+    pad = classifier_task.pad
+
+    def recorded(*args, **kwargs):
+        padded_on.add(threading.get_ident())
+        return pad(*args, **kwargs)
+
+    monkeypatch.setattr(classifier_task, "pad", recorded)
+    try:
+        torch.set_num_threads(1)
+        alone = model.classify(lines, top_k=2, batch_size=4)
+        assert padded_on == {threading.get_ident()}
+        torch.set_num_threads(2)
+        padded_on.clear()
+        workers = model.classify(lines, top_k=2, batch_size=4)
+    finally:
+        torch.set_num_threads(before)
+    assert padded_on and threading.get_ident() not in padded_on  # all on workers
+    assert [c.top for c in workers] == [c.top for c in alone]

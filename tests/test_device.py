@@ -1,6 +1,7 @@
 """Batch workers (seqtool.device.map_batches)."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -58,3 +59,19 @@ def test_a_call_during_another_calls_pool_runs_in_its_own_thread(two_threads):
     with device._POOL:  # as while another call's workers run
         found, seen = squares([1, 2, 3])
     assert found == [1, 4, 9] and seen == {threading.get_ident()}
+
+
+def test_an_error_drops_the_batches_not_yet_started(two_threads):
+    ran = []
+
+    def work(b: int) -> int:
+        ran.append(b)
+        if b == 0:
+            raise ValueError("batch 0")
+        time.sleep(0.05)
+        return b
+
+    with pytest.raises(ValueError, match="batch 0"):
+        device.map_batches(work, list(range(20)), torch.device("cpu"))
+    assert len(ran) < 10
+    assert torch.get_num_threads() == 2 and not device._POOL.locked()
