@@ -63,7 +63,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     steps = logs[-1]["step"] if logs else "?"
     extra = f" with {' '.join(sizes.quality_extra)}" if sizes.quality_extra else ""
     sec.notes.append(
-        f"seqtool: its defaults{extra}, {steps} steps in {budget} (its validation every 250 "
-        f"steps counts against the budget), process wall {train.wall:.0f} s; "
+        f"seqtool: its defaults{extra}, {steps} steps in {budget} (its validations count "
+        f"against the budget), process wall {train.wall:.0f} s; "
         + "; ".join(f"ref hidden {h}: {r.get('steps', 0):.0f} steps" for h, r in refs.items())
     )
