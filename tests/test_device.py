@@ -75,3 +75,17 @@ def test_an_error_drops_the_batches_not_yet_started(two_threads):
         device.map_batches(work, list(range(20)), torch.device("cpu"))
     assert len(ran) < 10
     assert torch.get_num_threads() == 2 and not device._POOL.locked()
+
+
+def test_workers_run_in_the_callers_inference_mode_and_autocast(two_threads):
+    def modes(_):
+        return torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu")
+
+    cpu = torch.device("cpu")
+    assert device.map_batches(modes, [0, 1], cpu) == [(False, False)] * 2
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        found = device.map_batches(modes, [0, 1], cpu)
+        product = device.map_batches(
+            lambda _: (torch.ones(2, 2) @ torch.ones(2, 2)).dtype, [0, 1], cpu
+        )
+    assert found == [(True, True)] * 2 and product == [torch.bfloat16] * 2

@@ -189,13 +189,13 @@ def classification_loss(
     return F.cross_entropy(logits.float(), targets, weight=weights)
 
 
+@torch.inference_mode()
 def predict_logits(model, sequences: list[list[int]], batch_size: int, device) -> torch.Tensor:
     """Logits (n, labels) in input order; batches are formed from similar lengths and run
     on worker threads on the CPU (seqtool.device.map_batches)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
-    @torch.inference_mode()  # per thread: each worker enters it itself
     def forward(chunk: list[int]) -> torch.Tensor:
         tokens, lengths = pad([sequences[i] for i in chunk])
         return model(tokens.to(device), lengths)[0].float().cpu()
