@@ -94,3 +94,21 @@ def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device
         pool.shutdown(cancel_futures=True)
         torch.set_num_threads(threads)
         _POOL.release()
+
+
+def map_by_length(
+    fn: Callable[[list[int]], Sequence[R]],
+    sequences: Sequence[Sequence],
+    batch_size: int,
+    device: torch.device,
+) -> list[R]:
+    """Inference over `sequences` in batches of similar lengths (little padding):
+    fn(indices of one batch) -> one result per index, run through map_batches; returns
+    the results in input order."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    out: list = [None] * len(sequences)
+    for chunk, found in zip(chunks, map_batches(fn, chunks, device), strict=True):
+        for i, result in zip(chunk, found, strict=True):
+            out[i] = result
+    return out

@@ -17,6 +17,29 @@ def two_threads():
     torch.set_num_threads(before)
 
 
+def calling_threads(monkeypatch, owner, name: str) -> set[int]:
+    """From now on, the threads that call owner.name (filled in as they call)."""
+    threads: set[int] = set()
+    real = getattr(owner, name)
+
+    def recorded(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return threads
+
+
+def with_threads(count: int, call):
+    """call() with torch set to `count` threads, which are then set back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        return call()
+    finally:
+        torch.set_num_threads(before)
+
+
 def squares(batches, together=False):
     """map_batches of b -> b * b on the CPU -> (results, the threads that ran them).
     together: each call waits for a second one to run at the same time."""
@@ -89,3 +112,16 @@ def test_workers_run_in_the_callers_inference_mode_and_autocast(two_threads):
             lambda _: (torch.ones(2, 2) @ torch.ones(2, 2)).dtype, [0, 1], cpu
         )
     assert found == [(True, True)] * 2 and product == [torch.bfloat16] * 2
+
+
+def test_map_by_length_batches_similar_lengths_and_answers_in_input_order(two_threads):
+    sequences = [[1] * n for n in (5, 1, 4, 2, 3)]
+    seen = []
+
+    def lengths(chunk: list[int]) -> list[int]:
+        seen.append([len(sequences[i]) for i in chunk])
+        return [len(sequences[i]) for i in chunk]
+
+    found = device.map_by_length(lengths, sequences, 2, torch.device("cpu"))
+    assert found == [5, 1, 4, 2, 3]
+    assert sorted(seen) == [[1, 2], [3, 4], [5]]

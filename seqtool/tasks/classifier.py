@@ -30,7 +30,7 @@ from seqtool.data import (
     read_labeled,
     to_device,
 )
-from seqtool.device import map_batches
+from seqtool.device import map_by_length
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
 from seqtool.models.classifier import build_model
@@ -192,19 +192,13 @@ def classification_loss(
 @torch.inference_mode()
 def predict_logits(model, sequences: list[list[int]], batch_size: int, device) -> torch.Tensor:
     """Logits (n, labels) in input order; batches are formed from similar lengths and run
-    on worker threads on the CPU (seqtool.device.map_batches)."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    on worker threads on the CPU (seqtool.device.map_by_length)."""
 
     def forward(chunk: list[int]) -> torch.Tensor:
         tokens, lengths = pad([sequences[i] for i in chunk])
         return model(tokens.to(device), lengths)[0].float().cpu()
 
-    logits = [None] * len(sequences)
-    for chunk, out in zip(chunks, map_batches(forward, chunks, device), strict=True):
-        for i, row in zip(chunk, out, strict=True):
-            logits[i] = row
-    return torch.stack(logits)
+    return torch.stack(map_by_length(forward, sequences, batch_size, device))
 
 
 def decide(logits: torch.Tensor, config: ClassifierConfig, threshold: float = 0.5):

@@ -23,7 +23,7 @@ from seqtool.data import (
     to_device,
     token_batches,
 )
-from seqtool.device import map_batches
+from seqtool.device import map_by_length
 from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
@@ -214,12 +214,10 @@ def translate(
     shortlist: Shortlist | None = None,
 ) -> list[list[tuple[str, decoding.Hypothesis]]]:
     """Translate token-id sentences in batches of similar length (on worker threads on
-    the CPU, seqtool.device.map_batches); returns, in input order, the n_best (text,
+    the CPU, seqtool.device.map_by_length); returns, in input order, the n_best (text,
     hypothesis) pairs of each sentence, best first. others: the ids of the same
     sentences the members of an Ensemble after the first read (see Ensemble.reading).
     shortlist: each batch decodes over its shortlist's target pieces only."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
     def search(chunk: list[int]) -> list[list[decoding.Hypothesis]]:
         src, lengths = pad([sources[i] for i in chunk])
@@ -247,11 +245,8 @@ def translate(
                 h.tokens = vocab[h.tokens].tolist()
         return found
 
-    out: list[Any] = [None] * len(sources)
-    for chunk, found in zip(chunks, map_batches(search, chunks, device), strict=True):
-        for i, hypotheses in zip(chunk, found, strict=True):
-            out[i] = [(tokenizer.decode(h.tokens), h) for h in hypotheses]
-    return out
+    found = map_by_length(search, sources, batch_size, device)
+    return [[(tokenizer.decode(h.tokens), h) for h in hypotheses] for hypotheses in found]
 
 
 def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
