@@ -20,6 +20,7 @@ from tests.test_cli import (
     seqtool_process,
     typed_at_a_terminal,
 )
+from tests.test_device import calling_threads, with_threads
 
 POSITIVE = ["good", "great", "lovely", "superb", "fine", "wonderful"]
 NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring", "terrible"]
@@ -383,23 +384,10 @@ def test_worker_threads_give_the_classes_of_one_thread(trained_classifier, monke
     give, in input order, what one thread gives batch after batch."""
     model = seqtool.load(trained_classifier, device="cpu")
     lines = [line.split("\t")[1] for line in sentiment_lines(30, 7)]
-    before = torch.get_num_threads()
-    padded_on = set()
-    pad = classifier_task.pad
-
-    def recorded(*args, **kwargs):
-        padded_on.add(threading.get_ident())
-        return pad(*args, **kwargs)
-
-    monkeypatch.setattr(classifier_task, "pad", recorded)
-    try:
-        torch.set_num_threads(1)
-        alone = model.classify(lines, top_k=2, batch_size=4)
-        assert padded_on == {threading.get_ident()}
-        torch.set_num_threads(2)
-        padded_on.clear()
-        workers = model.classify(lines, top_k=2, batch_size=4)
-    finally:
-        torch.set_num_threads(before)
+    padded_on = calling_threads(monkeypatch, classifier_task, "pad")
+    alone = with_threads(1, lambda: model.classify(lines, top_k=2, batch_size=4))
+    assert padded_on == {threading.get_ident()}
+    padded_on.clear()
+    workers = with_threads(2, lambda: model.classify(lines, top_k=2, batch_size=4))
     assert padded_on and threading.get_ident() not in padded_on  # all on workers
     assert [c.top for c in workers] == [c.top for c in alone]

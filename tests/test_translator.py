@@ -21,6 +21,7 @@ from tests.test_cli import (
     seqtool_process,
     typed_at_a_terminal,
 )
+from tests.test_device import calling_threads, with_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -483,23 +484,10 @@ def test_worker_threads_give_the_translations_of_one_thread(trained_translator, 
     give, in input order, what one thread gives batch after batch."""
     translator = seqtool.load(trained_translator, device="cpu")
     lines = [line.split("\t")[0] for line in date_lines(30, 5)]
-    before = torch.get_num_threads()
-    searched_on = set()
-    search = decoding.beam_search
-
-    def recorded(*args, **kwargs):
-        searched_on.add(threading.get_ident())
-        return search(*args, **kwargs)
-
-    monkeypatch.setattr(decoding, "beam_search", recorded)
-    try:
-        torch.set_num_threads(1)
-        alone = translator.translate(lines, batch_size=4)
-        assert searched_on == {threading.get_ident()}
-        torch.set_num_threads(2)
-        searched_on.clear()
-        workers = translator.translate(lines, batch_size=4)
-    finally:
-        torch.set_num_threads(before)
+    searched_on = calling_threads(monkeypatch, decoding, "beam_search")
+    alone = with_threads(1, lambda: translator.translate(lines, batch_size=4))
+    assert searched_on == {threading.get_ident()}
+    searched_on.clear()
+    workers = with_threads(2, lambda: translator.translate(lines, batch_size=4))
     assert searched_on and threading.get_ident() not in searched_on  # all on workers
     assert [(t.text, t.score) for t in workers] == [(t.text, t.score) for t in alone]
