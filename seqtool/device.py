@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -59,10 +59,15 @@ def autocast(device: torch.device, precision: str):
 
 
 T, R = TypeVar("T"), TypeVar("R")
-# one pool at a time: torch.set_num_threads in a worker also sets the count that threads
-# started later begin with, which the pool's caller restores when it ends
+# one call's workers at a time: torch.set_num_threads in a worker also sets the count
+# that threads started later begin with, which the caller restores when its call ends
 _POOL = threading.Lock()
 MAX_WORKERS = 4
+# the worker threads live as long as the process, a pool per (workers, threads each):
+# a thread keeps its glibc arena, so a long stream of reads reuses the same memory
+# instead of spreading over new threads' arenas (peak RSS of 100,000 streamed lines
+# 1.05x that of 1,000, against 1.09x with a pool per call; BENCHMARKS.md)
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device) -> list[R]:
@@ -72,7 +77,7 @@ def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device
     to keep several cores busy, and torch releases the GIL inside each op (measured on 2
     cores: beam search and classification 1.14-1.25x the sentences/s, with the same
     results). Runs in this thread on a GPU, for a single batch, or while another call's
-    pool runs. Inference mode and CPU autocast are per thread: the workers take the
+    workers run. Inference mode and CPU autocast are per thread: the workers take the
     caller's (training validates under bf16 autocast)."""
     threads = torch.get_num_threads()
     workers = min(len(batches), threads, MAX_WORKERS)
@@ -85,13 +90,19 @@ def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device
         with torch.inference_mode(inference), torch.autocast("cpu", dtype, enabled=cast):
             return fn(batch)
 
-    pool = ThreadPoolExecutor(
-        workers, initializer=torch.set_num_threads, initargs=(threads // workers,)
-    )
+    key = workers, threads // workers
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(
+            workers, "seqtool-batch", initializer=torch.set_num_threads, initargs=key[1:]
+        )
+    futures = [_pools[key].submit(as_the_caller, b) for b in batches]
     try:
-        return list(pool.map(as_the_caller, batches))
-    finally:  # after an error (or Ctrl-C) the batches not yet started are dropped
-        pool.shutdown(cancel_futures=True)
+        return [future.result() for future in futures]
+    finally:  # after an error (or Ctrl-C) the batches not yet started are dropped, and
+        # the caller goes on once the running ones have finished
+        for future in futures:
+            future.cancel()
+        wait(futures)
         torch.set_num_threads(threads)
         _POOL.release()
 

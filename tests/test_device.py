@@ -61,6 +61,19 @@ def test_batches_run_side_by_side_on_workers_in_order(two_threads):
     assert len(seen) == 2 and threading.get_ident() not in seen
 
 
+def test_later_calls_run_on_the_same_workers(two_threads):
+    gate = threading.Barrier(2, timeout=10)
+
+    def worker(_):  # the thread itself: an ident can pass to a new thread
+        gate.wait()  # both workers take a batch
+        return threading.current_thread()
+
+    cpu = torch.device("cpu")
+    first = device.map_batches(worker, [0, 1], cpu)
+    second = device.map_batches(worker, [0, 1], cpu)
+    assert len(set(first)) == 2 and set(first) == set(second)
+
+
 def test_workers_leave_the_thread_counts_as_they_were(two_threads):
     squares([3, 4, 5])
     assert torch.get_num_threads() == 2
@@ -84,19 +97,21 @@ def test_a_call_during_another_calls_pool_runs_in_its_own_thread(two_threads):
     assert found == [1, 4, 9] and seen == {threading.get_ident()}
 
 
-def test_an_error_drops_the_batches_not_yet_started(two_threads):
-    ran = []
+def test_an_error_drops_the_batches_not_yet_started_and_waits_for_the_running(two_threads):
+    ran, finished = [], []
 
     def work(b: int) -> int:
         ran.append(b)
         if b == 0:
             raise ValueError("batch 0")
         time.sleep(0.05)
+        finished.append(b)
         return b
 
     with pytest.raises(ValueError, match="batch 0"):
         device.map_batches(work, list(range(20)), torch.device("cpu"))
     assert len(ran) < 10
+    assert len(finished) == len(ran) - 1  # none still running
     assert torch.get_num_threads() == 2 and not device._POOL.locked()
 
 
