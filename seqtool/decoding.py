@@ -272,8 +272,9 @@ def beam_search(
     limits = max_lengths(src_lengths, max_length_ratio)
     memory, state = model.encode(src, src_lengths)
     batch = src.size(0)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)
-    memory, state = memory.select(rows), state.select(rows)
+    # the state has a row per beam; the memory stays one row per sentence, which the
+    # decoder attends to with all k beams at once (k times less to copy and read)
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(k))
     # only the first beam is open at the start, so the k beams do not repeat one another
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
@@ -333,7 +334,7 @@ def beam_search(
             beams = (index[:, None] * k + torch.arange(k, device=device)).flatten()
             active = [active[a] for a in keep]
             scores, tokens, history = scores[index], tokens[beams], history[beams]
-            memory, state = memory.select(beams), state.select(beams)
+            memory, state = memory.select(index), state.select(beams)
             if attention is not None:
                 attention = attention[beams]
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]

@@ -120,6 +120,24 @@ def test_decode_steps_equal_teacher_forcing(cell, attention, input_feeding):
     assert (weights is None) == (attention == "none")
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_beams_attend_to_one_memory_row_per_sentence(attention):
+    """k rows of tokens and state per sentence against the sentence's one memory row
+    give what each row gives with a copy of the memory of its own."""
+    model, k = tiny_model(attention), 3
+    memory, state = model.encode(*batch([4, 5, 6, 7], [8, 9]))
+    rows = torch.arange(2).repeat_interleave(k)
+    state = state.select(rows)
+    tokens = torch.tensor([1, 4, 5, 6, 7, 8])  # a different token on every beam
+    with torch.inference_mode():
+        shared = model.decode_step(tokens, state, memory)
+        copied = model.decode_step(tokens, state, memory.select(rows))
+    assert torch.allclose(shared[0], copied[0], atol=1e-6)
+    assert torch.allclose(shared[1].rnn, copied[1].rnn, atol=1e-6)
+    if attention != "none":
+        assert shared[2].shape == (2 * k, 4) and torch.allclose(shared[2], copied[2], atol=1e-6)
+
+
 def test_padding_does_not_change_a_translation():
     model = tiny_model()
     alone = decoding.beam_search(model, *batch([4, 5, 6]), beam_size=3)[0][0]

@@ -148,9 +148,12 @@ class TranslatorModel(nn.Module):
     def decode_step(
         self, tokens: torch.Tensor, state: DecoderState, memory: Memory, output=None
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """One step for inference: tokens (batch,) -> log-probabilities (batch,
-        tgt_vocab), the next state, attention weights (batch, src_len) or None.
-        output: the output layer to use instead of `out`, (batch, out_size) -> (batch,
+        """One step for inference: tokens (rows,) -> log-probabilities (rows,
+        tgt_vocab), the next state, attention weights (rows, src_len) or None. The
+        memory has one row per sentence and the tokens and state k rows each (a beam
+        search's k beams, a sentence's together): the k queries of a sentence attend to
+        its memory in one product, as a sequence's positions do in training.
+        output: the output layer to use instead of `out`, (rows, out_size) -> (rows,
         S) (a vocabulary shortlist's rows, seqtool.shortlist); the log-probabilities
         are then over its S pieces. The step weights are packed on the first call."""
         if self._step is None:
@@ -159,11 +162,16 @@ class TranslatorModel(nn.Module):
         if state.feed is not None:
             x = torch.cat([x, state.feed], dim=-1)
         hidden, rnn = self._step.step(x, state.rnn)
-        vector, weights = self._attend(hidden.unsqueeze(1), memory)
-        vector = vector.squeeze(1)
+        rows, sentences = hidden.size(0), memory.mask.size(0)
+        vector, weights = self._attend(hidden.view(sentences, rows // sentences, -1), memory)
+        vector = vector.reshape(rows, -1)
         log_probs = (output or self.out)(vector).float().log_softmax(-1)
         feed = vector if state.feed is not None else None
-        return log_probs, DecoderState(rnn, feed), None if weights is None else weights[:, 0]
+        return (
+            log_probs,
+            DecoderState(rnn, feed),
+            None if weights is None else weights.reshape(rows, -1),
+        )
 
     def train(self, mode: bool = True):
         self._step = None  # packed weights go stale once training changes them
