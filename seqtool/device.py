@@ -66,7 +66,7 @@ MAX_WORKERS = 4
 # the worker threads live as long as the process, a pool per (workers, threads each):
 # a thread keeps its glibc arena, so a long stream of reads reuses the same memory
 # instead of spreading over new threads' arenas (peak RSS of 100,000 streamed lines
-# 1.05x that of 1,000, against 1.09x with a pool per call; BENCHMARKS.md)
+# 1.05x that of 1,000, against 1.09x with a pool per call; bench/analysis.md)
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
@@ -90,12 +90,12 @@ def map_batches(fn: Callable[[T], R], batches: Sequence[T], device: torch.device
         with torch.inference_mode(inference), torch.autocast("cpu", dtype, enabled=cast):
             return fn(batch)
 
-    key = workers, threads // workers
-    if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(
-            workers, "seqtool-batch", initializer=torch.set_num_threads, initargs=key[1:]
+    share = threads // workers
+    if (workers, share) not in _pools:
+        _pools[workers, share] = ThreadPoolExecutor(
+            workers, "seqtool-batch", initializer=torch.set_num_threads, initargs=(share,)
         )
-    futures = [_pools[key].submit(as_the_caller, b) for b in batches]
+    futures = [_pools[workers, share].submit(as_the_caller, b) for b in batches]
     try:
         return [future.result() for future in futures]
     finally:  # after an error (or Ctrl-C) the batches not yet started are dropped, and
