@@ -41,13 +41,14 @@ def with_threads(count: int, call):
 
 
 def squares(batches, together=False):
-    """map_batches of b -> b * b on the CPU -> (results, the threads that ran them).
+    """map_batches of b -> b * b on the CPU -> (results, the threads that ran them, as
+    thread objects: an ident can pass to a thread started later).
     together: each call waits for a second one to run at the same time."""
     seen = set()
     gate = threading.Barrier(2, timeout=10)
 
     def work(b: int) -> int:
-        seen.add(threading.get_ident())
+        seen.add(threading.current_thread())
         if together:
             gate.wait()
         return b * b
@@ -58,20 +59,13 @@ def squares(batches, together=False):
 def test_batches_run_side_by_side_on_workers_in_order(two_threads):
     found, seen = squares([3, 4], together=True)
     assert found == [9, 16]
-    assert len(seen) == 2 and threading.get_ident() not in seen
+    assert len(seen) == 2 and threading.current_thread() not in seen
 
 
 def test_later_calls_run_on_the_same_workers(two_threads):
-    gate = threading.Barrier(2, timeout=10)
-
-    def worker(_):  # the thread itself: an ident can pass to a new thread
-        gate.wait()  # both workers take a batch
-        return threading.current_thread()
-
-    cpu = torch.device("cpu")
-    first = device.map_batches(worker, [0, 1], cpu)
-    second = device.map_batches(worker, [0, 1], cpu)
-    assert len(set(first)) == 2 and set(first) == set(second)
+    _, first = squares([3, 4], together=True)
+    _, second = squares([5, 6], together=True)
+    assert len(first) == 2 and first == second
 
 
 def test_workers_leave_the_thread_counts_as_they_were(two_threads):
@@ -88,13 +82,13 @@ def test_workers_leave_the_thread_counts_as_they_were(two_threads):
 def test_one_batch_or_one_thread_stays_in_this_thread(two_threads, threads, batches):
     torch.set_num_threads(threads)
     found, seen = squares(batches)
-    assert found == [b * b for b in batches] and seen == {threading.get_ident()}
+    assert found == [b * b for b in batches] and seen == {threading.current_thread()}
 
 
 def test_a_call_during_another_calls_pool_runs_in_its_own_thread(two_threads):
     with device._POOL:  # as while another call's workers run
         found, seen = squares([1, 2, 3])
-    assert found == [1, 4, 9] and seen == {threading.get_ident()}
+    assert found == [1, 4, 9] and seen == {threading.current_thread()}
 
 
 def test_an_error_drops_the_batches_not_yet_started_and_waits_for_the_running(two_threads):
