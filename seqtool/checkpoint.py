@@ -10,7 +10,7 @@ A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable wi
 
 Every failure is a one-line CheckpointError naming the file: `load` for files that are
 not checkpoints, `tokenizer` and `restore_model` for checkpoints whose contents are
-damaged or crafted, `save` for a full disk.
+damaged or crafted; `save` raises OutputError for a full disk.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from seqtool import __version__
+from seqtool import __version__, files
 from seqtool.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -65,32 +65,17 @@ def resolve(run: str | os.PathLike) -> Path:
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file, flush, fsync, then rename over `path`: a crash while
-    saving leaves the previous checkpoint intact. A failed write (disk full) removes the
-    temporary file and raises CheckpointError."""
+    """Write atomically (seqtool.files): a crash while saving leaves the previous
+    checkpoint intact, and a failed write (disk full) raises OutputError."""
     payload = {"format_version": FORMAT_VERSION, "seqtool_version": __version__, **payload}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            writer = _Writer(f)
-            try:
-                torch.save(payload, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                raise writer.error from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if not isinstance(err, OSError):
-            raise
-        kept = "; the previous checkpoint is kept" if path.exists() else ""
-        raise CheckpointError(
-            f"{path}: could not write the checkpoint ({err.strerror or err}){kept}"
-        ) from None
+    with files.replacing(path, "checkpoint") as f:
+        writer = _Writer(f)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
 
 
 class _Writer:

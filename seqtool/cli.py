@@ -842,9 +842,9 @@ def translate(
                 "--show-attention and --attention-plot draw one sentence: give it with --text"
             )
         if attention_plot:
-            from seqtool.ui import check_matplotlib
+            from seqtool.plot import check_extra
 
-            check_matplotlib()
+            check_extra("matplotlib", "plot", "--attention-plot")
     chunk_size = _lines_per_read(input_path, text, batch_size)
     search = dict(
         beam_size=beam_size,
@@ -871,7 +871,7 @@ def translate(
         if show_attention:
             attention_matrix(best.source_tokens, best.target_labels, best.attention)
         if attention_plot:
-            from seqtool.ui import attention_heatmap
+            from seqtool.plot import attention_heatmap
 
             attention_heatmap(
                 best.source_tokens, best.target_labels, best.attention, attention_plot
@@ -1120,10 +1120,8 @@ def inspect_command(
       seqtool inspect runs/shakes play.txt --find quotes --html report.html
       seqtool inspect runs/de-en --text "Ein Hund rennt."
     """
-    from pathlib import Path
-
     import seqtool
-    from seqtool import plot
+    from seqtool import files, plot
     from seqtool.errors import ConfigError
     from seqtool.ui import console
 
@@ -1138,7 +1136,7 @@ def inspect_command(
             )
         found = model.inspect(content)
         if html_path:
-            Path(html_path).write_text(plot.html_report(found, str(run)), encoding="utf-8")
+            files.write(html_path, plot.html_report(found, str(run)).encode(), "report")
         if as_json:
             click.echo(json.dumps(found.to_dict()))
             return
@@ -1153,7 +1151,7 @@ def inspect_command(
     else:
         found = model.inspect(content, **options)
     if html_path:
-        Path(html_path).write_text(plot.html_report(found, str(run)), encoding="utf-8")
+        files.write(html_path, plot.html_report(found, str(run)).encode(), "report")
     if saturation_path:
         plot.saturation_figure(found, saturation_path)
     if as_json:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from seqtool import files
 from seqtool.errors import DataError
 from seqtool.tokenizer import UNK_ID, Tokenizer
 
@@ -199,8 +200,7 @@ def _encode_file(
         return TokenArray(_open_ids(cache, dtype), meta["num_chars"], np.array(meta["counts"]))
     cache.parent.mkdir(parents=True, exist_ok=True)
     num_chars, tokens, counts = 0, 0, np.zeros(tokenizer.vocab_size, dtype=np.int64)
-    tmp = cache.with_suffix(".tmp")
-    with tmp.open("wb") as out:
+    with files.replacing(cache, "token cache") as out:
         for block in read_text(path, start, end):
             num_chars += len(block)
             for ids in tokenizer.encode_batch(_segments(block)):
@@ -208,9 +208,8 @@ def _encode_file(
                 counts += np.bincount(array, minlength=tokenizer.vocab_size)
                 tokens += len(array)
                 out.write(array.tobytes())
-    os.replace(tmp, cache)
     meta = {"key": key, "tokens": tokens, "num_chars": num_chars, "counts": counts.tolist()}
-    write_atomically(meta_path, json.dumps(meta).encode())
+    files.write(meta_path, json.dumps(meta).encode(), "token cache")
     return TokenArray(_open_ids(cache, dtype), num_chars, counts)
 
 
@@ -228,14 +227,6 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename: readers see the old file or the new
-    one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _open_ids(path: Path, dtype) -> np.ndarray:

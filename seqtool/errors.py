@@ -13,6 +13,10 @@ class CheckpointError(SeqtoolError):
     """A checkpoint is missing, corrupt, unsafe or of another task."""
 
 
+class OutputError(SeqtoolError):
+    """A file cannot be written (a full disk, a missing or read-only folder); names it."""
+
+
 class ConfigError(SeqtoolError):
     """Options that cannot work together, or a run directory that would be overwritten."""
 

@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from seqtool import files
 from seqtool.errors import ConfigError, DataError
 
 MAX_BITS = 8.0  # surprise shading saturates here: 8 bits is a 1-in-256 character
@@ -98,7 +99,7 @@ def unit_views(inspection) -> Group:
 
 
 def translation_table(inspection) -> Table:
-    table = Table(title=inspection.text, title_justify="left")
+    table = Table(title=Text(inspection.text), title_justify="left")
     for column in ("piece", "probability", "attends to", "weight"):
         table.add_column(column, justify="left" if column != "probability" else "right")
     for t in inspection.target:
@@ -187,6 +188,40 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str) -> None:
+    """Write a matplotlib figure to `path` in the format its extension names (png
+    without one), through seqtool.files; the figure is closed either way."""
+    plt = _pyplot()
+    try:
+        kind = Path(path).suffix[1:].lower() or "png"
+        known = fig.canvas.get_supported_filetypes()
+        if kind not in known:
+            raise ConfigError(
+                f"{path}: matplotlib cannot write .{kind} pictures; use one of "
+                + ", ".join(f".{k}" for k in sorted(known))
+            )
+        with files.replacing(path, "picture") as f:
+            fig.savefig(f, format=kind, dpi=fig.dpi)
+    finally:
+        plt.close(fig)
+
+
+def attention_heatmap(
+    src: list[str], tgt: list[str], weights: list[list[float]], path: str
+) -> None:
+    """A labelled heatmap image of the attention: source across, target down."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(src), 1 + 0.4 * len(tgt)), dpi=120)
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
+    ax.set_yticks(range(len(tgt)), tgt)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def saturation_figure(inspection, path: str) -> None:
     """Per layer, a scatter per gate kind: each unit's fraction of time left-saturated
     (< 0.1) against right-saturated (> 0.9), as in Karpathy, Johnson and Fei-Fei (2015)."""
@@ -194,7 +229,7 @@ def saturation_figure(inspection, path: str) -> None:
         raise ConfigError("--saturation: an RNN layer has no gates to plot")
     plt = _pyplot()
     layers = max(s.layer for s in inspection.saturation)
-    fig, axes = plt.subplots(1, layers, figsize=(3.6 * layers, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, layers, figsize=(3.6 * layers, 3.6), squeeze=False, dpi=100)
     for s in inspection.saturation:
         ax = axes[0][s.layer - 1]
         ax.scatter(s.left, s.right, s=8, alpha=0.6, label=s.gate)
@@ -204,8 +239,7 @@ def saturation_figure(inspection, path: str) -> None:
         ax.set_ylabel("fraction right-saturated (> 0.9)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
@@ -269,7 +303,9 @@ def curves(runs: list[str], path: str, x: str = "step") -> None:
         raise DataError(f"{', '.join(map(str, runs))}: no training records to plot yet")
     columns = min(3, len(series))
     rows = math.ceil(len(series) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3 * rows), squeeze=False, dpi=100
+    )
     label = {"step": "step", "time": "elapsed seconds", "tokens": "tokens seen"}[x]
     for ax, (metric, by_run) in zip(axes.flat, sorted(series.items()), strict=False):
         for name, (xs, ys) in by_run.items():
@@ -279,8 +315,7 @@ def curves(runs: list[str], path: str, x: str = "step") -> None:
     for ax in list(axes.flat)[len(series) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- TensorBoard --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
-from seqtool import averaging, checkpoint, distributed, tasks
+from seqtool import averaging, checkpoint, distributed, files, tasks
 from seqtool.config import DEFAULT_EPOCHS, TokenizerConfig, TrainConfig
 from seqtool.device import autocast, pick_device, pick_precision
 from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
@@ -467,8 +467,7 @@ class Trainer:
     def _log(self, record: dict[str, Any], event: str) -> None:
         if not self.main:
             return
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n", "training log")
         self._call(event, record)
 
     def _call(self, event: str, *args) -> None:

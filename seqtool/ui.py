@@ -164,35 +164,3 @@ def attention_matrix(src: list[str], tgt: list[str], weights: list[list[float]])
     for piece, row in zip(tgt, weights, strict=True):
         cells = (_SHADES[min(4, round(w * 4))] * n for w, n in zip(row, widths, strict=True))
         console.print(Text(pad(piece, margin) + " ".join(cells)))
-
-
-def check_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        from seqtool.errors import ConfigError
-
-        raise ConfigError(
-            "--attention-plot needs matplotlib: pip install 'seqtool[plot]'"
-        ) from None
-
-
-def attention_heatmap(
-    src: list[str], tgt: list[str], weights: list[list[float]], path: str
-) -> None:
-    """A labelled heatmap image of the attention: source across, target down."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(src), 1 + 0.4 * len(tgt)))
-    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(src)), src, rotation=60, ha="right")
-    ax.set_yticks(range(len(tgt)), tgt)
-    ax.set_xlabel("source")
-    ax.set_ylabel("translation")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -16,7 +16,7 @@ import torch
 
 from seqtool import checkpoint
 from seqtool.config import ClassifierConfig, GeneratorConfig, TranslatorConfig
-from seqtool.errors import CheckpointError
+from seqtool.errors import CheckpointError, OutputError
 from seqtool.models.classifier import build_model as build_classifier
 from seqtool.models.generator import GeneratorModel
 from seqtool.models.translator import TranslatorModel
@@ -53,7 +53,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(OutputError) as err:
         checkpoint.save(path, {**PAYLOAD, "model_state": {"w": torch.zeros(2)}})
     assert str(err.value) == (
         f"{path}: could not write the checkpoint (No space left on device); "
@@ -72,7 +72,7 @@ def test_full_disk_is_a_one_line_error(tmp_path):
     before = path.read_bytes()
     (tmp_path / ".best.ckpt.tmp").symlink_to("/dev/full")
     big = {**PAYLOAD, "model_state": {"w": torch.zeros(100_000)}}  # more than one buffer
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(OutputError) as err:
         checkpoint.save(path, big)
     assert str(err.value) == (
         f"{path}: could not write the checkpoint (No space left on device); "
@@ -82,7 +82,7 @@ def test_full_disk_is_a_one_line_error(tmp_path):
     assert not os.path.lexists(tmp_path / ".best.ckpt.tmp")
     # no previous checkpoint: nothing is said to be kept
     (tmp_path / ".last.ckpt.tmp").symlink_to("/dev/full")
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(OutputError) as err:
         checkpoint.save(tmp_path / "last.ckpt", big)
     assert str(err.value).endswith("could not write the checkpoint (No space left on device)")
 
@@ -90,7 +90,7 @@ def test_full_disk_is_a_one_line_error(tmp_path):
 def test_save_of_an_unpicklable_payload_raises_and_leaves_no_temporary_file(tmp_path):
     with pytest.raises(Exception) as err:
         checkpoint.save(tmp_path / "best.ckpt", {**PAYLOAD, "bad": lambda: 0})
-    assert not isinstance(err.value, CheckpointError)  # a bug, not a disk problem
+    assert not isinstance(err.value, OutputError)  # a bug, not a disk problem
     assert list(tmp_path.iterdir()) == []
 
 

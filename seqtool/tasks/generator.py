@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqtool import checkpoint, decoding, distributed, metrics
+from seqtool import checkpoint, decoding, distributed, files, metrics
 from seqtool.config import GeneratorConfig, SamplingConfig, TokenizerConfig, TrainConfig
 from seqtool.data import (
     LMStream,
@@ -27,7 +27,6 @@ from seqtool.data import (
     read_meta,
     read_text,
     to_device,
-    write_atomically,
 )
 from seqtool.errors import ConfigError, DataError
 from seqtool.inference import Loaded
@@ -233,9 +232,9 @@ def _tokenizer(
         notify(warning)
     if distributed.is_main():
         cache.mkdir(parents=True, exist_ok=True)
-        write_atomically(model, tokenizer.proto)
+        files.write(model, tokenizer.proto, "tokenizer cache")
         model_sha256 = hashlib.sha256(tokenizer.proto).hexdigest()
-        write_atomically(meta, json.dumps({**key, "model": model_sha256}).encode())
+        files.write(meta, json.dumps({**key, "model": model_sha256}).encode(), "tokenizer cache")
     return tokenizer
 
 

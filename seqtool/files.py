@@ -1,0 +1,68 @@
+"""Writing files: the one place that creates, replaces or appends to a file a user keeps.
+
+A new file is written to a temporary file beside it, flushed, fsynced and renamed over
+it, so that readers (and a run killed meanwhile) see the old file or the new one, never
+a part. Every failure to write (a full disk, a file too large, a missing or read-only
+folder) becomes one OutputError naming the file, and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from seqtool.errors import OutputError
+
+
+def temporary(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
+    """A binary file to write `path` through; it replaces `path` when the block ends
+    without an error. `what` names the file in the error ("checkpoint", "plot")."""
+    path = Path(path)
+    tmp = temporary(path)
+    try:
+        with tmp.open("wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not isinstance(err, OSError):
+            raise
+        kept = f"; the previous {what} is kept" if path.exists() else ""
+        raise OutputError(
+            f"{path}: could not write the {what} ({_reason(path, err)}){kept}"
+        ) from None
+
+
+def write(path: str | os.PathLike, data: bytes, what: str) -> None:
+    """Replace `path` with `data`, atomically."""
+    with replacing(path, what) as f:
+        f.write(data)
+
+
+def append(path: str | os.PathLike, text: str, what: str) -> None:
+    """Add `text` at the end of `path` (a log that grows line by line)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise OutputError(
+            f"{path}: could not write the {what} ({_reason(Path(path), err)})"
+        ) from None
+
+
+def _reason(path: Path, err: OSError) -> str:
+    if isinstance(err, FileNotFoundError) and not path.parent.is_dir():
+        return f"no folder {path.parent}"
+    return err.strerror or str(err)
