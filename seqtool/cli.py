@@ -12,6 +12,7 @@ import contextlib
 import functools
 import gc
 import json
+import math
 import os
 import shlex
 import sys
@@ -41,7 +42,11 @@ from seqtool.config import (
     defaults,
 )
 
-POSITIVE = click.IntRange(min=1)
+# bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
+# a tensor size overflow)
+POSITIVE = click.IntRange(1, 2**31 - 1)
+# what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
+SEED = click.IntRange(0, 2**63 - 1)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
 TRANSLATOR_METRICS = ("bleu", "loss")
 INTERRUPTED = 130
@@ -55,6 +60,17 @@ SAMPLING, SEARCH, CLASSIFY = (
     defaults(SearchConfig),
     defaults(ClassifyConfig),
 )
+
+
+class Finite(click.FloatRange):
+    """A float in a range, refusing nan and inf: nan passes every comparison of
+    FloatRange, and neither is a setting any option means."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 class SeqtoolGroup(click.Group):
@@ -175,7 +191,7 @@ def training_options(task: str, model_config):
             ),
             click.option(
                 "--dropout",
-                type=click.FloatRange(0, 1, max_open=True),
+                type=Finite(0, 1, max_open=True),
                 default=model["dropout"],
                 show_default=True,
             ),
@@ -188,20 +204,20 @@ def training_options(task: str, model_config):
             ),
             click.option(
                 "--lr",
-                type=click.FloatRange(0, min_open=True),
+                type=Finite(0, min_open=True),
                 default=run["lr"],
                 show_default=True,
                 help="Peak learning rate (AdamW).",
             ),
             click.option(
                 "--weight-decay",
-                type=click.FloatRange(0),
+                type=Finite(0),
                 default=run["weight_decay"],
                 show_default=True,
             ),
             click.option(
                 "--clip",
-                type=click.FloatRange(0),
+                type=Finite(0),
                 default=run["clip"],
                 show_default=True,
                 help="Clip the gradient norm to this; 0 turns clipping off.",
@@ -231,7 +247,7 @@ def training_options(task: str, model_config):
             click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
             click.option(
                 "--max-epochs",
-                type=click.FloatRange(0, min_open=True),
+                type=Finite(0, min_open=True),
                 help="Budget in passes over the training data.",
             ),
             click.option(
@@ -251,7 +267,7 @@ def training_options(task: str, model_config):
             click.option(
                 "--patience", type=POSITIVE, help="Stop after N evaluations without improvement."
             ),
-            click.option("--seed", type=int, default=run["seed"], show_default=True),
+            click.option("--seed", type=SEED, default=run["seed"], show_default=True),
             click.option(
                 "--device", type=click.Choice(DEVICES), default=run["device"], show_default=True
             ),
@@ -309,7 +325,7 @@ def search_options(what: str = ""):
             ),
             click.option(
                 "--length-penalty",
-                type=click.FloatRange(0),
+                type=Finite(0),
                 default=SEARCH["length_penalty"],
                 show_default=True,
                 help=f"{what}GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; "
@@ -565,7 +581,7 @@ def train_classifier(ctx, **options) -> None:
 )
 @click.option(
     "--label-smoothing",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=Finite(0, 1, max_open=True),
     default=TRAIN_DEFAULTS["translator"]["label_smoothing"],
     show_default=True,
 )
@@ -709,7 +725,7 @@ def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
 @click.option("--top-k", type=POSITIVE, help="Print the k best labels with probabilities.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=CLASSIFY["threshold"],
     show_default=True,
     help="Multi-label models: print every label at least this likely.",
@@ -779,7 +795,7 @@ def classify(
 )
 @click.option(
     "--max-length-ratio",
-    type=click.FloatRange(0, min_open=True),
+    type=Finite(0, min_open=True),
     default=SEARCH["max_length_ratio"],
     show_default=True,
     help="At most ratio x source tokens + 5 target tokens.",
@@ -891,7 +907,7 @@ def translate(
 )
 @click.option(
     "--temperature",
-    type=click.FloatRange(0),
+    type=Finite(0),
     default=SAMPLING["temperature"],
     show_default=True,
     help="0 is greedy; higher is more varied.",
@@ -899,7 +915,7 @@ def translate(
 @click.option("--top-k", type=POSITIVE, help="Sample from the k most likely tokens only.")
 @click.option(
     "--top-p",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=Finite(0, 1, min_open=True),
     help="Sample from the smallest set of tokens whose probability reaches p.",
 )
 @click.option(
@@ -909,7 +925,7 @@ def translate(
     show_default=True,
     help="Samples to print; sample i uses seed + i (short ones are computed as one batch).",
 )
-@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option("--seed", type=SEED, help="Same seed, same text.")
 @inference_options
 @quantize_option
 @_results_to_stdout
@@ -959,7 +975,7 @@ def generate(
 @click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=CLASSIFY["threshold"],
     show_default=True,
     help="Multi-label classifiers: the probability a label needs.",
@@ -1259,9 +1275,11 @@ SERVE = _serve_limits()
 
 def limit_option(flag: str, help: str | None = None):
     """An option of `serve` for the Limits field of the same name, with its default:
-    milliseconds may be 0, counts are positive."""
+    milliseconds may be 0, counts and other numbers are positive."""
     name = flag[2:].replace("-", "_")
     kind = click.FloatRange(min=0) if name.endswith("_ms") else POSITIVE
+    if isinstance(SERVE[name], float) and not name.endswith("_ms"):
+        kind = click.FloatRange(min=0, min_open=True)
     return click.option(flag, type=kind, default=SERVE[name], show_default=True, help=help)
 
 
@@ -1281,29 +1299,52 @@ def limit_option(flag: str, help: str | None = None):
 @limit_option("--max-sentences", "Per request.")
 @limit_option("--max-chars", "Per sentence or prompt.")
 @limit_option("--max-length", "Tokens per generation.")
+@limit_option("--max-beam", "Translation beam size (and so n-best).")
+@limit_option("--max-length-ratio", "Translation length per source length.")
+@limit_option("--max-length-penalty", "Translation length penalty (GNMT alpha).")
+@limit_option("--max-top-k", "top_k of generate and classify.")
+@limit_option("--max-n", "Completions per prompt (/v1/completions n).")
 @click.option(
     "--api-key",
     envvar="SEQTOOL_API_KEY",
-    help="Require Authorization: Bearer KEY on /v1 routes [env SEQTOOL_API_KEY].",
+    help="Require Authorization: Bearer KEY on every route but /health and the page "
+    "[env SEQTOOL_API_KEY].",
+)
+@click.option(
+    "--allowed-hosts",
+    metavar="NAMES",
+    help="Host header names to answer, comma-separated; * any "
+    "[default: the loopback names when --host is a loopback address, else any].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An origin whose pages may call the API (repeatable) [default: none, CORS off].",
 )
 @click.option(
     "--grace-seconds",
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
-    help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish.",
+    help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
+    "then the model call running); a second signal stops at once.",
 )
 @quantize_option
-def serve(runs, host, port, device, threads, grace_seconds, quantize, **limits) -> None:
+def serve(
+    runs, host, port, device, threads, grace_seconds, quantize, allowed_hosts, **limits
+) -> None:
     """Serve models over HTTP: a JSON API that batches requests, and a web page at /.
 
     \b
     Example:
       seqtool serve runs/shakes de-en=runs/translator runs/sst2 --port 8000
     """
-    from seqtool.serve import Limits, serve
+    from seqtool.serve import Limits, hosts, serve
 
-    serve(list(runs), host, port, Limits(**limits), device, threads, grace_seconds, quantize)
+    limits = Limits(**limits, allowed_hosts=hosts(allowed_hosts, host))
+    serve(list(runs), host, port, limits, device, threads, grace_seconds, quantize)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ so every field is a plain JSON-able value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +173,7 @@ class TrainConfig(_Config):
             _check(getattr(self, name) > 0, f"{name} must be positive")
         _check(self.eval_every is None or self.eval_every > 0, "eval_every must be positive")
         _check(self.eval_every is not None or self.max_time is not None, "give --eval-every")
+        _check(0 <= self.seed < 2**63, "--seed must be in [0, 2**63)")
         _check(self.lr > 0, "--lr must be positive")
         _check(self.clip >= 0, "--clip must be >= 0")
         _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
@@ -180,6 +182,9 @@ class TrainConfig(_Config):
         _check(self.device in DEVICES, f"unknown device {self.device!r}")
         _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")
         _check(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
+        for name in ("lr", "weight_decay", "clip", "max_epochs", "max_time"):
+            value = getattr(self, name)
+            _check(value is None or math.isfinite(value), f"--{name.replace('_', '-')} is {value}")
         for name in ("max_steps", "max_epochs", "max_time", "patience", "threads", "batch_tokens"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"{name} must be positive")

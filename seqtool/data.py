@@ -384,6 +384,12 @@ def random_holdout(items: list, count: int, seed: int) -> tuple[list, list]:
     return [items[i] for i in sorted(perm[count:])], held
 
 
+def sub_seed(seed: int, index: int) -> int:
+    """A seed of its own for item `index` (an epoch) of a run seeded `seed`, within what
+    torch.manual_seed takes whatever the seed."""
+    return (seed * 7919 + index) % 2**63
+
+
 def length_buckets(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
     """Batches of indices of similar length (little padding), in a random order that
     depends only on `seed`, so that a resumed run sees the same batches."""

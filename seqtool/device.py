@@ -32,6 +32,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def allocating(options: str):
+    """Turn a failed allocation of the memory `options` size into a ConfigError naming
+    them: torch reports it as an allocator traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise ConfigError(f"out of memory on the device; lower {options}") from None
+    except RuntimeError as err:
+        if "can't allocate memory" not in str(err):
+            raise
+        raise ConfigError(f"out of memory; lower {options}") from None
+
+
 def pick_precision(name: str, device: torch.device) -> str:
     """auto: bf16 where the hardware runs it natively (measured ~2x on CPUs with
     avx512_bf16, see BENCHMARKS.md), fp16 on older GPUs, fp32 otherwise."""

@@ -26,6 +26,9 @@ _MAX_PIECE_OF_LINE = 1000
 # sentencepiece's messages for a vocabulary too large or too small for the corpus
 _TOO_HIGH = re.compile(r"Vocabulary size too high .*<= (\d+)")
 _TOO_LOW = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
+# pad, bos, eos, unk and the 256 byte-fallback pieces: below this sentencepiece fails
+# with internal messages that do not say the size it needs
+META_PIECES = 4 + 256
 
 
 # `--tokenizer auto`: a word seen fewer than RARE_COUNT times is one a subword vocabulary
@@ -241,20 +244,25 @@ def _fit(
         # char: an upper bound only, so every distinct character gets its piece;
         # subword: as large as the corpus allows, up to default_size (fitted silently)
         vocab_size = 1_000_000 if kind == "char" else default_size
+    vocab_size = max(vocab_size, META_PIECES)
     try:
-        return _train_proto(lines, kind, vocab_size, prefix), None
+        return _train_proto(lines, kind, vocab_size, prefix), _resized(requested, vocab_size)
     except RuntimeError as err:
         high, low = _TOO_HIGH.search(str(err)), _TOO_LOW.search(str(err))
         if not (high or low):
             raise DataError(f"sentencepiece could not train a {kind} model: {err}") from err
         fitted = int((high or low).group(1))
-        warning = None
-        if requested is not None:
-            warning = (
-                f"--vocab-size {vocab_size} is too {'large' if high else 'small'} for "
-                f"this corpus; using {fitted}"
-            )
-        return _train_proto(lines, kind, fitted, prefix), warning
+        return _train_proto(lines, kind, fitted, prefix), _resized(requested, fitted)
+
+
+def _resized(requested: int | None, used: int) -> str | None:
+    """The warning for a --vocab-size that did not fit the corpus."""
+    if requested is None or requested == used:
+        return None
+    return (
+        f"--vocab-size {requested} is too {'large' if used < requested else 'small'} for "
+        f"this corpus; using {used}"
+    )
 
 
 def _train_proto(lines: Iterable[str], kind: str, vocab_size: int, prefix: str) -> bytes:

@@ -32,7 +32,7 @@ import torch
 
 from seqtool import averaging, checkpoint, distributed, files, tasks
 from seqtool.config import DEFAULT_EPOCHS, TokenizerConfig, TrainConfig
-from seqtool.device import autocast, pick_device, pick_precision
+from seqtool.device import allocating, autocast, pick_device, pick_precision
 from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
 from seqtool.tasks import TrainRequest
 
@@ -552,10 +552,12 @@ def train(
                 train_path, valid_path, run_dir, tokenizer, model_options, config, resume_ckpt,
                 options or {},
             )  # fmt: skip
-            task = tasks.get(task_name).prepare(request, notify)
+            with allocating("--hidden-size, --embedding-size or --layers"):
+                task = tasks.get(task_name).prepare(request, notify)
             if config.threads:
                 torch.set_num_threads(config.threads)
-            trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
+            with allocating("--hidden-size, --embedding-size or --layers"):
+                trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
             if _fit_to_budget(task, trainer, config, resume_ckpt, given or {}, notify):
                 trainer = Trainer(task, config, run_dir, callbacks)
             if main and held:

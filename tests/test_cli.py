@@ -239,7 +239,7 @@ def test_resume_without_a_run(run_cli, corpus, tmp_path):
     [
         (
             ("--hidden-size", "-5"),
-            "Invalid value for '--hidden-size': -5 is not in the range x>=1.",
+            "Invalid value for '--hidden-size': -5 is not in the range 1<=x<=2147483647.",
         ),
         (("--dropout", "1"), "Invalid value for '--dropout': 1.0 is not in the range 0<=x<1."),
         (
@@ -268,7 +268,10 @@ def test_nonsense_training_options(run_cli, corpus, tmp_path, args, message):
         ),
         (("--top-p", "1.5"), "Invalid value for '--top-p': 1.5 is not in the range 0<x<=1."),
         (("--top-p", "0"), "Invalid value for '--top-p': 0.0 is not in the range 0<x<=1."),
-        (("--length", "0"), "Invalid value for '--length': 0 is not in the range x>=1."),
+        (
+            ("--length", "0"),
+            "Invalid value for '--length': 0 is not in the range 1<=x<=2147483647.",
+        ),
     ],
 )
 def test_nonsense_sampling_options(run_cli, trained, args, message):

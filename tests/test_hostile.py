@@ -20,11 +20,11 @@ def invoke(*args, input: bytes | str | None = None):
 
 
 def error(result) -> str:
-    """The one `Error:` line of a failed command (and nothing else on stderr)."""
+    """The one `Error:` line that ends a failed command (notes may come before it)."""
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 1, result.output
-    assert result.stderr.count("\n") == 1, result.stderr
-    return result.stderr.rstrip("\n")
+    assert "Traceback" not in result.stderr and result.stderr.count("Error:") == 1
+    return result.stderr.rstrip("\n").splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,62 @@ def test_average_into_a_missing_folder(runs, tmp_path):
     assert error(result) == (
         f"Error: {out}: could not write the checkpoint (no folder {out.parent})"
     )
+
+
+# -- values that pass the options but not the code ------------------------------------------
+
+
+def train_args(runs, task: str, out, *extra):
+    data = {"generator": "text.txt", "classifier": "labels.tsv", "translator": "pairs.tsv"}[task]
+    return (
+        "train", task, "--train", runs[task].parent / data, "--out", out, "--max-steps", 1,
+        *(TINY if task == "generator" else SMALL), "--tokenizer", "char", "--device", "cpu",
+        *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("task", ["classifier", "translator"])
+def test_the_largest_seed_trains(runs, tmp_path, task):
+    result = invoke(*train_args(runs, task, tmp_path / "run", "--seed", 2**63 - 1))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "RUN", "--seed", 2**64),
+        ("generate", "RUN", "--seed", -1),
+        ("generate", "RUN", "--temperature", "nan"),
+        ("generate", "RUN", "--top-p", "nan"),
+        ("translate", "RUN", "--text", "x", "--max-length-ratio", "inf"),
+        ("translate", "RUN", "--text", "x", "--length-penalty", "nan"),
+        ("train", "generator", "--train", "x", "--out", "y", "--weight-decay", "nan"),
+        ("train", "generator", "--train", "x", "--out", "y", "--lr", "inf"),
+        ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
+        ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
+    ],
+)
+def test_values_out_of_reach_are_usage_errors(runs, args):
+    args = [runs["generator"] if a == "RUN" else a for a in args]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "Invalid value for" in result.stderr
+
+
+def test_a_vocabulary_too_small_for_the_special_pieces_says_what_is_used(runs, tmp_path):
+    result = invoke(*train_args(runs, "generator", tmp_path / "run", "--vocab-size", 1))
+    assert result.exit_code == 0, result.output
+    assert "--vocab-size 1 is too small for this corpus; using 260\n" in result.stderr
+
+
+def test_a_model_too_large_to_allocate_names_the_options(runs, tmp_path):
+    result = invoke(*train_args(runs, "generator", tmp_path / "run", "--hidden-size", 10**6))
+    assert (
+        error(result) == "Error: out of memory; lower --hidden-size, --embedding-size or --layers"
+    )
+
+
+def test_a_beam_too_large_to_allocate_names_the_option(runs):
+    result = invoke("translate", runs["translator"], "--text", "ein 1", "--beam-size", 2**31 - 1)
+    assert error(result) == "Error: out of memory; lower --beam-size or --batch-size"

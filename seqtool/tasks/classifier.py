@@ -28,6 +28,7 @@ from seqtool.data import (
     pad,
     random_holdout,
     read_labeled,
+    sub_seed,
     to_device,
 )
 from seqtool.device import map_by_length
@@ -121,7 +122,7 @@ class ClassifierTask:
         self.epoch = epoch
         lengths = [len(s) for s in self.train_ids]
         self.order = length_buckets(
-            lengths, self.config.batch_size, self.config.seed * 7919 + epoch
+            lengths, self.config.batch_size, sub_seed(self.config.seed, epoch)
         )
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

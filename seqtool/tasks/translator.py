@@ -20,10 +20,11 @@ from seqtool.data import (
     parallel_paths,
     random_holdout,
     read_parallel,
+    sub_seed,
     to_device,
     token_batches,
 )
-from seqtool.device import map_by_length
+from seqtool.device import allocating, map_by_length
 from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
 from seqtool.inference import Loaded
@@ -95,7 +96,7 @@ class TranslatorTask:
             [len(t) + 1 for t in self.train_tgt],
             self.config.batch_size,
             self.config.batch_tokens,
-            self.config.seed * 7919 + epoch,
+            sub_seed(self.config.seed, epoch),
         )
 
     def train_loss(self, model, index: int, device: torch.device):
@@ -460,20 +461,21 @@ class Translator(Loaded):
                 "this model was trained with --attention none: it has no attention to show"
             )
         ids = encode_lines(self.src_tokenizer, texts, self.config.max_length, warn, "source lines")
-        found = translate(
-            self.model,
-            ids,
-            self.tgt_tokenizer,
-            self.device,
-            o.batch_size,
-            o.beam_size,
-            o.n_best,
-            o.length_penalty,
-            o.max_length_ratio,
-            return_attention=attention,
-            others=self._other_sources(texts),
-            shortlist=self._shortlist(shortlist),
-        )
+        with allocating("--beam-size or --batch-size"):
+            found = translate(
+                self.model,
+                ids,
+                self.tgt_tokenizer,
+                self.device,
+                o.batch_size,
+                o.beam_size,
+                o.n_best,
+                o.length_penalty,
+                o.max_length_ratio,
+                return_attention=attention,
+                others=self._other_sources(texts),
+                shortlist=self._shortlist(shortlist),
+            )
         results = [
             self._result(line, source, hypotheses, attention)
             for line, source, hypotheses in zip(texts, ids, found, strict=True)
