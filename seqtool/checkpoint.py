@@ -33,12 +33,22 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from seqtool import __version__, files
+from seqtool.config import (
+    ClassifierConfig,
+    GeneratorConfig,
+    TokenizerConfig,
+    TrainConfig,
+    TranslatorConfig,
+)
 from seqtool.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from seqtool.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
+# the torch floor of pyproject.toml: older releases' weights_only loading can be made to
+# run code by a crafted file (CVE-2025-32434, CVE-2026-24747)
+TORCH_FLOOR = (2, 10)
 REQUIRED = ("format_version", "task", "model_config", "tokenizers", "model_state")
 # torch.save writes a zip archive; torch.load also reads the older plain pickle format
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
@@ -112,6 +122,12 @@ def clean_temporary(run_dir: str | os.PathLike) -> list[Path]:
 def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
     """Load and check a checkpoint; `task` names the task the caller can run."""
     path = resolve(run)
+    if _release(torch.__version__) < TORCH_FLOOR:
+        raise CheckpointError(
+            f"{path}: refused to load under torch {torch.__version__}: seqtool needs torch "
+            f"{'.'.join(map(str, TORCH_FLOOR))} or newer, whose weights_only loading cannot "
+            "be made to run code; upgrade torch"
+        )
     try:
         with path.open("rb") as f:
             head = f.read(len(_ZIP_MAGIC))
@@ -158,13 +174,81 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
             f"{path}: checkpoint format {version} is newer than this seqtool "
             f"reads ({FORMAT_VERSION}); upgrade seqtool"
         )
+    if not isinstance(ckpt["task"], str) or ckpt["task"] not in _CONFIGS:
+        raise CheckpointError(f"{path}: not a seqtool checkpoint (unknown task {ckpt['task']!r})")
     if task is not None and ckpt["task"] != task:
         raise CheckpointError(
             f"{path}: this is a {ckpt['task']} checkpoint, not a {task} checkpoint; "
             f"use `seqtool {_COMMANDS.get(ckpt['task'], 'info')}` with it"
         )
+    _check_structure(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(2, 10) for "2.10.0+cpu" or "2.10.0a0"."""
+    return tuple(int(re.match(r"\d+", part).group()) for part in version.split(".")[:2])
+
+
+_CONFIGS = {
+    "generator": GeneratorConfig,
+    "classifier": ClassifierConfig,
+    "translator": TranslatorConfig,
+}
+_NUMBER = (int, float)
+# what every other key holds, where present: the type of its values, or of the key itself
+_VALUES = {
+    "tokenizers": bytes,
+    "model_state": torch.Tensor,
+    "progress": (int, float, type(None)),
+    "metrics": _NUMBER,
+    "data": str,
+}
+_TYPES = {
+    "seqtool_version": str,
+    "task_options": dict,
+    "optimizer": dict,
+    "scaler": dict,
+    "rng": (dict, list),
+    "task_state": (dict, list),
+    "averaged": list,
+}  # a translator's shortlist is checked whole by Shortlist.from_state
+
+
+def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
+    """Every key a reader uses holds what it should, before anything reads it: a damaged
+    or crafted file is one CheckpointError, never an AttributeError in `info`."""
+
+    def refuse(what: str) -> None:
+        raise CheckpointError(f"{path}: not a seqtool checkpoint ({what})")
+
+    for key, kind in _VALUES.items():
+        value = ckpt.get(key, {})
+        if not isinstance(value, dict):
+            refuse(f"{key} is a {type(value).__name__}, not a dict")
+        bad = next(
+            (k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, kind)), None
+        )
+        if bad is not None:
+            refuse(f"{key}[{bad!r}] is a {type(value[bad]).__name__}")
+    for key, kind in _TYPES.items():
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            refuse(f"{key} is a {type(ckpt[key]).__name__}")
+    if not all(isinstance(p, str) for p in ckpt.get("averaged", [])):
+        refuse("averaged holds more than paths")
+    for key, config_cls in (
+        ("model_config", _CONFIGS[ckpt["task"]]),
+        ("tokenizer_config", TokenizerConfig),
+        ("train_config", TrainConfig),
+    ):
+        if key == "model_config" or key in ckpt:
+            try:
+                config = _parse_config(ckpt[key], config_cls)  # its dataclass checks values
+            except (ConfigError, TypeError, ValueError) as err:
+                raise CheckpointError(f"{path}: {key} is invalid ({_first_line(err)})") from None
+            # what this seqtool reads of it: keys of older versions (or crafted ones) go
+            ckpt[key] = config.to_dict()
 
 
 def tokenizer(ckpt: dict[str, Any], name: str = "text") -> Tokenizer:

@@ -282,24 +282,27 @@ def test_tokenizer_of_a_checkpoint(tmp_path):
     assert restored.lead_space and restored.decode(restored.encode("hello")) == "hello"
 
 
-@pytest.mark.parametrize(
-    "proto, detail",
-    [
-        (b"proto", "not a sentencepiece model: the bytes do not parse"),
-        ("text", "not a sentencepiece model: no bytes"),
-        (None, "not a sentencepiece model: no bytes"),
-    ],
-)
-def test_corrupt_tokenizer_is_a_one_line_error(tmp_path, proto, detail):
-    ckpt = _saved(tmp_path, tokenizers={"text": proto})
+def test_corrupt_tokenizer_is_a_one_line_error(tmp_path):
+    ckpt = _saved(tmp_path, tokenizers={"text": b"proto"})
     with pytest.raises(CheckpointError) as err:
         checkpoint.tokenizer(ckpt, "text")
     assert str(err.value) == (
-        f"{ckpt['path']}: the tokenizer text in this checkpoint is corrupt ({detail})"
+        f"{ckpt['path']}: the tokenizer text in this checkpoint is corrupt "
+        "(not a sentencepiece model: the bytes do not parse)"
     )
     with pytest.raises(CheckpointError) as err:
         checkpoint.tokenizer(ckpt, "src")
     assert str(err.value) == f"{ckpt['path']}: this checkpoint holds no tokenizer src"
+
+
+@pytest.mark.parametrize("proto", ["text", None])
+def test_a_tokenizer_that_is_not_bytes_is_refused_on_loading(tmp_path, proto):
+    with pytest.raises(CheckpointError) as err:
+        _saved(tmp_path, tokenizers={"text": proto})
+    assert str(err.value) == (
+        f"{tmp_path / 'best.ckpt'}: not a seqtool checkpoint "
+        f"(tokenizers['text'] is a {type(proto).__name__})"
+    )
 
 
 MODELS = [
@@ -338,7 +341,10 @@ MODELS = [
 )
 def test_restore_model_round_trip(tmp_path, config, build):
     model = build(config)
-    ckpt = _saved(tmp_path, model_config=config.to_dict(), model_state=model.state_dict())
+    task = type(config).__name__.removesuffix("Config").lower()
+    ckpt = _saved(
+        tmp_path, task=task, model_config=config.to_dict(), model_state=model.state_dict()
+    )
     restored = checkpoint.restore_model(ckpt, type(config), build)
     assert type(restored) is type(model) and not restored.training
     assert restored.config == config
@@ -365,17 +371,17 @@ def test_invalid_model_config_is_a_one_line_error(tmp_path, change, detail):
     model = GeneratorModel(TINY_GENERATOR)
     config = {**TINY_GENERATOR.to_dict(), **change}
     config = {k: v for k, v in config.items() if not (k == "vocab_size" and v is None)}
-    ckpt = _saved(tmp_path, model_config=config, model_state=model.state_dict())
-    with pytest.raises(CheckpointError) as err:
-        checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel)
-    assert str(err.value) == f"{ckpt['path']}: model_config is invalid ({detail})"
+    with pytest.raises(CheckpointError) as err:  # refused on loading, before any use
+        _saved(tmp_path, model_config=config, model_state=model.state_dict())
+    assert str(err.value) == f"{tmp_path / 'best.ckpt'}: model_config is invalid ({detail})"
 
 
 def test_model_config_that_is_not_a_dict(tmp_path):
-    ckpt = _saved(tmp_path, model_config=[1, 2])
     with pytest.raises(CheckpointError) as err:
-        checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel)
-    assert str(err.value) == f"{ckpt['path']}: model_config is invalid (a list, not a dict)"
+        _saved(tmp_path, model_config=[1, 2])
+    assert (
+        str(err.value) == f"{tmp_path / 'best.ckpt'}: model_config is invalid (a list, not a dict)"
+    )
 
 
 def _mismatch(state, **config):
@@ -461,3 +467,25 @@ def test_huge_model_config_is_refused_before_any_allocation(tmp_path):
     # an LSTM that size overflows torch's size arithmetic even on the meta device
     assert lines[1].startswith(f"{path}: model_config is invalid (Storage size calculation")
     assert lines[2] == "a real build fails"
+
+
+def test_checkpoints_are_refused_under_a_torch_older_than_the_floor(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path / "best.ckpt", PAYLOAD)
+    monkeypatch.setattr(torch, "__version__", "2.9.1+cpu")
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'best.ckpt'}: refused to load under torch 2.9.1+cpu: seqtool needs "
+        "torch 2.10 or newer, whose weights_only loading cannot be made to run code; "
+        "upgrade torch"
+    )
+    monkeypatch.setattr(torch, "__version__", "2.10.0a0")
+    checkpoint.load(tmp_path)
+
+
+def test_the_torch_floor_is_the_one_pyproject_requires():
+    import re
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    floor = re.search(r'"torch>=([\d.]+)"', pyproject.read_text()).group(1)
+    assert tuple(int(n) for n in floor.split(".")) == checkpoint.TORCH_FLOOR

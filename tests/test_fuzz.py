@@ -2,7 +2,10 @@
 translate: each either works or ends with one `Error:` line and exit code 1, never an
 uncaught exception."""
 
+from pathlib import Path
+
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,3 +121,62 @@ def test_translate_random_stdin(translator, data):
     if result.exit_code == 0:  # one output line per input line
         lines = data.split(b"\n")
         assert result.stdout.count("\n") == len(lines) - (lines[-1] == b"")
+
+
+# -- checkpoints: a real one with a key, or a key inside one, replaced by something else ----
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+    | st.binary(max_size=4) | st.integers(0, 3).map(lambda n: torch.zeros(n)),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=5,
+)  # fmt: skip
+DROP = object()
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    return train(tmp_path_factory, "generator", "the quick brown fox jumps\n" * 40, "--seq-len", 8)
+
+
+def places(ckpt: dict) -> list[tuple[str, ...]]:
+    """Every key of a checkpoint and every key of its dicts, and a key of neither."""
+    found = [("new",)]
+    for key, value in ckpt.items():
+        found.append((key,))
+        if isinstance(value, dict):
+            found += [(key, inner) for inner in value]
+    return found
+
+
+@pytest.mark.parametrize("task", ["generator", "classifier", "translator"])
+def test_load_and_info_on_damaged_checkpoints(request, tmp_path_factory, task):
+    import copy
+
+    import seqtool
+    from seqtool.errors import SeqtoolError
+
+    path = tmp_path_factory.mktemp("damaged") / "best.ckpt"
+    real = torch.load(Path(request.getfixturevalue(task)) / "last.ckpt", weights_only=True)
+
+    @settings(FUZZ, max_examples=40)
+    @given(st.sampled_from(places(real)), st.one_of(st.just(DROP), VALUES))
+    def damaged(place, value):
+        ckpt = copy.deepcopy(real)
+        inner = ckpt
+        for key in place[:-1]:
+            inner = inner[key]
+        if value is DROP:
+            inner.pop(place[-1], None)
+        else:
+            inner[place[-1]] = value
+        torch.save(ckpt, path)
+        for read in (lambda: seqtool.load(path, device="cpu"), lambda: seqtool.info(path)):
+            try:
+                read()
+            except SeqtoolError as err:
+                assert "\n" not in str(err) and str(err).startswith(str(path))
+        check(invoke("info", path, input=b""))
+
+    damaged()

@@ -147,3 +147,50 @@ def test_a_model_too_large_to_allocate_names_the_options(runs, tmp_path):
 def test_a_beam_too_large_to_allocate_names_the_option(runs):
     result = invoke("translate", runs["translator"], "--text", "ein 1", "--beam-size", 2**31 - 1)
     assert error(result) == "Error: out of memory; lower --beam-size or --batch-size"
+
+
+@pytest.mark.parametrize("task", ["classifier", "translator"])
+def test_resuming_a_checkpoint_from_before_task_options(runs, tmp_path, task):
+    import shutil
+
+    import torch
+
+    out = tmp_path / "run"
+    shutil.copytree(runs[task], out)
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    del ckpt["task_options"]
+    torch.save(ckpt, out / "last.ckpt")
+    args = train_args(runs, task, out, "--resume")
+    result = invoke(
+        *args[: args.index("--max-steps")], "--max-steps", 3, *args[args.index("--max-steps") + 2 :]
+    )
+    assert result.exit_code == 0, result.output
+    assert torch.load(out / "last.ckpt", weights_only=True)["progress"]["step"] == 3
+
+
+# -- checkpoints that are not what they claim -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("model_state", [1, 2], "model_state is a list, not a dict"),
+        ("model_state", {"w": 1.0}, "model_state['w'] is a float"),
+        ("progress", "step 5", "progress is a str, not a dict"),
+        ("metrics", {"loss": "TENSOR"}, "metrics['loss'] is a Tensor"),
+        ("task", ["generator"], "unknown task ['generator']"),
+        ("tokenizers", {"text": None}, "tokenizers['text'] is a NoneType"),
+        ("averaged", [1], "averaged holds more than paths"),
+    ],
+)
+@pytest.mark.parametrize("command", ["info", "generate"])
+def test_a_damaged_checkpoint_is_one_line_in_every_command(
+    runs, tmp_path, key, value, says, command
+):
+    import torch
+
+    ckpt = torch.load(runs["generator"] / "best.ckpt", weights_only=True)
+    ckpt[key] = {"loss": torch.ones(1)} if value == {"loss": "TENSOR"} else value
+    path = tmp_path / "damaged.ckpt"
+    torch.save(ckpt, path)
+    assert error(invoke(command, path)) == f"Error: {path}: not a seqtool checkpoint ({says})"

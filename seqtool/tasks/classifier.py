@@ -253,7 +253,8 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         train, valid = random_holdout(train, cut, config.seed)
         notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
     if request.resume is not None:
-        options = request.resume["task_options"]
+        # a checkpoint from before task_options were stored: the options given now
+        options = request.resume.get("task_options", request.options)
         model_config, tokenizer_config = restored(request, ClassifierConfig)
         tokenizer = checkpoint.tokenizer(request.resume)
     else:

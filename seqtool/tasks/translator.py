@@ -265,7 +265,8 @@ def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
     if not train:
         raise DataError(f"{request.train}: too few sentence pairs to train on")
     if request.resume is not None:
-        metric = request.resume["task_options"]["metric"]
+        # a checkpoint from before task_options were stored: the options given now
+        metric = request.resume.get("task_options", request.options).get("metric", "bleu")
         model_config, tokenizer_config = restored(request, TranslatorConfig)
         src_tok = checkpoint.tokenizer(request.resume, "src")
         tgt_tok = checkpoint.tokenizer(request.resume, "tgt")
