@@ -64,7 +64,13 @@ def train_runs(root: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    return train_runs(tmp_path_factory.mktemp("serve"))
+    """Trained once per session: every serve test module reads the same runs."""
+    root = tmp_path_factory.getbasetemp() / "serve-runs"
+    if not (root / "trained").exists():
+        root.mkdir(exist_ok=True)
+        train_runs(root)
+        (root / "trained").touch()
+    return {name: root / name for name in ("gen", "clf", "tr")}
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +132,13 @@ def events(response) -> list[dict]:
 
 def test_health_and_models(server, models):
     client, _ = server
-    assert client.get("/health").json() == {"status": "ok", "models": ["gen", "clf", "tr"]}
-    listed = client.get("/v1/models").json()["models"]
-    assert [(m["name"], m["task"]) for m in listed] == [
+    assert client.get("/health").json() == {"status": "ok"}  # names no models
+    listed = client.get("/v1/models").json()["data"]
+    assert [(m["id"], m["task"]) for m in listed] == [
         ("gen", "generator"), ("clf", "classifier"), ("tr", "translator"),
     ]  # fmt: skip
     assert listed[0]["info"]["steps"] == models["gen"].info["steps"]
+    assert "path" not in listed[0]["info"] and str(models["gen"].info["path"]) not in str(listed)
     assert "/v1/translate" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
 
@@ -288,6 +295,7 @@ class Answers:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, object]] = []
+        self.cancelled = False
 
     def put(self, kind: str, value) -> None:
         self.items.append((kind, value))
@@ -525,24 +533,38 @@ def test_serve_without_the_extra_says_how_to_install(runs, monkeypatch):
     )
 
 
-def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
+@contextmanager
+def served(*args, env: dict | None = None):
+    """`seqtool serve ARGS` in a subprocess on a free port of 127.0.0.1, once it answers
+    /health: yields (process, base url); killed at the end if still running."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "seqtool", "serve", f"poet={runs['gen']}", str(runs["clf"]),
-         "--port", str(port), "--max-length", "100000", "--threads", "1"],
+        [sys.executable, "-m", "seqtool", "serve", *map(str, args), "--port", str(port),
+         "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "SEQTOOL_LOG_LEVEL": "warning"},
+        env={**os.environ, "SEQTOOL_LOG_LEVEL": "warning", **(env or {})},
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             try:
-                assert httpx.get(f"{url}/health").json()["models"] == ["poet", "clf"]
+                httpx.get(f"{url}/health")
                 break
             except httpx.TransportError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
                 time.sleep(0.2)
+        yield server, url
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
+    with served(f"poet={runs['gen']}", runs["clf"], "--max-length", 100_000) as (server, url):
+        listed = httpx.get(f"{url}/v1/models").json()["data"]
+        assert [m["id"] for m in listed] == ["poet", "clf"]
         body = {"model": "poet", "length": 3000, "seed": 2, "stream": True}
         with httpx.stream("POST", f"{url}/v1/generate", json=body, timeout=60) as r:
             lines = r.iter_lines()
@@ -553,7 +575,3 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
         assert server.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/health")
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()

@@ -9,7 +9,6 @@ a generator.
 from __future__ import annotations
 
 import os
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,27 +20,55 @@ MISSING = "seqtool serve needs the serve extra: pip install 'seqtool[serve]'"
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask and how the workers batch; every field is an option of
-    `seqtool serve`."""
+    """What one request may ask, how the workers batch, and who may ask; every field
+    is an option of `seqtool serve`. A field that sizes a request's work has a limit
+    here, so the worst request has a known cost (README: "Limits")."""
 
     max_batch: int = 64  # sentences (or streams) per model call; 1 turns batching off
     max_wait_ms: float = 5.0  # how long a batch waits for more requests to merge
     stream_interval_ms: float = 50.0  # a stream's text goes out at most this often
     max_queue: int = 256  # requests waiting per model before 503
     max_request_bytes: int = 1_000_000
-    max_sentences: int = 256  # per request
+    max_sentences: int = 256  # per request (translate, classify; completions: prompts x n)
     max_chars: int = 2_000  # per sentence or prompt
     max_length: int = 2_000  # tokens per generation
+    max_beam: int = 16  # translate beam_size (and so n_best)
+    max_length_ratio: float = 4.0  # translate: target tokens per source token
+    # translate: ((5 + length) / 6) ** alpha stays finite for any length a model reads
+    max_length_penalty: float = 5.0
+    max_top_k: int = 1_000  # generate and classify top_k
+    max_n: int = 16  # completions per prompt (/v1/completions n)
     api_key: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names; None: any
+    cors_origins: tuple[str, ...] = ()  # origins a browser may call from; none: CORS off
 
     def __post_init__(self) -> None:
         counts = ("max_batch", "max_queue", "max_request_bytes", "max_sentences", "max_chars")
-        for name in (*counts, "max_length"):
+        for name in (*counts, "max_length", "max_beam", "max_top_k", "max_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
+        for name in ("max_length_ratio", "max_length_penalty"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be positive and finite")
         for name in ("max_wait_ms", "stream_interval_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def hosts(given: str | None, host: str) -> tuple[str, ...] | None:
+    """--allowed-hosts (comma-separated names, "*": any) -> Limits.allowed_hosts. Not
+    given: on a loopback address only the loopback names, so that a page from elsewhere
+    cannot reach the server through a DNS name that resolves to 127.0.0.1 (DNS
+    rebinding); on any other address, any name."""
+    if given is None:
+        return LOOPBACK if host in LOOPBACK else None
+    names = tuple(name.strip() for name in given.split(",") if name.strip())
+    if not names:
+        raise ConfigError("--allowed-hosts: give host names, or * for any")
+    return None if "*" in names else names
 
 
 def model_names(runs: list[str]) -> dict[str, str]:
@@ -74,11 +101,10 @@ def serve(
     quantize: str = "none",
 ) -> None:
     """Load every model (converted for `quantize`, see seqtool.quantize), then answer
-    HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish
-    (at most grace_seconds), then the workers stop."""
+    HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish,
+    then the engine stops; all of it within grace_seconds (server.py)."""
     try:
-        import uvicorn
-
+        from seqtool.serve import server
         from seqtool.serve.app import create_app
     except ImportError as err:
         raise SeqtoolError(MISSING) from err
@@ -95,14 +121,4 @@ def serve(
     with ThreadPoolExecutor(1) as pool:
         models = pool.submit(load).result()
     app = create_app(models, limits)
-    # uvicorn shuts down gracefully on these, then raises the signal again with the
-    # handlers it found: handlers that do nothing let that end with exit code 0
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=os.environ.get("SEQTOOL_LOG_LEVEL", "info"),
-        timeout_graceful_shutdown=grace_seconds,
-    )
+    server.run(app, host, port, grace_seconds, os.environ.get("SEQTOOL_LOG_LEVEL", "info"))

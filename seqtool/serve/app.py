@@ -1,80 +1,66 @@
-"""The HTTP API: routes, request schemas, limits, errors and the web page.
+"""The HTTP API: routes, limits, errors and the web page.
 
-Routes parse and check a request, queue it on its model's worker (workers.py) and
-render the answer; they never run a model step (the engine thread does). Every error is
-a JSON object {"error": "..."} naming the field, with a 4xx status (503 when a queue is
-full).
+Routes check a request (schemas.py, then the server's limits), queue it on its model's
+worker (workers.py) and render the answer; they never run a model step (the engine
+thread does). Every error is a JSON object {"error": "..."} naming the field, with a 4xx
+status (503 when a queue is full or the server is stopping).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import secrets
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from seqtool import __version__
-from seqtool.config import ClassifyConfig, SamplingConfig, SearchConfig, defaults
+from seqtool.config import ClassifyConfig, SamplingConfig, SearchConfig
+from seqtool.decoding import seeds_for
 from seqtool.errors import SeqtoolError
 from seqtool.serve import Limits
-from seqtool.serve.workers import (
-    Engine,
-    Job,
-    Overloaded,
-    Reply,
-    Stream,
-    make_worker,
-    seed_for,
+from seqtool.serve import completions as openai
+from seqtool.serve.metrics import Metrics
+from seqtool.serve.middleware import (
+    BodyLimit,
+    Crashes,
+    Guard,
+    Observe,
+    error,
+    log_request_ids,
+    request_id,
 )
+from seqtool.serve.schemas import (
+    Classifications,
+    ClassifyRequest,
+    Completion,
+    CompletionRequest,
+    Error,
+    GenerateRequest,
+    Generation,
+    Health,
+    ModelCard,
+    ModelList,
+    TranslateRequest,
+    Translations,
+)
+from seqtool.serve.workers import Engine, Job, Overloaded, Reply, Stream, make_worker
 
 STATIC = Path(__file__).parent / "static"
-SAMPLING, SEARCH, CLASSIFY = (
-    defaults(SamplingConfig),
-    defaults(SearchConfig),
-    defaults(ClassifyConfig),
-)
 log = logging.getLogger("seqtool.serve")
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    model: str
-
-
-class TranslateRequest(_Request):
-    text: str | list[str]
-    beam_size: int = SEARCH["beam_size"]
-    n_best: int = SEARCH["n_best"]
-    length_penalty: float = SEARCH["length_penalty"]
-    max_length_ratio: float = SEARCH["max_length_ratio"]
-    attention: bool = False
-    shortlist: bool = False
-
-
-class ClassifyRequest(_Request):
-    text: str | list[str]
-    top_k: int | None = None
-    threshold: float = CLASSIFY["threshold"]
-    explain: bool = False
-
-
-class GenerateRequest(_Request):
-    prompt: str = ""
-    length: int = SAMPLING["length"]
-    temperature: float = SAMPLING["temperature"]
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
+ERRORS: dict[int | str, dict[str, Any]] = {"4XX": {"model": Error}, "5XX": {"model": Error}}
+EVENTS = {200: {"content": {"text/event-stream": {}}}}  # with "stream": true
+GONE = Response(status_code=499)  # nobody reads it: the client has left
 
 
 class ApiError(Exception):
@@ -83,128 +69,147 @@ class ApiError(Exception):
         self.status, self.headers = status, headers
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
 
 
 def _validation_message(err: RequestValidationError) -> str:
-    first = err.errors()[0]
+    """The field and what is wrong with it: of a union's errors (text: a string or a
+    list of strings) the deepest, named without pydantic's tags for the union's members
+    ("text[1]", not "text.list[function-after[...]].1")."""
+    first = max(err.errors(), key=lambda e: len(e["loc"]))
     if first["type"] == "json_invalid":
         return f"malformed JSON: {first.get('ctx', {}).get('error', first['msg'])}"
-    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-    return f"{where}: {first['msg']}"
+    where = ""
+    for part in first["loc"][1:] if first["loc"][:1] == ("body",) else first["loc"]:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part.isidentifier():
+            where += f".{part}" if where else part
+    return f"{where or 'body'}: {first['msg'].removeprefix('Value error, ')}"
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before any route
-    reads it. The body is read here and replayed, so the route sees it unchanged and
-    later messages (a client's disconnect) still come through."""
+class Drain:
+    """The server's stop: set when the first SIGINT/SIGTERM comes (server.Server), read
+    by /health and by the lifespan, which waits for the engine only until `deadline`."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self) -> None:
+        self.deadline: float | None = None  # time.monotonic()
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_large = _error(413, f"request body over {self.limit} bytes (--max-request-bytes)")
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.limit:
-            return await too_large(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await too_large(scope, receive, send)
-        replayed = False
+    def begin(self, grace_seconds: float) -> None:
+        self.deadline = time.monotonic() + grace_seconds
 
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+    def left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
-class Crashes:
-    """ASGI middleware: an exception that no handler took becomes a 500 {"error": ...},
-    logged here. Starlette's own last resort sends its 500 and raises again, and uvicorn
-    then closed the connection under the reply (the client read a reset, not the 500)."""
+class Watch:
+    """Waits for a worker's items while watching the request's connection: a client
+    that leaves cancels its work (the worker drops it before its batch runs or at the
+    next step). For plain JSON answers; a StreamingResponse watches by itself."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, request: Request) -> None:
+        self.gone = asyncio.ensure_future(self._disconnect(request))
 
-    async def __call__(self, scope, receive, send) -> None:
-        started = False
+    @staticmethod
+    async def _disconnect(request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
 
-        async def sending(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+    async def get(self, reply: Reply) -> tuple[str, Any]:
+        got = asyncio.ensure_future(reply.get())
+        await asyncio.wait({got, self.gone}, return_when=asyncio.FIRST_COMPLETED)
+        if got.done():
+            return got.result()
+        got.cancel()
+        reply.cancelled = True
+        raise ClientGone
 
-        try:
-            await self.app(scope, receive, sending)
-        except Exception as err:
-            log.error("request failed", exc_info=err)
-            if started or scope["type"] != "http":  # a stream cut short: nothing to replace
-                raise
-            crashed = f"internal error ({type(err).__name__}); see the server log"
-            await _error(500, crashed)(scope, receive, send)
+    async def result(self, reply: Reply) -> Any:
+        kind, value = await self.get(reply)
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        self.gone.cancel()
+
+
+async def pieces(stream: Stream, get=None):
+    """A generation's text as it comes (`get`: Watch.get, or plain waiting); raises its
+    error. Leaving early (a stop sequence, a client gone) drops the stream."""
+    try:
+        while True:
+            kind, value = await (get(stream.reply) if get else stream.reply.get())
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stream.reply.cancelled = True
 
 
 def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     """The app serving loaded models ({name: Generator | Classifier | Translator});
     its lifespan starts and stops the engine thread that runs them."""
     limits = limits or Limits()
-    workers = {name: make_worker(name, model, limits) for name, model in models.items()}
+    metrics = Metrics()
+    workers = {name: make_worker(name, m, limits, metrics) for name, m in models.items()}
     engine = Engine(list(workers.values()))
+    drain = Drain()
+    created = int(time.time())
+    log_request_ids()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
         yield
-        engine.stop()
+        if not engine.stop(drain.left()):
+            log.warning("the engine was still busy at the end of --grace-seconds; exiting")
 
-    app = FastAPI(title="seqtool", version=__version__, lifespan=lifespan)
-    app.state.workers = workers
+    app = FastAPIOffline(
+        title="seqtool", version=__version__, lifespan=lifespan, static_url="/static/docs"
+    )
+    app.state.workers, app.state.engine, app.state.drain = workers, engine, drain
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
+    app.add_middleware(Guard, hosts=limits.allowed_hosts, api_key=limits.api_key)
+    if limits.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(limits.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
     app.add_middleware(Crashes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
-        return _error(422, _validation_message(err))
+        return error(422, _validation_message(err))
 
     @app.exception_handler(SeqtoolError)
     async def refused(request: Request, err: SeqtoolError):
-        return _error(422, str(err))
+        return error(422, str(err))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return _error(err.status, str(err), err.headers)
+        return error(err.status, str(err), err.headers)
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, err: Overloaded):
-        return _error(503, str(err), {"Retry-After": "1"})
+        return error(503, str(err), {"Retry-After": "1"})
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, err: ClientGone):
+        return GONE
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
-        return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
-
-    async def authorize(request: Request) -> None:  # async: no trip to a thread pool
-        if limits.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not secrets.compare_digest(given.encode(), f"Bearer {limits.api_key}".encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key: send Authorization: Bearer KEY",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        if isinstance(err.__cause__, UnicodeDecodeError):  # as malformed JSON is: 422
+            return error(422, "malformed JSON: the body is not UTF-8")
+        return error(err.status_code, str(err.detail), getattr(err, "headers", None))
 
     def worker_for(name: str, task: str):
         if name not in workers:
@@ -214,93 +219,150 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
             raise ApiError(422, f"model: {name!r} is a {worker.model.task}, not a {task}")
         return worker
 
-    def sentences(text: str | list[str]) -> list[str]:
+    def at_most(field: str, value: float | None, limit: float, flag: str) -> None:
+        if value is not None and value > limit:
+            raise ApiError(422, f"{field}: {value}, at most {limit} (--{flag})")
+
+    def sentences(text: str | list[str], field: str = "text", each: int = 1) -> list[str]:
         texts = [text] if isinstance(text, str) else text
         if not texts:
-            raise ApiError(422, "text: give at least one sentence")
-        if len(texts) > limits.max_sentences:
+            raise ApiError(422, f"{field}: give at least one")
+        if len(texts) * each > limits.max_sentences:
             raise ApiError(
-                422, f"text: {len(texts)} sentences, at most {limits.max_sentences} per request"
+                422,
+                f"{field}: {len(texts) * each} per request, at most {limits.max_sentences}",
             )
         for i, line in enumerate(texts):
-            check_chars(f"text[{i}]" if isinstance(text, list) else "text", line)
+            check_chars(f"{field}[{i}]" if isinstance(text, list) else field, line)
         return texts
 
     def check_chars(field: str, line: str) -> None:
-        if len(line) > limits.max_chars:
-            raise ApiError(422, f"{field}: {len(line)} characters, at most {limits.max_chars}")
+        at_most(field + " characters", len(line), limits.max_chars, "max-chars")
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(workers)}
+    def stream_of(model: str, prompt: str, length: int, options: tuple, seed: int) -> Stream:
+        worker = workers[model]
+        stream = Stream(prompt, length, options, seed, Reply(), request_id.get() or "-")
+        worker.submit(stream)
+        return stream
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
+    async def health():
+        if drain.deadline is not None or not engine.alive:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return {"status": "ok"}
 
-    @v1.get("/models")
-    async def list_models() -> dict[str, Any]:
-        return {
-            "models": [
-                {"name": name, "task": w.model.task, "info": w.model.info}
-                for name, w in workers.items()
-            ]
-        }
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
 
-    @v1.post("/translate")
-    async def translate(body: TranslateRequest) -> dict[str, Any]:
+    v1 = APIRouter(prefix="/v1", responses=ERRORS)
+
+    @v1.get("/models", response_model=ModelList)
+    async def list_models():
+        cards = [
+            ModelCard(id=name, created=created, task=w.model.task, info=_public(w.model.info))
+            for name, w in workers.items()
+        ]
+        return ModelList(data=cards)
+
+    @v1.post("/translate", response_model=Translations)
+    async def translate(body: TranslateRequest, request: Request):
         worker = worker_for(body.model, "translator")
         texts = sentences(body.text)
         SearchConfig(body.beam_size, body.n_best, body.length_penalty, body.max_length_ratio)
+        at_most("beam_size", body.beam_size, limits.max_beam, "max-beam")
+        at_most("max_length_ratio", body.max_length_ratio, limits.max_length_ratio,
+                "max-length-ratio")  # fmt: skip
+        at_most("length_penalty", body.length_penalty, limits.max_length_penalty,
+                "max-length-penalty")  # fmt: skip
         if body.attention and worker.model.config.attention == "none":
             raise ApiError(422, f"attention: model {body.model!r} was trained without attention")
         options = body.model_dump(exclude={"model", "text"})
-        reply = Reply()
-        worker.submit(Job(texts, options, reply))
-        return {"translations": (await reply.result())["results"]}
+        return {"translations": (await queued(request, worker, texts, options))["results"]}
 
-    @v1.post("/classify")
-    async def classify(body: ClassifyRequest) -> dict[str, Any]:
+    @v1.post("/classify", response_model=Classifications, response_model_exclude_none=True)
+    async def classify(body: ClassifyRequest, request: Request):
         worker = worker_for(body.model, "classifier")
         texts = sentences(body.text)
         ClassifyConfig(body.top_k, body.threshold)
+        at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
         if body.explain and worker.model.config.pooling != "attention":
             raise ApiError(
                 422,
                 f"explain: model {body.model!r} pools with "
                 f"{worker.model.config.pooling}; explaining needs attention",
             )
-        reply = Reply()
         options = {"top_k": body.top_k, "threshold": body.threshold}
-        worker.submit(Job(texts, options, reply, body.explain))
-        return await reply.result()
+        return await queued(request, worker, texts, options, body.explain)
 
-    @v1.post("/generate")
-    async def generate(body: GenerateRequest):
-        worker = worker_for(body.model, "generator")
+    async def queued(request: Request, worker, texts, options, explain: bool = False):
+        job = Job(texts, options, Reply(), explain, request_id=request_id.get() or "-")
+        worker.submit(job)
+        watch = Watch(request)
+        try:
+            return await watch.result(job.reply)
+        finally:
+            watch.close()
+
+    @v1.post("/generate", response_model=Generation, responses=EVENTS)
+    async def generate(body: GenerateRequest, request: Request):
+        worker_for(body.model, "generator")
         SamplingConfig(body.length, body.temperature, body.top_k, body.top_p)
-        if body.length > limits.max_length:
-            raise ApiError(422, f"length: {body.length} tokens, at most {limits.max_length}")
+        at_most("length", body.length, limits.max_length, "max-length")
+        at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
         check_chars("prompt", body.prompt)
-        seed = seed_for(body.seed)
+        seed = seeds_for(1, body.seed)[0]
         options = (body.temperature, body.top_k, body.top_p)
-        stream = Stream(body.prompt, body.length, options, seed, Reply())
-        worker.submit(stream)
+        stream = stream_of(body.model, body.prompt, body.length, options, seed)
         if body.stream:
             return StreamingResponse(
                 _events(stream),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        pieces = []
+        watch = Watch(request)
         try:
-            while True:
-                kind, value = await stream.reply.get()
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    return {"text": "".join(pieces), "tokens": value, "seed": seed}
-                pieces.append(value)
+            text = "".join([piece async for piece in pieces(stream, watch.get)])
         finally:
-            stream.reply.cancelled = True
+            watch.close()
+        return {"text": text, "tokens": body.length, "seed": seed}
+
+    @v1.post("/completions", response_model=Completion, responses=EVENTS)
+    async def completions(body: CompletionRequest, request: Request):
+        """OpenAI's completions API for generator models: `n` samples of each prompt
+        (seeds seed, seed + 1, ...), cut at the first `stop` string."""
+        worker = worker_for(body.model, "generator")
+        SamplingConfig(body.max_tokens, body.temperature, None, body.top_p)
+        _positive("n", body.n)
+        at_most("n", body.n, limits.max_n, "max-n")
+        at_most("max_tokens", body.max_tokens, limits.max_length, "max-length")
+        prompts = sentences(body.prompt, "prompt", body.n)
+        stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+        if len(stops) > 4 or "" in stops:
+            raise ApiError(422, "stop: at most 4 strings, none of them empty")
+        for i, stop in enumerate(stops):
+            check_chars(f"stop[{i}]", stop)
+        seeds = iter(seeds_for(len(prompts) * body.n, body.seed))
+        options = (body.temperature, None, None if body.top_p == 1 else body.top_p)
+        streams = [
+            stream_of(body.model, prompt, body.max_tokens, options, next(seeds))
+            for prompt in prompts
+            for _ in range(body.n)
+        ]
+        answer = openai.Answer(body.model, worker.model.tokenizer, prompts, body.n, stops)
+        if body.stream:
+            return StreamingResponse(
+                answer.events(streams, pieces),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        watch = Watch(request)
+        try:
+            return await answer.whole(streams, lambda s: pieces(s, watch.get))
+        finally:
+            watch.close()
+            for stream in streams:
+                stream.reply.cancelled = True
 
     app.include_router(v1)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -309,7 +371,19 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    routes = {r.path for r in app.routes if hasattr(r, "methods")}
+    app.add_middleware(Observe, metrics=metrics, routes=routes)
     return app
+
+
+def _positive(field: str, value: int) -> None:
+    if value < 1:
+        raise ApiError(422, f"{field} must be positive")
+
+
+def _public(info: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of a model: `info` without where its file lies."""
+    return {k: v for k, v in info.items() if k != "path"}
 
 
 async def _events(stream: Stream):

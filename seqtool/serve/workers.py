@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from seqtool import decoding
+from seqtool.serve.metrics import Metrics
 from seqtool.serve.rows import Row, Rows
 from seqtool.tokenizer import StreamDecoder
 
@@ -72,14 +72,19 @@ def _put_all(pending: list[tuple[asyncio.Queue, tuple[str, Any]]]) -> None:
 
 
 class Worker:
-    """A model, its queue and its batching. `cycle` runs on the engine thread and never
-    blocks; it records rows per model call (`batch_sizes`, the last thousand), for tests
-    and for tuning --max-batch."""
+    """A model, its queue and its batching. `cycle` runs on the engine thread, never
+    blocks and does a bounded amount of work (at most max_batch rows of one model call),
+    so that the engine goes round every model between calls. It records rows per model
+    call (`batch_sizes`, the last thousand, for tests) and into `metrics`."""
 
-    def __init__(self, name: str, model, max_batch: int, max_queue: int) -> None:
+    def __init__(
+        self, name: str, model, max_batch: int, max_queue: int, metrics: Metrics | None = None
+    ) -> None:
         self.name, self.model, self.max_batch = name, model, max_batch
         self.jobs: queue.Queue = queue.Queue(max_queue)
         self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_queue(name, self.jobs.qsize)
         self.wake = threading.Event()  # the engine's: set on every submit
 
     def submit(self, job) -> None:
@@ -91,11 +96,18 @@ class Worker:
         self.wake.set()
 
     def next_job(self):
-        """A queued job, or None."""
-        try:
-            return self.jobs.get_nowait()
-        except queue.Empty:
-            return None
+        """A queued job whose client is still there, or None."""
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return None
+            if not job.reply.cancelled:
+                return job
+
+    def record(self, rows: int) -> None:
+        self.batch_sizes.append(rows)
+        self.metrics.batch_size.labels(self.name).observe(rows)
 
     def cycle(self, now: float) -> float | None:
         """Do the work due at `now` (time.monotonic()); return when work is due next
@@ -129,10 +141,17 @@ class Engine:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.stopping.is_set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop after the current model call; wait for it at most `timeout` seconds.
+        Whether the thread ended (if not, it is a daemon: it ends with the process)."""
         self.stopping.set()
         self.wake.set()
-        self.thread.join()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     @staticmethod
     def _cycle(worker: Worker) -> float | None:
@@ -140,7 +159,10 @@ class Engine:
             return worker.cycle(time.monotonic())
         except Exception as err:  # noqa: BLE001 - one model's fault must not stop the others
             log.exception("model %r failed", worker.name)
-            worker.fail(err)  # its requests get the error, none waits forever
+            try:
+                worker.fail(err)  # its requests get the error, none waits forever
+            except Exception:  # noqa: BLE001 - the engine thread must outlive any fault
+                log.exception("model %r could not report its failure", worker.name)
             return None
 
     def _run(self) -> None:
@@ -155,83 +177,131 @@ class Engine:
 
 @dataclass(eq=False)
 class Job:
-    """Sentences to translate or classify, with the call's keyword options, and when the
-    request queued it (time.monotonic())."""
+    """Sentences to translate or classify, with the call's keyword options, when the
+    request queued it (time.monotonic()), and the results found so far (a job larger
+    than max_batch sentences is answered over several model calls)."""
 
     texts: list[str]
     options: dict[str, Any]
     reply: Reply
     explain: bool = False
     queued: float = field(default_factory=time.monotonic)
+    request_id: str = "-"
+    results: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BatchWorker(Worker):
     """Translators and classifiers: requests merge into one model call per set of
-    options, up to max_batch sentences. A batch goes when it is full, or when no request
-    has come for max_wait_ms, or at the latest HOLD x max_wait_ms after its first request
-    came; time spent on the previous batch does not count.
+    options. A batch forms when it is full (max_batch sentences), or when no request has
+    come for max_wait_ms, or at the latest HOLD x max_wait_ms after its first request
+    came; time spent on the previous batch does not count. A formed batch then runs at
+    most max_batch sentences per cycle, so a large request shares the engine with the
+    other models instead of holding it until it is done.
 
     Waiting out a gap, rather than max_wait_ms after the first request, keeps concurrent
     clients in one batch: they send their next requests over several milliseconds after
     the previous answers, and a fixed wait split 32 clients into batches of 7 and 25 by
     turns (99 sentences/s, 2 cores) where one batch of 32 runs faster per sentence."""
 
-    def __init__(self, name: str, model, max_batch: int, max_queue: int, max_wait_ms: float):
-        super().__init__(name, model, max_batch, max_queue)
+    def __init__(
+        self,
+        name: str,
+        model,
+        max_batch: int,
+        max_queue: int,
+        max_wait_ms: float,
+        metrics: Metrics | None = None,
+    ):
+        super().__init__(name, model, max_batch, max_queue, metrics)
         self.max_wait = max_wait_ms / 1000
         self.pending: list[Job] = []
         self.count = 0  # sentences in self.pending
+        self.ready: deque[list[Job]] = deque()  # formed batches: jobs of the same options
         self.ended = float("-inf")  # time.monotonic() when the last batch ended
 
     def cycle(self, now: float) -> float | None:
-        while self.count < self.max_batch and (job := self.next_job()) is not None:
-            self.pending.append(job)
-            self.count += len(job.texts)
-        if not self.pending:
-            return None
-        start = max(self.pending[0].queued, self.ended)
-        last = max(self.pending[-1].queued, self.ended)
-        due = min(last + self.max_wait, start + HOLD * self.max_wait)
-        if self.count < self.max_batch and now < due:
-            return due
-        jobs, self.pending, self.count = self.pending, [], 0
-        groups: dict[tuple, list[Job]] = defaultdict(list)
-        for job in jobs:
-            groups[tuple(sorted(job.options.items()))].append(job)
-        for group in groups.values():
-            self._answer(group)
+        if not self.ready:
+            while self.count < self.max_batch and (job := self.next_job()) is not None:
+                self.pending.append(job)
+                self.count += len(job.texts)
+            if not self.pending:
+                return None
+            start = max(self.pending[0].queued, self.ended)
+            last = max(self.pending[-1].queued, self.ended)
+            due = min(last + self.max_wait, start + HOLD * self.max_wait)
+            if self.count < self.max_batch and now < due:
+                return due
+            groups: dict[tuple, list[Job]] = defaultdict(list)
+            for job in self.pending:
+                groups[tuple(sorted(job.options.items()))].append(job)
+            self.ready.extend(groups.values())
+            self.pending, self.count = [], 0
+        self._run_part(self.ready[0])
+        if not self.ready[0]:
+            self.ready.popleft()
         self.ended = time.monotonic()
         return self.ended
 
     def fail(self, err: Exception) -> None:
-        for job in self.pending:
+        for job in [*self.pending, *(job for group in self.ready for job in group)]:
             job.reply.put("error", err)
         self.pending, self.count = [], 0
+        self.ready.clear()
 
-    def _answer(self, group: list[Job]) -> None:
-        texts = [text for job in group for text in job.texts]
-        try:
-            results = self.call(texts, group[0].options)
-            self.batch_sizes.append(len(texts))
-        except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-            for job in group:
-                job.reply.put("error", err)
-            return
-        start = 0
+    def _run_part(self, group: list[Job]) -> None:
+        """One model call over the group's next max_batch sentences; answer the jobs it
+        completes and drop them (and jobs whose client has gone) from the group."""
+        group[:] = [job for job in group if not job.reply.cancelled]
+        parts, room = [], self.max_batch  # (job, its sentences in this call)
         for job in group:
-            answer = {"results": results[start : start + len(job.texts)]}
-            start += len(job.texts)
-            try:
-                if job.explain:
-                    explanation = self.model.explain(job.texts[0])
-                    answer["explanation"] = vars(explanation)
-            except Exception as err:  # noqa: BLE001
-                job.reply.put("error", err)
-                continue
-            job.reply.put("result", answer)
+            if room == 0:
+                break
+            start = len(job.results)
+            texts = job.texts[start : start + room]
+            parts.append((job, texts))
+            room -= len(texts)
+        if parts:
+            failed = self._call(parts, group[0].options)
+            for job in group:
+                if job in failed:
+                    job.reply.put("error", failed[job])
+                elif len(job.results) == len(job.texts):
+                    self._answer(job)
+            group[:] = [j for j in group if j not in failed and len(j.results) < len(j.texts)]
+
+    def _call(self, parts: list[tuple[Job, list[str]]], options) -> dict[Job, Exception]:
+        """Run the parts as one call; if it fails, each part alone, so that only a part
+        that fails by itself fails its job. The jobs that failed, with their errors."""
+        try:
+            found = self.call([t for _, texts in parts for t in texts], options)
+        except Exception as err:  # noqa: BLE001 - one request's fault must stay its own
+            if len(parts) == 1:
+                log.exception("request failed", extra={"request_id": parts[0][0].request_id})
+                return {parts[0][0]: err}
+            failed: dict[Job, Exception] = {}
+            for part in parts:
+                failed.update(self._call([part], options))
+            return failed
+        self.record(len(found))
+        start = 0
+        for job, texts in parts:
+            job.results.extend(found[start : start + len(texts)])
+            start += len(texts)
+        return {}
+
+    def _answer(self, job: Job) -> None:
+        answer: dict[str, Any] = {"results": job.results}
+        try:
+            if job.explain:
+                answer["explanation"] = vars(self.model.explain(job.texts[0]))
+        except Exception as err:  # noqa: BLE001
+            log.exception("request failed", extra={"request_id": job.request_id})
+            job.reply.put("error", err)
+            return
+        job.reply.put("result", answer)
 
     def call(self, texts: list[str], options: dict[str, Any]) -> list[dict[str, Any]]:
-        """One library call over the merged sentences (batched inside by max_batch)."""
+        """One library call over the merged sentences."""
         if self.model.task == "translator":
             found = self.model.translate(texts, batch_size=self.max_batch, **options)
         else:
@@ -248,6 +318,7 @@ class Stream:
     options: tuple[float, int | None, float | None]
     seed: int
     reply: Reply
+    request_id: str = "-"
     decoder: StreamDecoder | None = field(default=None)
     pending: str = ""  # text made since the stream's last delivery
     sent: float = float("-inf")  # time.monotonic() of that delivery
@@ -263,8 +334,16 @@ class GeneratorWorker(Worker):
     interpreter with the engine thread, busier than the model (32 streams: 4.2x one stream's
     characters/s with an event per token)."""
 
-    def __init__(self, name: str, model, max_batch: int, max_queue: int, interval: float):
-        super().__init__(name, model, max_batch, max_queue)
+    def __init__(
+        self,
+        name: str,
+        model,
+        max_batch: int,
+        max_queue: int,
+        interval: float,
+        metrics: Metrics | None = None,
+    ):
+        super().__init__(name, model, max_batch, max_queue, metrics)
         self.interval = interval
         self.rows = Rows(model.model)
         self.streams: list[Stream] = []  # stream of each row
@@ -276,7 +355,8 @@ class GeneratorWorker(Worker):
         if not self.streams:
             return None
         tokens = self.rows.step()  # a fault: Engine fails the streams, serving goes on
-        self.batch_sizes.append(len(tokens))
+        self.record(len(tokens))
+        self.metrics.tokens.labels(self.name).inc(len(tokens))
         out: list[tuple[Reply, str, Any]] = []
         now = time.monotonic()  # the step took a while since `now` was read
         for stream, token, row in zip(self.streams, tokens, self.rows.rows, strict=True):
@@ -293,16 +373,17 @@ class GeneratorWorker(Worker):
 
     def _join(self, stream: Stream) -> None:
         gen = self.model
-        device = self.rows.device
-        generator = torch.Generator(device=device).manual_seed(stream.seed)
-        row = Row(stream.options, generator, stream.length)
-        stream.decoder = StreamDecoder(gen.tokenizer)
-        try:
+        try:  # everything a request's own values reach: its fault is its own
+            generator = torch.Generator(device=self.rows.device).manual_seed(stream.seed)
+            row = Row(stream.options, generator, stream.length)
+            stream.decoder = StreamDecoder(gen.tokenizer)
             # without a prompt, start as after a line break (as Generator.generate does)
             token = self.rows.join(row, gen.tokenizer.encode(stream.prompt or "\n"))
         except Exception as err:  # noqa: BLE001
+            log.exception("request failed", extra={"request_id": stream.request_id})
             stream.reply.put("error", err)
             return
+        self.metrics.tokens.labels(self.name).inc()
         self.streams.append(stream)
         deliver(self._emit(stream, token, row, time.monotonic()))
 
@@ -332,13 +413,8 @@ class GeneratorWorker(Worker):
             self.streams = [self.streams[i] for i in keep]
 
 
-def seed_for(seed: int | None) -> int:
-    """The request's seed, or a fresh one."""
-    return decoding.seeds_for(1, seed)[0]
-
-
-def make_worker(name: str, model, limits) -> Worker:
+def make_worker(name: str, model, limits, metrics: Metrics) -> Worker:
+    sizes = (limits.max_batch, limits.max_queue)
     if model.task == "generator":
-        interval = limits.stream_interval_ms / 1000
-        return GeneratorWorker(name, model, limits.max_batch, limits.max_queue, interval)
-    return BatchWorker(name, model, limits.max_batch, limits.max_queue, limits.max_wait_ms)
+        return GeneratorWorker(name, model, *sizes, limits.stream_interval_ms / 1000, metrics)
+    return BatchWorker(name, model, *sizes, limits.max_wait_ms, metrics)

@@ -1,0 +1,55 @@
+"""uvicorn, with seqtool's stop: the first SIGINT/SIGTERM drains (/health answers 503,
+requests in flight get --grace-seconds in all, engine included); a second one exits at
+once."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+
+class Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, grace_seconds: float) -> None:
+        super().__init__(config)
+        self.grace_seconds = grace_seconds
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.should_exit:  # asked twice: no more waiting
+            os._exit(128 + sig)
+        self.config.app.state.drain.begin(self.grace_seconds)
+        super().handle_exit(sig, frame)
+
+
+def log_config(level: str) -> dict:
+    """uvicorn's logging, with the request id (middleware.RequestIds) on every line and
+    seqtool.serve's lines beside uvicorn's."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    formats = config["formatters"]
+    formats["default"]["fmt"] = "%(levelprefix)s [%(request_id)s] %(message)s"
+    formats["access"]["fmt"] = (
+        '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" %(status_code)s'
+    )
+    config["loggers"]["seqtool.serve"] = {
+        "handlers": ["default"], "level": level.upper(), "propagate": False,
+    }  # fmt: skip
+    return config
+
+
+def run(app, host: str, port: int, grace_seconds: float, log_level: str) -> None:
+    # uvicorn stops on these, then raises the signal again with the handlers it found:
+    # handlers that do nothing let that end with exit code 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config(log_level),
+        timeout_graceful_shutdown=grace_seconds,
+    )
+    Server(config, grace_seconds).run()
