@@ -76,6 +76,11 @@ class Finite(click.FloatRange):
 class SeqtoolGroup(click.Group):
     """Turns library errors into one `Error: ...` line and exit code 1."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the whole command line, once
+            _check_utf8(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         from seqtool.errors import SeqtoolError, TrainingInterrupted
 
@@ -86,6 +91,23 @@ class SeqtoolGroup(click.Group):
             raise click.exceptions.Exit(INTERRUPTED) from None
         except SeqtoolError as err:
             raise click.ClickException(str(err)) from None
+
+
+def _check_utf8(args: list[str]) -> None:
+    """Arguments are text: Python hands over bytes that are not UTF-8 as lone surrogates,
+    which no tokenizer, terminal or JSON encoder takes. Refuse them here, once."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            try:  # the bytes as given, shown as \xe9
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate that stands for no byte
+                shown = arg.encode("utf-8", "backslashreplace").decode()
+            raise click.ClickException(
+                f"the argument '{shown}' is not valid UTF-8 (at character {err.start + 1}); "
+                "give arguments (and file names) in UTF-8"
+            ) from None
 
 
 def _show_warnings() -> None:
@@ -1082,13 +1104,9 @@ def _read_text(text: str | None, text_file: str | None) -> str:
         return text
     if text_file is None:
         raise click.UsageError("give --text or a TEXT_FILE")
-    from seqtool.data import check_file
-    from seqtool.errors import DataError
+    from seqtool.data import check_file, read_text
 
-    try:
-        return check_file(text_file).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{text_file}: not UTF-8 text (byte {err.start})") from None
+    return "".join(read_text(check_file(text_file)))
 
 
 @cli.command("inspect")

@@ -1,8 +1,10 @@
 """Reading text files and turning them into batches.
 
-Text is read in blocks and checked as UTF-8 on the way, so a large corpus never has
-to fit in memory; token ids are written to a compact memory-mapped array that
-training reads window by window.
+Every text a user gives in a file or on stdin is read here, one way: in blocks checked
+as UTF-8 on the way (errors name the file, line and column), a leading byte-order mark
+dropped (utf-8-sig), CRLF line ends read as LF, lines bounded in length; so a large
+corpus never has to fit in memory. Token ids are written to a compact memory-mapped
+array that training reads window by window.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from seqtool.tokenizer import UNK_ID, Tokenizer
 
 T = TypeVar("T")
 BLOCK_BYTES = 1 << 22
+# longest line the line readers hold (classify, translate, labelled and parallel files):
+# `classify < /dev/zero` must end in an error, not in memory running out
+MAX_LINE_CHARS = 1 << 20
 SEGMENT_CHARS = 1 << 16  # unit of work for sentencepiece's encoder threads
 
 
@@ -41,6 +46,10 @@ def check_file(path: str | os.PathLike) -> Path:
         raise DataError(f"{path}: no such file")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
+    try:
+        path.open("rb").close()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror or err})") from None
     return path
 
 
@@ -64,7 +73,7 @@ def read_text(path: Path, start: int = 0, end: int | None = None) -> Iterator[st
     with path.open("rb") as f:
         line_no = 1 + (_count_newlines(f, start) if start else 0)
         f.seek(start)
-        remaining, carry = end - start, b""
+        remaining, carry, first = end - start, b"", start == 0
         while remaining > 0 or carry:
             block = f.read(min(BLOCK_BYTES, remaining))
             remaining -= len(block)
@@ -72,16 +81,25 @@ def read_text(path: Path, start: int = 0, end: int | None = None) -> Iterator[st
             cut = len(data) if remaining <= 0 else _cut_point(data)
             piece, carry = data[:cut], data[cut:]
             try:
-                text = piece.decode("utf-8")
+                # a byte-order mark is no text: only the file's first bytes can hold one
+                text = piece.decode("utf-8-sig" if first else "utf-8")
             except UnicodeDecodeError as err:
-                line = line_no + piece.count(b"\n", 0, err.start)
-                column = err.start - piece.rfind(b"\n", 0, err.start)
-                raise DataError(
-                    f"{path}:{line}: not valid UTF-8 (byte 0x{piece[err.start]:02x} at column "
-                    f"{column}); convert the file to UTF-8, e.g. with iconv -t utf-8"
-                ) from None
+                raise _not_utf8(str(path), line_no, err, "the file") from None
+            first = False
             line_no += piece.count(b"\n")
-            yield text
+            yield text.replace("\r\n", "\n")
+
+
+def _not_utf8(name: str, line_no: int, err: UnicodeDecodeError, what: str) -> DataError:
+    """The error for bytes that are not UTF-8, naming the line and column (err.object is
+    what was decoded, from line `line_no` on, without a byte-order mark)."""
+    data = err.object
+    line = line_no + data.count(b"\n", 0, err.start)
+    column = err.start - data.rfind(b"\n", 0, err.start)
+    return DataError(
+        f"{name}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); "
+        f"convert {what} to UTF-8, e.g. with iconv -t utf-8"
+    )
 
 
 def _count_newlines(f, upto: int) -> int:
@@ -102,6 +120,8 @@ def _cut_point(data: bytes) -> int:
     while cut > 0 and data[cut - 1] & 0xC0 == 0x80:  # inside a multi-byte character
         cut -= 1
     if cut > 0 and data[cut - 1] >= 0xC0:  # a lead byte whose continuation is still unread
+        cut -= 1
+    if cut > 0 and data[cut - 1] == 0x0D:  # a CR whose LF may follow: kept as one line end
         cut -= 1
     return cut or len(data)
 
@@ -282,9 +302,18 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         rest = lines.pop()
         for line in lines:
             line_no += 1
-            yield line_no, line.rstrip("\r")
+            yield line_no, line
+        if len(rest) > MAX_LINE_CHARS:
+            raise _too_long(str(path), line_no + 1)
     if rest:
-        yield line_no + 1, rest.rstrip("\r")
+        yield line_no + 1, rest
+
+
+def _too_long(name: str, line_no: int) -> DataError:
+    return DataError(
+        f"{name}:{line_no}: the line is longer than {MAX_LINE_CHARS:,} characters; "
+        "break the text into lines"
+    )
 
 
 def read_stream_lines(stream, name: str = "<stdin>") -> Iterator[str]:
@@ -293,15 +322,19 @@ def read_stream_lines(stream, name: str = "<stdin>") -> Iterator[str]:
     raises DataError with the line, worded as for files."""
     if stream is None:  # started with stdin closed (`<&-`)
         raise DataError(f"{name}: standard input is closed; give INPUT or pipe lines in")
-    for line_no, raw in enumerate(stream, 1):
+    # at most 4 bytes a character: more bytes than 4 x the limit are too many characters
+    limit = 4 * MAX_LINE_CHARS + 1
+    for line_no, raw in enumerate(iter(lambda: stream.readline(limit), b""), 1):
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            raise _too_long(name, line_no)
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
         except UnicodeDecodeError as err:
-            raise DataError(
-                f"{name}:{line_no}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                f"{err.start + 1}); convert the input to UTF-8, e.g. with iconv -t utf-8"
-            ) from None
-        yield line.rstrip("\r\n")
+            raise _not_utf8(name, line_no, err, "the input") from None
+        line = line.removesuffix("\n").removesuffix("\r")
+        if len(line) > MAX_LINE_CHARS:
+            raise _too_long(name, line_no)
+        yield line
 
 
 FASTTEXT_PREFIX = "__label__"

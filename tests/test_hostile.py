@@ -194,3 +194,92 @@ def test_a_damaged_checkpoint_is_one_line_in_every_command(
     path = tmp_path / "damaged.ckpt"
     torch.save(ckpt, path)
     assert error(invoke(command, path)) == f"Error: {path}: not a seqtool checkpoint ({says})"
+
+
+# -- text that is not what it seems --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "generator", "--prompt", "caf\udce9"),
+        ("classify", "classifier", "--text", "caf\udce9"),
+        ("translate", "translator", "--text", "caf\udce9"),
+        ("inspect", "generator", "--text", "caf\udce9"),
+    ],
+)
+def test_arguments_that_are_not_utf8_are_refused(runs, args):
+    command, task, *rest = args
+    assert error(invoke(command, runs[task], *rest)) == (
+        "Error: the argument 'caf\\xe9' is not valid UTF-8 (at character 4); "
+        "give arguments (and file names) in UTF-8"
+    )
+
+
+def test_a_byte_order_mark_and_crlf_are_no_text(tmp_path):
+    from seqtool.data import read_labeled, read_lines
+
+    tsv, fasttext = tmp_path / "a.tsv", tmp_path / "a.txt"
+    tsv.write_bytes(b"\xef\xbb\xbfpos\tgood\r\nneg\tbad\r\n")
+    fasttext.write_bytes(b"\xef\xbb\xbf__label__pos good\r\n__label__neg bad\r\n")
+    for path in (tsv, fasttext):
+        examples, _ = read_labeled(path)
+        assert [(e.labels, e.text) for e in examples] == [(("pos",), "good"), (("neg",), "bad")]
+    assert list(read_lines(tsv)) == [(1, "pos\tgood"), (2, "neg\tbad")]
+
+
+def test_a_byte_order_mark_on_stdin_is_no_text(runs):
+    plain = invoke("classify", runs["classifier"], "--json", input=b"good 1\r\n")
+    marked = invoke("classify", runs["classifier"], "--json", input=b"\xef\xbb\xbfgood 1\r\n")
+    assert marked.exit_code == 0 and marked.stdout == plain.stdout
+
+
+def test_bad_utf8_after_a_byte_order_mark_names_its_column(tmp_path):
+    from seqtool.data import read_labeled
+    from seqtool.errors import DataError
+
+    path = tmp_path / "a.tsv"
+    path.write_bytes(b"\xef\xbb\xbfpos\tcaf\xe9\n")
+    with pytest.raises(DataError) as err:
+        read_labeled(path)
+    assert str(err.value) == (
+        f"{path}:1: not valid UTF-8 (byte 0xe9 at column 8); "
+        "convert the file to UTF-8, e.g. with iconv -t utf-8"
+    )
+
+
+def test_an_endless_line_on_stdin_is_refused(runs):
+    import subprocess
+    import sys
+
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run(
+            [sys.executable, "-m", "seqtool", "classify", runs["classifier"], "--device", "cpu"],
+            stdin=zeros,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "Error: <stdin>:1: the line is longer than 1,048,576 characters; "
+        "break the text into lines\n"
+    )
+
+
+def test_an_unreadable_input_file_is_one_line(runs, tmp_path, monkeypatch):
+    path = tmp_path / "in.txt"
+    path.write_text("good 1\n")
+    opened = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)  # root reads any file whatever its mode
+    for args in (
+        ("classify", runs["classifier"], path),
+        ("evaluate", runs["classifier"], "--data", path),
+    ):
+        assert error(invoke(*args)) == f"Error: {path}: cannot read the file (Permission denied)"
