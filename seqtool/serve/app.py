@@ -187,6 +187,8 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
+        if "json" not in request.headers.get("content-type", ""):  # form data, plain text
+            return error(422, "body: send JSON, with Content-Type: application/json")
         return error(422, _validation_message(err))
 
     @app.exception_handler(SeqtoolError)
@@ -371,7 +373,7 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    routes = {r.path for r in app.routes if hasattr(r, "methods")}
+    routes = {r.path for r in [*app.routes, *v1.routes] if hasattr(r, "methods")}
     app.add_middleware(Observe, metrics=metrics, routes=routes)
     return app
 
