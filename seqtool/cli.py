@@ -74,7 +74,8 @@ class Finite(click.FloatRange):
 
 
 class SeqtoolGroup(click.Group):
-    """Turns library errors into one `Error: ...` line and exit code 1."""
+    """Turns library errors into one `Error: ...` line and exit code 1, and Ctrl-C in
+    any command into exit code 130, quietly, keeping what was printed."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:  # the whole command line, once
@@ -88,6 +89,10 @@ class SeqtoolGroup(click.Group):
             return super().invoke(ctx)
         except TrainingInterrupted as stop:
             click.echo(f"Interrupted: {stop}.", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                sys.stdout.flush()
             raise click.exceptions.Exit(INTERRUPTED) from None
         except SeqtoolError as err:
             raise click.ClickException(str(err)) from None
@@ -410,7 +415,7 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
     from seqtool.errors import TrainingInterrupted
     from seqtool.plot import with_tensorboard
     from seqtool.training import train as run_training
-    from seqtool.ui import TrainingView, console, note
+    from seqtool.ui import TrainingView, note, say
 
     options = ctx.params
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
@@ -433,13 +438,13 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
     except TrainingInterrupted as stop:
         if stop.main:
             last = f"{options['out']}/last.ckpt"
-            console.print(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
+            say(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
         raise
     if not finished.main:
         return
     p = finished.progress
     best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"
-    console.print(
+    say(
         f"done: {p.step:,} steps, {p.tokens:,} {finished.unit}, {p.elapsed:.0f}s; best valid "
         f"{finished.metric} {best}; saved {finished.run_dir}/best.ckpt"
     )
@@ -672,17 +677,13 @@ def _imports_torch(command):
 
 
 def _results_to_stdout(command):
-    """Ctrl-C ends a command with exit code 130 and a reader that goes away (`| head`)
-    with 141, as a process killed by SIGPIPE: quietly, keeping what was printed."""
+    """A reader that goes away (`| head`) ends a command with 141, as a process killed by
+    SIGPIPE: quietly, keeping what was printed."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            with contextlib.suppress(OSError):
-                sys.stdout.flush()
-            raise click.exceptions.Exit(INTERRUPTED) from None
         except BrokenPipeError:
             # stdout now leads nowhere: point it at devnull so that the interpreter's
             # last flush of what is still buffered cannot fail with another traceback
@@ -875,7 +876,7 @@ def translate(
     model = seqtool.load(runs, task="translator", device=device, threads=threads, quantize=quantize)
     draw = bool(show_attention or attention_plot)
     if draw:
-        if text is None:
+        if text is None or not text.strip():  # an empty line translates to nothing
             raise ConfigError(
                 "--show-attention and --attention-plot draw one sentence: give it with --text"
             )

@@ -26,7 +26,7 @@ class TrainingError(SeqtoolError):
 
 
 class TrainingInterrupted(SeqtoolError):
-    """SIGINT or SIGTERM: `last.ckpt` was saved and the run can be resumed."""
+    """SIGINT, SIGTERM or SIGHUP: `last.ckpt` was saved and the run can be resumed."""
 
 
 class SeqtoolWarning(UserWarning):

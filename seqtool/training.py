@@ -4,8 +4,8 @@ AdamW, gradient clipping by norm, warmup then cosine decay driven by the budget 
 epochs or wall time, whichever runs out first), validation every `eval_every` steps,
 early stopping, `best.ckpt` on improvement and `last.ckpt` at every evaluation, and
 `metrics.jsonl`; with `average_last` N, the weights of the last N evaluations in
-`recent/` and their mean in `averaged.ckpt` at the end. SIGINT/SIGTERM finish the
-current step, save `last.ckpt` and raise TrainingInterrupted. A resumed run restores
+`recent/` and their mean in `averaged.ckpt` at the end. SIGINT, SIGTERM and SIGHUP
+finish the current step, save `last.ckpt` and raise TrainingInterrupted. A resumed run restores
 optimizer, scaler, RNG, data position and task state, so it reaches the same weights as
 an uninterrupted one (on CPU).
 """
@@ -137,7 +137,9 @@ class Trainer:
             checkpoint.clean_temporary(self.run_dir)
             checkpoint.clean_temporary(self.run_dir / RECENT)
         self._call("on_start", self)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP: the terminal or ssh session that started the run has gone
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {s: signal.signal(s, self._on_signal) for s in stops}
         try:
             self._loop()
             if self.main and self.config.average_last:
@@ -459,9 +461,9 @@ class Trainer:
 
     def _on_signal(self, signum: int, frame) -> None:
         self._stop_signal = signum
-        # a second Ctrl-C stops at once
+        # a second one stops at once
         signal.signal(
-            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+            signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
         )
 
     def _log(self, record: dict[str, Any], event: str) -> None:
@@ -530,9 +532,9 @@ def train(
     about those that differ from its stored settings and cannot change). Without a
     budget, trains for the task's default epochs.
     A run directory that holds a run is refused unless `resume` or `force`; with
-    `force` the old files are moved aside into RUN/.replaced once everything has been
-    checked and read, removed when the new run has saved its first checkpoint, and put
-    back if it fails before. One process at a time trains in a run directory.
+    `force` the old files are moved aside into RUN/.replaced (in one rename) once
+    everything has been checked and read, removed when the new run has saved its first
+    checkpoint, and put back if it fails before. One process at a time trains in a run directory.
     """
     distributed.init(pick_device(train_options.get("device", "auto")))  # join the others
     main = distributed.is_main()
@@ -686,24 +688,38 @@ def _lock(run_dir: Path):
         yield
 
 
-REPLACED = ".replaced"
+REPLACED = ".replaced"  # the files of the run that --force replaces, all moved aside
+MOVING = ".replacing"  # the same while they are moved one by one, either way
 
 
 def _move_aside(run_dir: Path, held: list[Path]) -> Path:
-    aside = run_dir / REPLACED
-    aside.mkdir(exist_ok=True)
+    """Move the earlier run's files into RUN/.replaced: one by one into RUN/.replacing,
+    then one rename of that folder, the moment the old run counts as replaced. A run
+    killed before that rename leaves .replacing, which the next start puts back whole."""
+    moving = run_dir / MOVING
+    moving.mkdir()
     for path in held:
-        os.replace(path, aside / path.name)
-    return aside
+        os.replace(path, moving / path.name)
+    os.replace(moving, run_dir / REPLACED)
+    return run_dir / REPLACED
 
 
 def _settle_replaced(run_dir: Path) -> None:
     """The files of the run that --force replaces: removed once the new run has saved a
-    checkpoint, put back when it has not (it failed or was killed before)."""
-    aside = run_dir / REPLACED
-    if not aside.is_dir():
+    checkpoint, put back when it has not (it failed or was killed before). Putting back
+    renames .replaced to .replacing first, so that a kill at any point leaves a state
+    that the next start settles the same way."""
+    aside, moving = run_dir / REPLACED, run_dir / MOVING
+    if aside.is_dir():
+        if any((run_dir / name).exists() for name in ("best.ckpt", "last.ckpt")):
+            shutil.rmtree(aside)
+            return
+        os.replace(aside, moving)
+    if not moving.is_dir():
         return
-    if not any((run_dir / name).exists() for name in ("best.ckpt", "last.ckpt")):
-        for path in aside.iterdir():
-            os.replace(path, run_dir / path.name)
-    shutil.rmtree(aside)
+    for path in moving.iterdir():
+        target = run_dir / path.name
+        if target.is_dir():  # the failed run's recent/: the old run's comes back
+            shutil.rmtree(target)
+        os.replace(path, target)
+    moving.rmdir()

@@ -21,6 +21,10 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 # `[x]` in them is shown as written, never read as markup (or as an :emoji: code).
 
 
+def say(message: str) -> None:
+    console.print(Text(message))
+
+
 def note(message: str) -> None:
     console.print(Text(message, style="dim"))
 
@@ -86,8 +90,10 @@ class TrainingView:
     def on_eval(self, record: dict[str, Any]) -> None:
         hidden = ("step", "split", "best", "examples")
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in hidden)
-        mark = " [green]best[/green]" if record.get("best") else ""
-        self.progress.console.print(f"step {record['step']:,} valid: {shown}{mark}")
+        line = Text(f"step {record['step']:,} valid: {shown}")
+        if record.get("best"):
+            line.append(" best", style="green")
+        self.progress.console.print(line)
         for example in record.get("examples", []):
             self.progress.console.print(
                 f"  [dim]src[/dim] {escape(example['source'])}\n"

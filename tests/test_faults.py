@@ -370,3 +370,106 @@ def test_resume_refuses_other_training_data(tmp_path, corpus):
     checkpoint.save(out / "last.ckpt", ckpt)
     assert _train(corpus, out, "--max-steps", "4", "--resume").returncode == 0
     assert _step(out / "last.ckpt") == 4
+
+
+def test_sighup_saves_last_ckpt_and_exits_130(tmp_path, corpus):
+    """A closed terminal or ssh session: the run stops as after Ctrl-C."""
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            _tiny(corpus, out, "--max-steps", "100000", "--eval-every", "1000"),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "metrics.jsonl").exists():  # it trains
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "training did not start within 60 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=120) == 130, log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Interrupted: stopped by signal 1 at step" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert _step(out / "last.ckpt") >= 1
+
+
+# kill -9 at the n-th os.replace of `stage` (moving the old run aside, or putting it back)
+_KILL_AT = """
+import os, signal, sys
+from pathlib import Path
+from seqtool import training
+
+run_dir, stage, at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+calls, replace = [0], os.replace
+
+def replace_or_die(src, dst):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+
+os.replace = replace_or_die
+if stage == "aside":
+    names = ("best.ckpt", "last.ckpt", "metrics.jsonl", "recent", "averaged.ckpt")
+    training._move_aside(run_dir, [run_dir / n for n in names])
+else:
+    training._settle_replaced(run_dir)
+"""
+
+
+def _old_run(run_dir: Path) -> dict[str, bytes]:
+    run_dir.mkdir()
+    files = {
+        "best.ckpt": b"old best",
+        "last.ckpt": b"old last",
+        "metrics.jsonl": b"old log\n",
+        "averaged.ckpt": b"old mean",
+        "recent/step-000000001.ckpt": b"old recent",
+    }
+    (run_dir / "recent").mkdir()
+    for name, data in files.items():
+        (run_dir / name).write_bytes(data)
+    return files
+
+
+def _contents(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def _kill_at(run_dir: Path, stage: str, at: int) -> int:
+    return subprocess.run(
+        [sys.executable, "-c", _KILL_AT, str(run_dir), stage, str(at)], timeout=60
+    ).returncode
+
+
+@pytest.mark.parametrize("at", range(1, 8))
+def test_force_killed_at_each_point_never_mixes_two_runs(tmp_path, at):
+    """--force moves five entries aside (five renames and the one that commits); the next
+    start finds either the old run whole, or the old run set aside whole."""
+    from seqtool import training
+
+    run_dir = tmp_path / "run"
+    old = _old_run(run_dir)
+    code = _kill_at(run_dir, "aside", at)
+    assert code == (-signal.SIGKILL if at <= 6 else 0)
+    training._settle_replaced(run_dir)  # the next start, before it looks at the directory
+    assert _contents(run_dir) == old
+
+    # moved aside whole; the new run logged a line, then was killed before a checkpoint,
+    # and the start after it was killed while putting the old run back
+    assert _kill_at(run_dir, "aside", 0) == 0
+    (run_dir / "metrics.jsonl").write_bytes(b"new log\n")
+    assert _kill_at(run_dir, "settle", at) == (-signal.SIGKILL if at <= 6 else 0)
+    training._settle_replaced(run_dir)
+    assert _contents(run_dir) == old
+
+    # a new run that saved a checkpoint has replaced the old one
+    assert _kill_at(run_dir, "aside", 0) == 0
+    (run_dir / "best.ckpt").write_bytes(b"new best")
+    training._settle_replaced(run_dir)
+    assert _contents(run_dir) == {"best.ckpt": b"new best"}

@@ -283,3 +283,50 @@ def test_an_unreadable_input_file_is_one_line(runs, tmp_path, monkeypatch):
         ("evaluate", runs["classifier"], "--data", path),
     ):
         assert error(invoke(*args)) == f"Error: {path}: cannot read the file (Permission denied)"
+
+
+def test_markup_in_a_run_directory_is_printed_as_written(runs, tmp_path):
+    out = tmp_path / "[/x]" / "[bold]run"
+    result = invoke(*train_args(runs, "generator", out))
+    assert result.exit_code == 0, result.output
+    assert f"saved {out}/best.ckpt" in result.stderr
+
+
+def test_markup_in_a_translation_is_printed_as_written():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from seqtool.plot import translation_table
+
+    console = Console(record=True, width=40)
+    console.print(translation_table(SimpleNamespace(text="a [/] b [red]c", target=[])))
+    assert "a [/] b [red]c" in console.export_text()
+
+
+def test_show_attention_of_an_empty_sentence(runs):
+    result = invoke("translate", runs["translator"], "--text", " ", "--show-attention")
+    assert error(result) == (
+        "Error: --show-attention and --attention-plot draw one sentence: give it with --text"
+    )
+
+
+@pytest.mark.parametrize(
+    "command, target",
+    [
+        (("info", "RUN"), "seqtool.inference.info"),
+        (("average", "RUN", "RUN", "--out", "OUT"), "seqtool.averaging.write"),
+        (("plot", "RUN", "--out", "OUT"), "seqtool.plot.curves"),
+    ],
+)
+def test_ctrl_c_in_any_command_exits_130(runs, tmp_path, monkeypatch, command, target):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    if target.endswith("curves"):
+        pytest.importorskip("matplotlib")
+    args = [{"RUN": runs["generator"], "OUT": tmp_path / "out.png"}.get(a, a) for a in command]
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert "Aborted" not in result.output
