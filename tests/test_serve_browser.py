@@ -6,9 +6,6 @@ screenshot of each model's page."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,30 +21,16 @@ httpx = pytest.importorskip("httpx", reason="pip install -e '.[dev]'")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tests.test_serve import free_port, train_runs  # noqa: E402
+from tests.test_serve import runs, served  # noqa: E402, F401 - fixtures
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    runs = train_runs(tmp_path_factory.mktemp("browser"))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "seqtool", "serve", "--port", str(port), "--threads", "1",
-         *(f"{name}={path}" for name, path in runs.items())],
-        env={**os.environ, "SEQTOOL_LOG_LEVEL": "warning"},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{base}/health")
-            break
-        except httpx.TransportError:
-            assert server.poll() is None and time.monotonic() < deadline, "no server"
-            time.sleep(0.2)
-    yield base
-    server.terminate()
-    assert server.wait(30) == 0
+def url(runs):
+    names = (f"{name}={path}" for name, path in runs.items())
+    with served(*names, "--max-length", 10_000_000) as (server, base):
+        yield base
+        server.terminate()
+        assert server.wait(30) == 0
 
 
 @pytest.fixture(scope="module")
@@ -78,37 +61,71 @@ def screenshot(browser, name):
         browser.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
-def test_generated_text_streams_into_the_page(browser, url):
+def fill(browser, field: str, value) -> None:
+    box = browser.find_element(By.ID, field)
+    box.clear()
+    box.send_keys(str(value))
+
+
+def generated(browser) -> str:
+    return browser.find_element(By.ID, "generated").get_attribute("textContent")
+
+
+def idle(browser, form: str) -> bool:
+    return browser.find_element(By.ID, form).get_attribute("aria-busy") == "false"
+
+
+def test_generated_text_streams_into_the_page_once_per_click(browser, url):
     open_page(browser, url, "gen")
     assert browser.find_element(By.ID, "generator").is_displayed()
-    prompt = browser.find_element(By.ID, "prompt")
-    prompt.clear()
-    prompt.send_keys("the ")
-    length = browser.find_element(By.ID, "length")
-    length.clear()
-    length.send_keys("200")
-    browser.find_element(By.ID, "generate").click()
-    out = browser.find_element(By.ID, "generated")
-    WebDriverWait(browser, 20).until(lambda _: len(out.text.replace("\n", "")) > 150)
+    assert browser.find_element(By.ID, "info").text.startswith("generator: ")
+    fill(browser, "prompt", "the ")
+    fill(browser, "length", 200)
+    fill(browser, "seed", 4)
+    button = browser.find_element(By.ID, "generate")
+    button.click()
+    button.click()  # busy: the second click starts nothing
+    WebDriverWait(browser, 20).until(lambda b: idle(b, "generator") and generated(b))
+    body = {"model": "gen", "prompt": "the ", "length": 200, "seed": 4, "temperature": 0.8}
+    assert generated(browser) == httpx.post(f"{url}/v1/generate", json=body).json()["text"]
     assert browser.find_element(By.ID, "error").text == ""
     screenshot(browser, "generator")
 
 
-def test_a_translation_comes_with_its_attention_heatmap(browser, url):
+def test_stop_ends_a_generation_and_the_page_is_ready_again(browser, url):
+    open_page(browser, url, "gen")
+    fill(browser, "length", 10_000_000)
+    browser.find_element(By.ID, "generate").click()
+    form = browser.find_element(By.ID, "generator")
+    WebDriverWait(browser, 20).until(lambda b: len(generated(b)) > 20)
+    assert form.get_attribute("aria-busy") == "true"
+    assert not browser.find_element(By.ID, "generate").is_enabled()
+    form.find_element(By.CSS_SELECTOR, "button.stop").click()
+    WebDriverWait(browser, 20).until(lambda b: idle(b, "generator"))
+    assert browser.find_element(By.ID, "generate").is_enabled()
+    assert browser.find_element(By.ID, "error").text == ""
+    stopped = generated(browser)
+    WebDriverWait(browser, 5).until(lambda b: generated(b) == stopped)  # nothing more comes
+
+
+def test_a_translation_comes_with_its_attention_heatmap_and_n_best(browser, url):
     open_page(browser, url, "tr")
-    browser.find_element(By.ID, "source").send_keys("3 march 2021")
-    browser.find_element(By.ID, "translate").click()
+    fill(browser, "beam_size", 3)
+    fill(browser, "n_best", 3)
+    fill(browser, "source", "3 march 2021\n")  # Enter translates
     WebDriverWait(browser, 20).until(
         lambda b: b.find_elements(By.CSS_SELECTOR, "#heatmap tbody td")
     )
     # the page shows the API's answer: its text (which a tiny model may leave empty),
-    # one heatmap column per source piece and one row per target step
-    beam = int(browser.find_element(By.ID, "beam_size").get_attribute("value"))
+    # the other n-best, one heatmap column per source piece and one row per target step
     reply = httpx.post(
         f"{url}/v1/translate",
-        json={"model": "tr", "text": "3 march 2021", "beam_size": beam, "attention": True},
-    ).json()["translations"][0]
+        json={"model": "tr", "text": "3 march 2021", "beam_size": 3, "n_best": 3,
+              "attention": True},
+    ).json()["translations"][0]  # fmt: skip
     assert browser.find_element(By.ID, "translation").text == reply["translation"].strip()
+    others = browser.find_elements(By.CSS_SELECTOR, "#nbest li")
+    assert len(others) == 2
     columns = browser.find_elements(By.CSS_SELECTOR, "#heatmap thead th")[1:]
     assert [c.get_attribute("textContent") for c in columns] == reply["source_tokens"]
     rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap tbody th")
@@ -119,10 +136,23 @@ def test_a_translation_comes_with_its_attention_heatmap(browser, url):
 
 def test_classification_shows_bars_and_shaded_words(browser, url):
     open_page(browser, url, "clf")
-    browser.find_element(By.ID, "text").send_keys("a gorgeous witty film")
-    browser.find_element(By.ID, "classify").click()
+    fill(browser, "labels", 1)
+    fill(browser, "text", "the film was superb\n")  # Enter classifies
     WebDriverWait(browser, 20).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+    reply = httpx.post(
+        f"{url}/v1/classify", json={"model": "clf", "text": "the film was superb", "top_k": 1}
+    ).json()["results"][0]
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar .name")
-    assert {b.text for b in bars} == {"pos", "neg"}
+    assert [b.text for b in bars] == [reply["label"]]  # top-k 1: one bar, the label
     assert browser.find_elements(By.CSS_SELECTOR, "#explained span")
     screenshot(browser, "classifier")
+
+
+def test_the_api_docs_render_without_a_network(browser, url):
+    """Swagger UI's scripts come from the server (this machine reaches nothing else)."""
+    browser.get(f"{url}/docs")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock-summary-path")
+    )
+    paths = browser.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock-summary-path")
+    assert "/v1/completions" in [p.get_attribute("data-path") for p in paths]

@@ -2,6 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let models = [];
+let running = null; // the AbortController of the request in flight: one at a time
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -9,9 +10,10 @@ function headers() {
   return h;
 }
 
-async function post(path, body) {
-  $("error").textContent = "";
-  const reply = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body) });
+async function post(path, body, signal) {
+  const reply = await fetch(path, {
+    method: "POST", headers: headers(), body: JSON.stringify(body), signal,
+  });
   if (!reply.ok) {
     const error = (await reply.json().catch(() => ({}))).error || reply.statusText;
     throw new Error(error);
@@ -24,13 +26,28 @@ function number(id) {
   return value === "" ? null : Number(value);
 }
 
+// The fields the user filled in; empty ones are left to the server's defaults.
+function filled(body) {
+  return Object.fromEntries(Object.entries(body).filter(([, v]) => v !== null));
+}
+
 function current() {
-  return models.find((m) => m.name === $("model").value);
+  return models.find((m) => m.id === $("model").value);
+}
+
+function describe(model) {
+  const info = model.info;
+  const parts = [`${info.parameters.toLocaleString()} parameters`, `${info.steps} steps`];
+  for (const [key, value] of Object.entries(info.metrics || {})) {
+    if (typeof value === "number" && key !== "tokens") parts.push(`${key} ${+value.toFixed(3)}`);
+  }
+  return `${model.task}: ${parts.join(", ")}`;
 }
 
 function show() {
   const model = current();
   $("task").textContent = model ? model.task : "";
+  $("info").textContent = model ? describe(model) : "";
   for (const task of ["generator", "translator", "classifier"]) {
     $(task).hidden = !model || model.task !== task;
   }
@@ -42,24 +59,25 @@ async function loadModels() {
     $("error").textContent = (await reply.json()).error;
     return;
   }
-  models = (await reply.json()).models;
-  $("model").replaceChildren(...models.map((m) => new Option(`${m.name} (${m.task})`, m.name)));
+  $("error").textContent = "";
+  models = (await reply.json()).data;
+  $("model").replaceChildren(...models.map((m) => new Option(`${m.id} (${m.task})`, m.id)));
   const wanted = new URLSearchParams(location.search).get("model");
   if (wanted) $("model").value = wanted;
   show();
 }
 
 // Server-sent events read from a fetch body: `data: {...}` lines, a blank line between.
-async function generate() {
+async function generate(signal) {
   const out = $("generated");
   out.textContent = "";
-  const body = {
-    model: current().name, prompt: $("prompt").value, stream: true,
+  const body = filled({
+    model: current().id, prompt: $("prompt").value, stream: true,
     temperature: number("temperature"), length: number("length"),
     top_k: number("top_k"), top_p: number("top_p"), seed: number("seed"),
-  };
-  for (const key of ["temperature", "length"]) if (body[key] === null) delete body[key];
-  const reader = (await post("/v1/generate", body)).body.pipeThrough(new TextDecoderStream()).getReader();
+  });
+  const reply = await post("/v1/generate", body, signal);
+  const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
@@ -75,11 +93,19 @@ async function generate() {
   }
 }
 
-async function translate() {
-  const body = { model: current().name, text: $("source").value, beam_size: number("beam_size") };
-  body.attention = current().info.model_config.attention !== "none";
-  const result = (await (await post("/v1/translate", body)).json()).translations[0];
+async function translate(signal) {
+  const body = filled({
+    model: current().id, text: $("source").value, beam_size: number("beam_size"),
+    n_best: number("n_best"), length_penalty: number("length_penalty"),
+    attention: current().info.model_config.attention !== "none",
+  });
+  const result = (await (await post("/v1/translate", body, signal)).json()).translations[0];
   $("translation").textContent = result.translation;
+  $("nbest").replaceChildren(...(result.n_best || []).slice(1).map((other) => {
+    const item = document.createElement("li");
+    item.textContent = `${other.translation} (${other.score.toFixed(3)})`;
+    return item;
+  }));
   const table = $("heatmap");
   table.replaceChildren();
   if (!result.attention) return;
@@ -101,10 +127,12 @@ async function translate() {
   });
 }
 
-async function classify() {
+async function classify(signal) {
   const explain = current().info.model_config.pooling === "attention";
-  const body = { model: current().name, text: $("text").value, explain };
-  const reply = await (await post("/v1/classify", body)).json();
+  const body = filled({
+    model: current().id, text: $("text").value, explain, top_k: number("labels"),
+  });
+  const reply = await (await post("/v1/classify", body, signal)).json();
   $("bars").replaceChildren(...reply.results[0].top.map(([label, p]) => {
     const bar = document.createElement("div");
     bar.className = "bar";
@@ -126,13 +154,46 @@ async function classify() {
   });
 }
 
-function guarded(action) {
-  return () => action().catch((err) => { $("error").textContent = err.message; });
+// A form runs its action once at a time: while it runs the form is busy (its submit
+// button disabled, aria-busy set) and its Stop button aborts the request, so that a
+// second click never starts a second stream writing into the same place.
+function busy(form, on) {
+  form.setAttribute("aria-busy", on ? "true" : "false");
+  form.querySelector("button[type=submit]").disabled = on;
+  form.querySelector("button.stop").disabled = !on;
 }
 
+async function run(form, action) {
+  if (running) return;
+  const controller = new AbortController();
+  running = controller;
+  busy(form, true);
+  $("error").textContent = "";
+  try {
+    await action(controller.signal);
+  } catch (err) {
+    if (err.name !== "AbortError") $("error").textContent = err.message;
+  } finally {
+    running = null;
+    busy(form, false);
+  }
+}
+
+for (const [id, action] of [["generator", generate], ["translator", translate], ["classifier", classify]]) {
+  const form = $(id);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(form, action);
+  });
+  form.querySelector("button.stop").addEventListener("click", () => running && running.abort());
+  // Enter submits from the text box too; Shift+Enter is a new line
+  form.querySelector("textarea").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
 $("model").addEventListener("change", show);
-$("key").addEventListener("change", guarded(loadModels));
-$("generate").addEventListener("click", guarded(generate));
-$("translate").addEventListener("click", guarded(translate));
-$("classify").addEventListener("click", guarded(classify));
+$("key").addEventListener("change", loadModels);
 loadModels();
