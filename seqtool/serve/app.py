@@ -60,7 +60,6 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("seqtool.serve")
 ERRORS: dict[int | str, dict[str, Any]] = {"4XX": {"model": Error}, "5XX": {"model": Error}}
 EVENTS = {200: {"content": {"text/event-stream": {}}}}  # with "stream": true
-GONE = Response(status_code=499)  # nobody reads it: the client has left
 
 
 class ApiError(Exception):
@@ -205,7 +204,7 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(ClientGone)
     async def gone(request: Request, err: ClientGone):
-        return GONE
+        return Response(status_code=499)  # nobody reads it: the client has left
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
