@@ -3,16 +3,23 @@
 A live server on 127.0.0.1 and 32 client threads in this process, each sending one
 sentence (or one stream) per request: translate (test2016, beam 5), classify (SST-2
 test) and generate (300-character streams, fp32 and `--quantize int8`), with batching on
-and off (`--max-batch 1`), and the server's resident memory over many requests.
+and off (`--max-batch 1`), each speed-up beside the in-process ceiling of its model
+calls; the server's resident memory over many requests; the largest request the
+default limits allow, per task (peak memory and time); and a soak: 64 clients of mixed
+traffic (valid, invalid, leaving early, streaming) for ten minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import random
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +42,8 @@ from sections.classifier import test_texts
 TITLE = "Serving: batching across requests"
 CLIENTS = 32
 STREAM_CHARS = 300
+SOAK_CLIENTS = 64
+SOAK_SECONDS = 600  # --quick: 20
 
 
 class Server:
@@ -48,7 +57,8 @@ class Server:
         self.argv = [*SEQTOOL, "serve", *args, "--port", self.port, *options]
         self.argv = [str(a) for a in self.argv]
         log("  $ " + " ".join(self.argv))
-        self.proc = subprocess.Popen(self.argv, stderr=subprocess.DEVNULL)
+        quiet = {**os.environ, "SEQTOOL_LOG_LEVEL": "warning"}  # no line per request
+        self.proc = subprocess.Popen(self.argv, stderr=subprocess.DEVNULL, env=quiet)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -58,16 +68,22 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError("seqtool serve did not answer /health within 120 s")
 
+    def ask(self, path: str, body, method: str = "POST", timeout: float = 600) -> tuple:
+        """(status, the reply's bytes); `body` a dict, or bytes sent as they are."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body)
+        try:
+            conn.request(method, path, data, {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
     def post(self, path: str, body: dict | None, method: str = "POST") -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        data = None if body is None else json.dumps(body)
-        conn.request(method, path, data, {"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        payload = json.loads(reply.read())
-        conn.close()
-        if reply.status != 200:
-            raise RuntimeError(f"{path}: {reply.status} {payload}")
-        return payload
+        status, raw = self.ask(path, body, method)
+        if status != 200:
+            raise RuntimeError(f"{path}: {status} {raw[:200]!r}")
+        return json.loads(raw)
 
     def first_and_total(self, body: dict) -> tuple[float, float, int]:
         """One streamed generation: seconds to the first text event, seconds in all, and
@@ -85,10 +101,10 @@ class Server:
         conn.close()
         return first or 0.0, time.perf_counter() - start, chars
 
-    def rss_mb(self) -> float:
-        """The server's resident memory now (VmRSS of its process)."""
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """The server's resident memory now (VmRSS), or its peak so far (VmHWM)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return 0.0
 
@@ -161,17 +177,29 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
             if batching == "on":
                 wall, latency, _ = load(server, classify)
                 rates["classify"], latencies["classify"] = len(english) / wall, latency
-                streams(sec, server, "serve_on")
+                speedups = {"none": streams(sec, server, "serve_on")}
                 memory(sec, sizes, server, english)
         finally:
             server.stop()
     server = Server({"shakes": runs["shakes"]}, "--quantize", "int8")
     sec.commands["serve_int8"] = " ".join(server.argv)
     try:
-        streams(sec, server, "serve_int8")
+        speedups["int8"] = streams(sec, server, "serve_int8")
     finally:
         server.stop()
-    ceilings(sec, runs, source)
+    ceiling = ceilings(sec, runs, source)
+    kinds = (("none", "fp32", "serve_on"), ("int8", "int8", "serve_int8"))
+    for quantize, weights, command in kinds:
+        sec.add(f"generate ({weights}): speed-up of {CLIENTS} streams over one through the "
+                f"server (ref: the ceiling, {CLIENTS} rows of Rows.step over one)", "x",
+                speedups[quantize], ceiling[quantize], "ratio >= 0.9",
+                [command, f"rows_{quantize}"])  # fmt: skip
+    sec.add(f"translate beam 5: speed-up of {CLIENTS} clients with batching over without "
+            f"(ref: the ceiling, batches of {CLIENTS} over one sentence at a time)", "x",
+            rates["translate_on"] / rates["translate_off"], ceiling["translate"],
+            "ratio >= 0.9", ["serve_on", "serve_off", "batches"])  # fmt: skip
+    worst(sec, runs, german)
+    soak(sec, runs, german, english)
     n = len(german)
     name = f"translate {n:,} test2016 sentences, one per request, {CLIENTS} clients, beam 5"
     sec.add(f"{name} (ref: `seqtool translate` on the file)", "sentences/s",
@@ -190,8 +218,9 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def streams(sec: Section, server: Server, command: str) -> None:
-    """32 concurrent 300-character streams against one stream alone (continuous batching)."""
+def streams(sec: Section, server: Server, command: str) -> float:
+    """32 concurrent 300-character streams against one stream alone (continuous
+    batching); returns the speed-up."""
 
     def body(seed: int) -> dict:
         return {"model": "shakes", "prompt": "ROMEO:", "length": STREAM_CHARS, "seed": seed,
@@ -214,6 +243,7 @@ def streams(sec: Section, server: Server, command: str) -> None:
         f"generate ({weights}) time to the first character: alone {alone_first:.3f} s; with "
         f"{CLIENTS} streams p50 {percentile(first, 50):.3f} s, p99 {percentile(first, 99):.3f} s"
     )
+    return rate / alone_rate
 
 
 def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> None:
@@ -231,10 +261,12 @@ def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> No
             ["serve_on"])  # fmt: skip
 
 
-def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> None:
+def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> dict[str, float]:
     """What the model calls allow before any HTTP: a generation step over 32 rows against
     one (fp32 and int8), and translating in batches of 32 against one sentence at a time
-    (what 32 clients with batching on and off can at best give)."""
+    (what 32 clients with batching on and off can at best give). Returns these speed-ups
+    by "none", "int8" and "translate"."""
+    speedups = {}
     for quantize in ("none", "int8"):
         child = run([PYTHON, "bench/run.py", "probe-rows", runs["shakes"], quantize])
         sec.commands[f"rows_{quantize}"] = child.command
@@ -243,12 +275,159 @@ def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> None:
         sec.add(f"in-process ceiling, generate ({weights}): {CLIENTS} rows stepped together "
                 "(ref: one row)", "chars/s", rate[str(CLIENTS)], rate["1"], "",
                 [f"rows_{quantize}"])  # fmt: skip
+        speedups[quantize] = rate[str(CLIENTS)] / rate["1"]
     child = run([PYTHON, "bench/run.py", "probe-batches", runs["de-en"], source])
     sec.commands["batches"] = child.command
     rate = json.loads(child.stdout)
     sec.add(f"in-process ceiling, translate beam 5: batches of {CLIENTS} in file order "
             "(ref: one sentence at a time)", "sentences/s", rate[str(CLIENTS)], rate["1"], "",
             ["batches"])  # fmt: skip
+    speedups["translate"] = rate[str(CLIENTS)] / rate["1"]
+    return speedups
+
+
+def longest(lines: list[str], chars: int) -> str:
+    """Lines joined until `chars` characters: a sentence as long as a limit allows."""
+    text = ""
+    while len(text) < chars:
+        text += " " + lines[len(text) % len(lines)]
+    return text[:chars]
+
+
+def worst(sec: Section, runs: dict[str, Path], german: list[str]) -> None:
+    """The largest request of each task that the default limits (serve.Limits) allow,
+    each alone on a fresh server: its seconds, and the server's peak RSS (VmHWM) against
+    the peak after a small request of the same model."""
+    from seqtool.serve import Limits
+
+    limits = Limits()
+    sentence = longest(german, limits.max_chars)
+    many = [sentence] * limits.max_sentences
+    n = limits.max_n
+    asks = {
+        "translate": ("de-en", "/v1/translate", {
+            "text": many, "beam_size": limits.max_beam, "n_best": limits.max_beam,
+            "length_penalty": limits.max_length_penalty, "attention": True,
+            "max_length_ratio": limits.max_length_ratio}),
+        "classify": ("sst2", "/v1/classify", {
+            "text": many, "top_k": limits.max_top_k, "explain": False}),
+        "completions": ("shakes", "/v1/completions", {
+            "prompt": [sentence] * (limits.max_sentences // n), "n": n,
+            "max_tokens": limits.max_length}),
+    }  # fmt: skip
+    for task, (model, path, body) in asks.items():
+        server = Server({model: runs[model]})
+        sec.commands[f"worst_{task}"] = " ".join(server.argv)
+        try:
+            small = {k: v[:1] if isinstance(v, list) else v for k, v in body.items()}
+            server.post(path, {"model": model, **small, "n": 1} if task == "completions"
+                        else {"model": model, **small})  # fmt: skip
+            before = server.rss_mb("VmHWM")
+            start = time.perf_counter()
+            server.post(path, {"model": model, **body})
+            seconds = time.perf_counter() - start
+            sec.add(f"largest {task} request the default limits allow: server peak RSS "
+                    "(ref: its peak after one small request)", "MiB",
+                    server.rss_mb("VmHWM"), before, "", [f"worst_{task}"])  # fmt: skip
+            sec.add(f"largest {task} request the default limits allow: time", "s", seconds,
+                    None, "", [f"worst_{task}"])  # fmt: skip
+        finally:
+            server.stop()
+
+
+def soak(sec: Section, runs: dict[str, Path], german: list[str], english: list[str]) -> None:
+    """SOAK_CLIENTS clients send mixed traffic for SOAK_SECONDS: valid requests of the
+    three models (their answers compared with the answers to the same requests sent
+    alone before), invalid ones (which must get a 4xx), streams, and clients that leave
+    early. No 5xx; the peak RSS of the last quarter within 5% of the first quarter's."""
+    seconds = 20 if sec.quick else SOAK_SECONDS
+    valid = (
+        [("/v1/translate", {"model": "de-en", "text": s}) for s in german[:20]]
+        + [("/v1/classify", {"model": "sst2", "text": s}) for s in english[:20]]
+        + [("/v1/generate", {"model": "shakes", "prompt": "A", "length": 80, "seed": i})
+           for i in range(20)]
+    )  # fmt: skip
+    invalid = [
+        ("/v1/generate", {"model": "shakes", "seed": 2**64}),
+        ("/v1/translate", {"model": "de-en", "text": "\ud800"}),
+        ("/v1/translate", {"model": "de-en", "text": "x", "beam_size": 10**6}),
+        ("/v1/classify", b'{"model": "sst2", "text": '),
+        ("/v1/classify", b'{"model": "sst2", "text": "\xff"}'),
+    ]
+    server = Server(runs, "--max-length", 100_000)
+    sec.commands["soak"] = " ".join(server.argv)
+    try:
+        alone = [server.ask(*ask) for ask in valid]
+        stop = time.monotonic() + seconds
+        counts = {"valid": 0, "invalid": 0, "left": 0, "streamed": 0}
+        failures: list[str] = []
+        peaks: list[tuple[float, float]] = []  # (time, RSS)
+        lock = threading.Lock()
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.monotonic() < stop:
+                kind = rng.choice(["valid", "valid", "invalid", "left", "streamed"])
+                if kind == "valid":
+                    i = rng.randrange(len(valid))
+                    got = server.ask(*valid[i])
+                    ok = got == alone[i] or (got[0] == 200 and same(got[1], alone[i][1]))
+                elif kind == "invalid":
+                    ok = 400 <= server.ask(*rng.choice(invalid))[0] < 500
+                elif kind == "left":
+                    body = {"model": "shakes", "length": 100_000}
+                    with contextlib.suppress(OSError):  # the client gives up at once
+                        server.ask("/v1/generate", body, timeout=0.05)
+                    ok = True
+                else:
+                    first, _, chars = server.first_and_total(
+                        {"model": "shakes", "length": 200, "seed": seed, "stream": True}
+                    )
+                    ok = chars > 0
+                with lock:
+                    counts[kind] += 1
+                    if not ok:
+                        failures.append(kind)
+
+        def watch() -> None:
+            while time.monotonic() < stop:
+                peaks.append((time.monotonic(), server.rss_mb()))
+                time.sleep(1)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(SOAK_CLIENTS)]
+        threads.append(threading.Thread(target=watch))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        health = server.ask("/health", None, method="GET")[0]
+    finally:
+        server.stop()
+    first = max(r for t, r in peaks if t < started + seconds / 4)
+    last = max(r for t, r in peaks if t >= started + 3 * seconds / 4)
+    name = f"soak: {SOAK_CLIENTS} clients for {seconds} s of mixed traffic"
+    sec.add(f"{name}, requests that got a wrong answer, a 5xx or no answer", "requests",
+            float(len(failures)), None, "", ["soak"])  # fmt: skip
+    sec.add(f"{name}, peak RSS of the last quarter (ref: of the first quarter)", "MiB",
+            last, first, "ratio <= 1.05", ["soak"])  # fmt: skip
+    sec.notes.append(
+        f"soak: {', '.join(f'{v:,} {k}' for k, v in counts.items())} requests; "
+        f"/health after it: {health}"
+    )
+
+
+def same(got: bytes, want: bytes) -> bool:
+    """The same answer but for float digits (a merged batch's scores differ in the 7th):
+    the same texts and labels."""
+    a, b = json.loads(got), json.loads(want)
+    if "translations" in a:
+        return [t["translation"] for t in a["translations"]] == [
+            t["translation"] for t in b["translations"]
+        ]
+    if "results" in a:
+        return [r["label"] for r in a["results"]] == [r["label"] for r in b["results"]]
+    return a == b
 
 
 def probe_rows(run_dir: str, quantize: str) -> None:
