@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import (
+    CHILD_TIMEOUT,
     MULTI30K,
     PYTHON,
     SEQTOOL,
@@ -79,8 +80,8 @@ class Server:
         finally:
             conn.close()
 
-    def post(self, path: str, body: dict | None, method: str = "POST") -> dict:
-        status, raw = self.ask(path, body, method)
+    def post(self, path: str, body: dict | None, method: str = "POST", timeout=600) -> dict:
+        status, raw = self.ask(path, body, method, timeout)
         if status != 200:
             raise RuntimeError(f"{path}: {status} {raw[:200]!r}")
         return json.loads(raw)
@@ -324,7 +325,7 @@ def worst(sec: Section, runs: dict[str, Path], german: list[str]) -> None:
                         else {"model": model, **small})  # fmt: skip
             before = server.rss_mb("VmHWM")
             start = time.perf_counter()
-            server.post(path, {"model": model, **body})
+            server.post(path, {"model": model, **body}, timeout=CHILD_TIMEOUT)
             seconds = time.perf_counter() - start
             sec.add(f"largest {task} request the default limits allow: server peak RSS "
                     "(ref: its peak after one small request)", "MiB",
