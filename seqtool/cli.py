@@ -26,6 +26,7 @@ from seqtool.config import (
     DEFAULT_MEMBERS,
     DEFAULT_TOKENIZER,
     DEVICES,
+    MAX_LENGTH_RATIO,
     POOLINGS,
     PRECISIONS,
     QUANTIZATIONS,
@@ -818,7 +819,7 @@ def classify(
 )
 @click.option(
     "--max-length-ratio",
-    type=Finite(0, min_open=True),
+    type=Finite(0, MAX_LENGTH_RATIO, min_open=True),
     default=SEARCH["max_length_ratio"],
     show_default=True,
     help="At most ratio x source tokens + 5 target tokens.",

@@ -243,6 +243,11 @@ class SamplingConfig(_Config):
         _check(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
 
 
+# translations longer than this many times their source are not translations; a larger
+# ratio only lets a model that never ends a sentence decode for hours
+MAX_LENGTH_RATIO = 10.0
+
+
 @dataclass(frozen=True)
 class SearchConfig(_Config):
     """How `translate` searches: beam 1 is greedy; GNMT length penalty alpha."""
@@ -257,7 +262,10 @@ class SearchConfig(_Config):
         for name in ("beam_size", "n_best", "batch_size"):
             _check(getattr(self, name) > 0, f"{name} must be positive")
         _check(self.length_penalty >= 0, "length_penalty must be >= 0")
-        _check(self.max_length_ratio > 0, "max_length_ratio must be positive")
+        _check(
+            0 < self.max_length_ratio <= MAX_LENGTH_RATIO,
+            f"max_length_ratio must be in (0, {MAX_LENGTH_RATIO:g}]",
+        )
         _check(
             self.n_best <= self.beam_size,
             f"n_best {self.n_best} needs beam_size {self.n_best} or more",

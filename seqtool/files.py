@@ -26,6 +26,8 @@ def temporary(path: Path) -> Path:
 def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
     """A binary file to write `path` through; it replaces `path` when the block ends
     without an error. `what` names the file in the error ("checkpoint", "plot")."""
+    if not Path(path).name:  # "" or "/": nothing to rename into place
+        raise OutputError(f"{os.fspath(path)!r} is not a file name; give the file for the {what}")
     path = Path(path)
     tmp = temporary(path)
     try:

@@ -330,3 +330,104 @@ def test_ctrl_c_in_any_command_exits_130(runs, tmp_path, monkeypatch, command, t
     result = invoke(*args)
     assert result.exit_code == 130, result.output
     assert "Aborted" not in result.output
+
+
+# -- every subcommand against a table of hostile arguments ----------------------------------
+
+# values no number, path or choice takes: each must end in an Error line (1) or a usage
+# error (2); text (W below) takes all but the first. 1e400 is huge: inf as a float, and
+# no int
+REFUSED = ["caf\udce9", "nan", "-1", "1e400", "/dev/null/x"]
+# values some places take: they may also work (0)
+ODD = ["[/x]", ""]
+
+# each command with its other arguments; V is where a hostile value goes, one place at a
+# time, W where it is text (a prompt, a sentence, a pattern), F a file to write (any name
+# but one in no folder)
+TABLE = {
+    "generate": [
+        ["V"], ["G", "--prompt", "W"], ["G", "--length", "V"], *(
+            ["G", "--length", "9", option, "V"]
+            for option in ("--temperature", "--top-k", "--top-p", "--num-samples", "--seed")
+        ),
+    ],
+    "classify": [
+        ["V", "--text", "a"], ["C", "V"], ["C", "--text", "W"],
+        ["C", "--text", "a", "--top-k", "V"], ["C", "--text", "a", "--threshold", "V"],
+        ["C", "--text", "a", "--batch-size", "V"],
+    ],
+    "translate": [
+        ["V", "--text", "a"], ["T", "V"], ["T", "--text", "W"],
+        ["T", "--text", "ein 1", "--beam-size", "V"], ["T", "--text", "a", "--n-best", "V"],
+        ["T", "--text", "a", "--length-penalty", "V"],
+        ["T", "--text", "a", "--max-length-ratio", "V"], ["T", "--text", "a", "--batch-size", "V"],
+        ["T", "--text", "ein 1", "--attention-plot", "F"],
+    ],
+    "evaluate": [
+        ["V", "--data", "LABELS"], ["C", "--data", "V"],
+        ["C", "--data", "LABELS", "--batch-size", "V"],
+        ["C", "--data", "LABELS", "--threshold", "V"],
+        ["T", "--data", "PAIRS", "--beam-size", "V"],
+    ],
+    "info": [["V"]],
+    "inspect": [
+        ["V", "--text", "a"], ["G", "V"], ["G", "--text", "W"], ["G", "--text", "a", "--unit", "W"],
+        ["G", "--text", "a b", "--find", "W"], ["G", "--text", "a", "--layer", "V"],
+        ["G", "--text", "a", "--top", "V"], ["G", "--text", "a", "--html", "F"],
+        ["T", "--text", "W"],
+    ],
+    "plot": [["V", "--out", "OUT"], ["G", "--out", "F"], ["G", "--out", "OUT", "--x", "V"]],
+    "neighbours": [["V", "a"], ["G", "W"], ["G", "a", "--k", "V"]],
+    "average": [["V", "G", "--out", "OUT"], ["G", "G", "--out", "F"]],
+    "serve": [["V"], ["G", "--port", "V"], ["G", "--max-batch", "V"]],
+    "train generator": [
+        ["--train", "V", "--out", "OUT"], ["--train", "TEXT", "--out", "F"],
+        *(["--train", "TEXT", "--out", "OUT", option, "V"] for option in (
+            "--hidden-size", "--lr", "--dropout", "--weight-decay", "--clip", "--seed",
+            "--max-time", "--vocab-size", "--max-steps", "--seq-len", "--max-epochs",
+        )),
+    ],
+    "train classifier": [
+        ["--train", "V", "--out", "OUT"], ["--train", "LABELS", "--valid", "V", "--out", "OUT"],
+        ["--train", "LABELS", "--out", "OUT", "--max-length", "V"],
+    ],
+    "train translator": [
+        ["--train", "V", "--out", "OUT"], ["--train", "PAIRS", "--out", "OUT", "--src-lang", "W"],
+        ["--train", "PAIRS", "--out", "OUT", "--label-smoothing", "V"],
+        ["--train", "PAIRS", "--out", "OUT", "--batch-tokens", "V"],
+    ],
+}  # fmt: skip
+CASES = [
+    (command, args, value)
+    for command, rows in TABLE.items()
+    for args in rows
+    for value in REFUSED + ODD
+]
+
+
+@pytest.mark.parametrize(
+    "command, args, value", CASES, ids=[f"{c} {' '.join(a)} {v!r}" for c, a, v in CASES]
+)
+def test_no_traceback_for_any_hostile_argument(runs, tmp_path, monkeypatch, command, args, value):
+    folder = runs["generator"].parent
+    places = {
+        "G": runs["generator"], "C": runs["classifier"], "T": runs["translator"],
+        "TEXT": folder / "text.txt", "LABELS": folder / "labels.tsv", "PAIRS": folder / "pairs.tsv",
+        "OUT": tmp_path / "out.png", "V": value, "W": value, "F": value,
+    }  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # where files named by the table are written
+    if command.startswith("train"):
+        places["OUT"] = tmp_path / "run"
+        args = ["--max-steps", "1", *SMALL, "--device", "cpu", *args]  # the row's win
+    result = invoke(*command.split(), *(places.get(a, a) for a in args), input=b"a\n")
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.stderr
+    refused = (
+        value == REFUSED[0]
+        or ("V" in args and value in REFUSED)
+        or ("F" in args and value == "/dev/null/x")
+    )
+    assert result.exit_code in ((1, 2) if refused else (0, 1, 2)), result.output
+    if result.exit_code == 1:
+        assert result.stderr.count("Error:") == 1
+        assert result.stderr.splitlines()[-1].startswith("Error: "), result.stderr
