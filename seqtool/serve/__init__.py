@@ -104,6 +104,8 @@ def serve(
     HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish,
     then the engine stops; all of it within grace_seconds (server.py)."""
     try:
+        import uvicorn  # noqa: F401 - the extra itself, even when server.py is loaded already
+
         from seqtool.serve import server
         from seqtool.serve.app import create_app
     except ImportError as err:

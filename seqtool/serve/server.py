@@ -5,6 +5,7 @@ once."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import signal
 
@@ -53,3 +54,8 @@ def run(app, host: str, port: int, grace_seconds: float, log_level: str) -> None
         timeout_graceful_shutdown=grace_seconds,
     )
     Server(config, grace_seconds).run()
+    if app.state.engine.thread.is_alive():
+        # a model call outlasted --grace-seconds: end now, as the interpreter's own exit
+        # would abort under a thread still inside torch
+        logging.shutdown()
+        os._exit(0)
