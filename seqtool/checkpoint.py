@@ -201,9 +201,20 @@ _NUMBER = (int, float)
 _VALUES = {
     "tokenizers": bytes,
     "model_state": torch.Tensor,
-    "progress": (int, float, type(None)),
     "metrics": _NUMBER,
     "data": str,
+}
+# the fields of training.Progress, which a resumed run rebuilds from `progress`
+_PROGRESS = {
+    "step": int,
+    "epoch": int,
+    "batch": int,
+    "tokens": int,
+    "elapsed": _NUMBER,
+    "best": (*_NUMBER, type(None)),
+    "best_step": (int, type(None)),
+    "best_loss": (*_NUMBER, type(None)),
+    "bad_evals": int,
 }
 _TYPES = {
     "seqtool_version": str,
@@ -237,6 +248,14 @@ def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
             refuse(f"{key} is a {type(ckpt[key]).__name__}")
     if not all(isinstance(p, str) for p in ckpt.get("averaged", [])):
         refuse("averaged holds more than paths")
+    progress = ckpt.get("progress", {})
+    if not isinstance(progress, dict):
+        refuse(f"progress is a {type(progress).__name__}, not a dict")
+    for key, value in progress.items():
+        if key not in _PROGRESS or not isinstance(value, _PROGRESS[key]):
+            refuse(f"progress[{key!r}] is {value!r}")
+    if "data" in ckpt and set(ckpt["data"]) != {"train", "sha256"}:
+        refuse("data holds other keys than train and sha256")
     for key, config_cls in (
         ("model_config", _CONFIGS[ckpt["task"]]),
         ("tokenizer_config", TokenizerConfig),

@@ -137,7 +137,7 @@ def test_different_target_vocabularies_are_refused(run_cli, runs):
 
 def test_only_translators_are_ensembled(run_cli, tmp_path):
     generator = tmp_path / "gen.ckpt"
-    payload = {"model_config": {}, "tokenizers": {}, "model_state": {}}
+    payload = {"model_config": {"vocab_size": 3}, "tokenizers": {}, "model_state": {}}
     checkpoint.save(generator, {**payload, "task": "generator"})
     result = run_cli("evaluate", generator, generator, "--data", tmp_path / "x.txt")
     assert error_line(result) == (
