@@ -154,7 +154,7 @@ def test_a_merged_batch_that_fails_is_retried_one_request_at_a_time(models, capl
 def test_a_large_translation_does_not_hold_up_another_model(models):
     """A request of many sentences at the widest beam runs max_batch sentences per engine
     turn; a classify request sent meanwhile is answered before it ends."""
-    big = {"model": "tr", "text": SENTENCES * 6, "beam_size": 16, "max_length_ratio": 4.0}
+    big = {"model": "tr", "text": SENTENCES * 6, "beam_size": 8, "max_length_ratio": 3.0}
     with live(models, max_batch=2) as (client, app):
         worker = app.state.workers["tr"]
         with ThreadPoolExecutor(1) as pool:

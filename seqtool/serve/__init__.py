@@ -32,8 +32,8 @@ class Limits:
     max_sentences: int = 256  # per request (translate, classify; completions: prompts x n)
     max_chars: int = 2_000  # per sentence or prompt
     max_length: int = 2_000  # tokens per generation
-    max_beam: int = 16  # translate beam_size (and so n_best)
-    max_length_ratio: float = 4.0  # translate: target tokens per source token
+    max_beam: int = 8  # translate beam_size (and so n_best)
+    max_length_ratio: float = 3.0  # translate: target tokens per source token
     # translate: ((5 + length) / 6) ** alpha stays finite for any length a model reads
     max_length_penalty: float = 5.0
     max_top_k: int = 1_000  # generate and classify top_k
