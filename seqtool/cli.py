@@ -19,7 +19,6 @@ import sys
 
 import click
 
-from seqtool import __version__
 from seqtool.config import (
     ATTENTIONS,
     CELLS,
@@ -42,6 +41,7 @@ from seqtool.config import (
     TranslatorConfig,
     defaults,
 )
+from seqtool.version import __version__
 
 # bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
 # a tensor size overflow)
@@ -326,6 +326,12 @@ def training_options(task: str, model_config):
                 is_flag=True,
                 help="Also write TensorBoard event files into the run directory.",
             ),
+            click.option(
+                "-q",
+                "--quiet",
+                is_flag=True,
+                help="Print warnings and errors only (metrics.jsonl still gets every line).",
+            ),
         ]
     )
 
@@ -419,7 +425,12 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
     from seqtool.ui import TrainingView, note, say
 
     options = ctx.params
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+    quiet = options["quiet"]
+    given = {
+        k: v
+        for k, v in options.items()
+        if ctx.get_parameter_source(k).name == "COMMANDLINE" and k != "quiet"
+    }
     try:
         finished = run_training(
             task,
@@ -433,15 +444,15 @@ def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -
             resume=options["resume"],
             force=options["force"],
             given=given,
-            callbacks=with_tensorboard(TrainingView(), options),
-            notify=note,
+            callbacks=with_tensorboard(TrainingView(quiet), options),
+            notify=(lambda message: None) if quiet else note,
         )
     except TrainingInterrupted as stop:
         if stop.main:
             last = f"{options['out']}/last.ckpt"
             say(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
         raise
-    if not finished.main:
+    if not finished.main or quiet:
         return
     p = finished.progress
     best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"

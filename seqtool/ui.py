@@ -1,10 +1,10 @@
-"""Everything a person sees on stderr: messages, the training progress bar, tables.
-
-Results go to stdout from the CLI; this module never writes there.
+"""Everything a person sees: messages and the training progress on stderr, tables of
+results (`evaluate`, `info`) on stdout, so that `seqtool info RUN > f` keeps them.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from rich.cells import cell_len
@@ -16,6 +16,7 @@ from rich.text import Text
 
 # soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+results = Console(highlight=False, soft_wrap=True)
 
 # Messages, labels, pieces and file names are user text, printed as rich Text so that a
 # `[x]` in them is shown as written, never read as markup (or as an :emoji: code).
@@ -44,11 +45,16 @@ def _fmt(value: Any) -> str:
 
 
 class TrainingView:
-    """Training callbacks: a progress bar with loss, learning rate, throughput and ETA,
-    and one line per evaluation."""
+    """Training callbacks: at a terminal, a progress bar with loss, learning rate,
+    throughput and ETA; elsewhere (nohup, a job scheduler, CI) one plain line per
+    --log-every steps instead. One line per evaluation either way; `quiet` shows
+    neither (warnings and errors still go out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet  # a bar only where someone sees it
         self.unit = "tokens"  # what the task counts; known once training starts
+        self.trainer = None
         self.progress = Progress(
             TextColumn("[bold]step {task.fields[step]}"),
             BarColumn(),
@@ -63,31 +69,38 @@ class TrainingView:
 
     def on_start(self, trainer) -> None:
         self.unit = trainer.task.unit
+        self.trainer = trainer
+        if self.quiet:
+            return
         console.print(
             f"device {trainer.device.type}, precision {trainer.precision}, "
             f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters, "
             f"{trainer.task.num_batches():,} batches per epoch"
         )
-        self.progress.start()
-        self.bar = self.progress.add_task(
-            "train", total=1.0, step=trainer.progress.step, loss="-", lr="-", speed=""
-        )
+        if self.live:
+            self.progress.start()
+            self.bar = self.progress.add_task(
+                "train", total=1.0, step=trainer.progress.step, loss="-", lr="-", speed=""
+            )
 
     def on_step(self, trainer) -> None:
-        self.progress.update(
-            self.bar, completed=trainer.fraction_done(), step=trainer.progress.step
-        )
+        if self.live:
+            self.progress.update(
+                self.bar, completed=trainer.fraction_done(), step=trainer.progress.step
+            )
 
     def on_log(self, record: dict[str, Any]) -> None:
-        speed = record.get(f"{self.unit}_per_s", 0.0)
-        self.progress.update(
-            self.bar,
-            loss=f"{record['loss']:.4f}",
-            lr=f"{record['lr']:.2e}",
-            speed=f"{speed:,.0f} {self.unit}/s",
-        )
+        speed = f"{record.get(f'{self.unit}_per_s', 0.0):,.0f} {self.unit}/s"
+        if self.live:
+            self.progress.update(
+                self.bar, loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", speed=speed
+            )
+        elif not self.quiet:
+            console.print(Text(log_line(record, speed, self.trainer.fraction_done())))
 
     def on_eval(self, record: dict[str, Any]) -> None:
+        if self.quiet:
+            return
         hidden = ("step", "split", "best", "examples")
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in hidden)
         line = Text(f"step {record['step']:,} valid: {shown}")
@@ -102,10 +115,26 @@ class TrainingView:
             )
 
     def on_note(self, message: str) -> None:
-        self.progress.console.print(Text(message, style="dim"))
+        if not self.quiet:
+            self.progress.console.print(Text(message, style="dim"))
 
     def on_end(self, trainer) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
+
+
+def log_line(record: dict[str, Any], speed: str, done: float) -> str:
+    """A progress line for a log file: step, epoch, loss, lr, speed, elapsed, ETA."""
+    elapsed = record["elapsed"]
+    eta = elapsed * (1 - done) / done if done > 0 else None
+
+    def clock(seconds: float | None) -> str:
+        return "-" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+    return (
+        f"step {record['step']:,}  epoch {record['epoch']:.2f}  loss {record['loss']:.4f}  "
+        f"lr {record['lr']:.2e}  {speed}  elapsed {clock(elapsed)}  ETA {clock(eta)}"
+    )
 
 
 def key_values(title: str, rows: dict[str, Any]) -> None:
@@ -114,7 +143,7 @@ def key_values(title: str, rows: dict[str, Any]) -> None:
     table.add_column()
     for key, value in rows.items():
         table.add_row(Text(key), Text(_fmt(value)))
-    console.print(table)
+    results.print(table)
 
 
 def rule(text: str) -> None:
@@ -132,7 +161,7 @@ def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
             *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")),
             f"{row['support']:,}",
         )
-    console.print(table)
+    results.print(table)
     if "confusion" not in report:
         return
     matrix = Table(title="confusion (rows: gold, columns: predicted)", title_justify="left")
@@ -141,7 +170,7 @@ def classification_tables(report: dict[str, Any], labels: list[str]) -> None:
         matrix.add_column(Text(label), justify="right")
     for label, row in zip(labels, report["confusion"], strict=True):
         matrix.add_row(Text(label), *(f"{n:,}" for n in row))
-    console.print(matrix)
+    results.print(matrix)
 
 
 def attention_bars(pieces: list[str], weights: list[float]) -> None:

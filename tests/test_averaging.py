@@ -94,7 +94,7 @@ def test_written_average_loads_and_runs(trained, tmp_path, run_cli):
     assert model.task == "generator"
     assert model.info["averaged"] == [str(p) for p in paths]
     assert json.loads(run_cli("info", out, "--json").stdout)["averaged"] == [str(p) for p in paths]
-    shown = run_cli("info", out).stderr
+    shown = run_cli("info", out).stdout
     assert "averaged from" in shown  # one row per file (long paths wrap in the table)
 
 

@@ -36,6 +36,34 @@ def test_train_writes_run_and_reports_holdout(run_cli, corpus, tmp_path):
     assert [r["step"] for r in evals if r.get("split") == "valid"] == [5, 10]
 
 
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(run_cli, corpus, tmp_path):
+    """Under nohup or a job scheduler no bar can redraw: a line every --log-every steps."""
+    result = train(run_cli, corpus, tmp_path / "run", "--max-steps", 10, "--log-every", 2)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "  ETA " in line]
+    assert [line.split()[1] for line in lines] == ["2", "4", "6", "8", "10"]
+    fields = lines[-1].split("  ")
+    assert [f.split()[0] for f in fields] == ["step", "epoch", "loss", "lr", fields[4].split()[0],
+                                              "elapsed", "ETA"]  # fmt: skip
+    assert fields[4].endswith(" chars/s") and fields[-1] == "ETA 0:00:00"
+
+
+def test_quiet_training_prints_nothing_but_keeps_its_log(run_cli, corpus, tmp_path):
+    out = tmp_path / "run"
+    result = train(run_cli, corpus, out, "--max-steps", 10, "--valid", corpus, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.stdout == ""
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # 2 logs, 2 evaluations
+    again = train(run_cli, corpus, out, "--max-steps", 12, "--valid", corpus, "--resume", "-q")
+    assert again.exit_code == 0 and again.stderr == ""  # --quiet is no setting a run keeps
+
+
+def test_result_tables_go_to_stdout(run_cli, trained, corpus):
+    scores = run_cli("evaluate", trained, "--data", corpus)
+    assert scores.exit_code == 0, scores.output
+    assert "bits_per_char" in scores.stdout and "bits_per_char" not in scores.stderr
+
+
 def test_generate_is_repeatable_with_a_seed(run_cli, trained):
     args = ("generate", trained, "--prompt", "the ", "--length", 40, "--seed", 3)
     first, second = run_cli(*args), run_cli(*args)
@@ -116,11 +144,13 @@ def test_info_reports_the_run(run_cli, trained):
     assert info["tokens_seen"] == 10 * 4 * 16
     assert info["parameters"] > 0 and info["vocab_size"]["text"] > 256
     table = run_cli("info", trained)
-    assert "generator" in table.stderr and "hidden_size" in table.stderr
+    # a table of results, so it goes where `info RUN > f` keeps it
+    assert "generator" in table.stdout and "hidden_size" in table.stdout
+    assert "hidden_size" not in table.stderr
 
 
 def test_info_shows_booleans_as_words(run_cli, trained):
-    rows = [line.split() for line in run_cli("info", trained).stderr.splitlines()]
+    rows = [line.split() for line in run_cli("info", trained).stdout.splitlines()]
     assert ["tie_weights", "false"] in [[c for c in row if c != "│"] for row in rows]
 
 

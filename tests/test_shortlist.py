@@ -171,7 +171,7 @@ def test_training_stores_a_shortlist_that_translate_and_evaluate_use(run_cli, tr
         "pairs": len(stored["targets"]),
         "frequent": len(stored["frequent"]),
     }
-    assert f"{len(stored['targets']):,} source-target pairs" in run_cli("info", run).stderr
+    assert f"{len(stored['targets']):,} source-target pairs" in run_cli("info", run).stdout
 
 
 def test_a_checkpoint_without_a_shortlist_says_so(run_cli, runs):
@@ -179,7 +179,7 @@ def test_a_checkpoint_without_a_shortlist_says_so(run_cli, runs):
     assert line.startswith("Error: ") and "has no vocabulary shortlist" in line
     assert "without --shortlist" in line
     assert json.loads(run_cli("info", runs[0], "--json").stdout)["shortlist"] is None
-    assert "none (--shortlist needs one)" in run_cli("info", runs[0]).stderr
+    assert "none (--shortlist needs one)" in run_cli("info", runs[0]).stdout
 
 
 @pytest.mark.parametrize(
