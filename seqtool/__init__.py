@@ -22,8 +22,7 @@ from seqtool.errors import (
     TrainingError,
     TrainingInterrupted,
 )
-
-__version__ = "0.1.0"
+from seqtool.version import __version__ as __version__
 
 # public name -> the module that defines it, imported when first used
 _LAZY = {

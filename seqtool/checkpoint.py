@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from seqtool import __version__, files
+from seqtool import files
 from seqtool.config import (
     ClassifierConfig,
     GeneratorConfig,
@@ -41,6 +41,7 @@ from seqtool.config import (
     TranslatorConfig,
 )
 from seqtool.errors import CheckpointError, ConfigError
+from seqtool.version import __version__
 
 if TYPE_CHECKING:
     from seqtool.tokenizer import Tokenizer

@@ -24,7 +24,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from seqtool import __version__
 from seqtool.config import ClassifyConfig, SamplingConfig, SearchConfig
 from seqtool.decoding import seeds_for
 from seqtool.errors import SeqtoolError
@@ -55,6 +54,7 @@ from seqtool.serve.schemas import (
     Translations,
 )
 from seqtool.serve.workers import Engine, Job, Overloaded, Reply, Stream, make_worker
+from seqtool.version import __version__
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("seqtool.serve")
