@@ -24,7 +24,6 @@ from seqtool.config import (
     CELLS,
     DEFAULT_MEMBERS,
     DEFAULT_TOKENIZER,
-    DEVICES,
     MAX_LENGTH_RATIO,
     POOLINGS,
     PRECISIONS,
@@ -61,6 +60,22 @@ SAMPLING, SEARCH, CLASSIFY = (
     defaults(SearchConfig),
     defaults(ClassifyConfig),
 )
+
+
+class Device(click.ParamType):
+    """--device: auto, cpu, cuda, cuda:N (one GPU of several) or mps."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value, param, ctx):
+        from seqtool.config import is_device
+
+        if not is_device(value):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
+        return value
 
 
 class Finite(click.FloatRange):
@@ -297,7 +312,7 @@ def training_options(task: str, model_config):
             ),
             click.option("--seed", type=SEED, default=run["seed"], show_default=True),
             click.option(
-                "--device", type=click.Choice(DEVICES), default=run["device"], show_default=True
+                "--device", type=Device(), default=run["device"], show_default=True
             ),
             click.option(
                 "--precision",
@@ -381,7 +396,7 @@ def inference_options(f):
         [
             click.option(
                 "--device",
-                type=click.Choice(DEVICES),
+                type=Device(),
                 default="auto",
                 show_default=True,
                 help="auto: a GPU when there is one, else the CPU.",

@@ -16,7 +16,12 @@ from seqtool.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("auto", "char", "bpe", "unigram")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, one GPU of several
+
+
+def is_device(name: str) -> bool:
+    """A --device value: one of DEVICES or cuda:N."""
+    return name in DEVICES or re.fullmatch(r"cuda:[0-9]{1,4}", name) is not None
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 POOLINGS = ("max", "mean", "last", "attention")
@@ -179,7 +184,7 @@ class TrainConfig(_Config):
         _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
         _check(self.average_last >= 0, "--average-last must be >= 0")
         _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}")
-        _check(self.device in DEVICES, f"unknown device {self.device!r}")
+        _check(is_device(self.device), f"unknown device {self.device!r}")
         _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")
         _check(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
         for name in ("lr", "weight_decay", "clip", "max_epochs", "max_time"):

@@ -1,4 +1,4 @@
-"""Batch workers (seqtool.device.map_batches)."""
+"""Device choice (seqtool.device.pick_device) and batch workers (map_batches)."""
 
 import threading
 import time
@@ -134,3 +134,30 @@ def test_map_by_length_batches_similar_lengths_and_answers_in_input_order(two_th
     found = device.map_by_length(lengths, sequences, 2, torch.device("cpu"))
     assert found == [5, 1, 4, 2, 3]
     assert sorted(seen) == [[1, 2], [3, 4], [5]]
+
+
+def test_one_gpu_of_several_is_named_cuda_n(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device.pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(device.ConfigError, match=r"^--device cuda:2: this machine has cuda:0 to "
+                       r"cuda:1$"):  # fmt: skip
+        device.pick_device("cuda:2")
+
+
+def test_device_option_takes_cuda_n_and_refuses_other_names(run_cli, tmp_path):
+    missing = tmp_path / "none"
+    wrong = run_cli("generate", missing, "--device", "gpu")
+    assert wrong.exit_code == 2 and "'gpu' is not one of auto, cpu, cuda, cuda:N, mps" in (
+        wrong.stderr
+    )
+    assert run_cli("generate", missing, "--device", "cuda:x").exit_code == 2
+    if not torch.cuda.is_available():
+        corpus = tmp_path / "c.txt"
+        corpus.write_text("hello world\n" * 50)
+        given = run_cli("train", "generator", "--train", corpus, "--out", tmp_path / "r",
+                        "--device", "cuda:1", "--max-steps", 1)  # fmt: skip
+        assert given.exit_code == 1
+        assert given.stderr.strip().splitlines()[-1] == (
+            "Error: --device cuda:1: no CUDA device is available"
+        )
