@@ -33,7 +33,7 @@ from seqtool.data import (
 )
 from seqtool.device import map_by_length
 from seqtool.errors import ConfigError, DataError, warn
-from seqtool.inference import Loaded
+from seqtool.loaded import Loaded
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import Tokenizer, plan

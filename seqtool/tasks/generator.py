@@ -29,7 +29,7 @@ from seqtool.data import (
     to_device,
 )
 from seqtool.errors import ConfigError, DataError
-from seqtool.inference import Loaded
+from seqtool.loaded import Loaded
 from seqtool.models.generator import GeneratorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import StreamDecoder, Tokenizer

@@ -27,7 +27,7 @@ from seqtool.data import (
 from seqtool.device import allocating, map_by_length
 from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
-from seqtool.inference import Loaded
+from seqtool.loaded import Loaded
 from seqtool.models.translator import TranslatorModel
 from seqtool.shortlist import Shortlist, restrict
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
