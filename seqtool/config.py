@@ -22,6 +22,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, one GPU of several
 def is_device(name: str) -> bool:
     """A --device value: one of DEVICES or cuda:N."""
     return name in DEVICES or re.fullmatch(r"cuda:[0-9]{1,4}", name) is not None
+
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 POOLINGS = ("max", "mean", "last", "attention")
