@@ -703,19 +703,31 @@ def _imports_torch(command):
 
 def _results_to_stdout(command):
     """A reader that goes away (`| head`) ends a command with 141, as a process killed by
-    SIGPIPE: quietly, keeping what was printed."""
+    SIGPIPE: quietly, keeping what was printed. Output that cannot be written (`>
+    /dev/full`, a full disk) is one Error line."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except BrokenPipeError:
-            # stdout now leads nowhere: point it at devnull so that the interpreter's
-            # last flush of what is still buffered cannot fail with another traceback
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _stdout_to_devnull()
             raise click.exceptions.Exit(BROKEN_PIPE) from None
+        except OSError as err:
+            if err.filename is not None:  # a file's error, not stdout's
+                raise
+            _stdout_to_devnull()
+            raise click.ClickException(
+                f"could not write the output ({err.strerror or err})"
+            ) from None
 
     return run
+
+
+def _stdout_to_devnull() -> None:
+    """stdout now leads nowhere: point it at devnull so that the interpreter's last flush
+    of what is still buffered cannot fail with another traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _input_lines(input_path: str, text: str | None):
@@ -1088,6 +1100,7 @@ def evaluate(
 @cli.command()
 @click.argument("run")
 @output_options("Print one JSON object.")
+@_results_to_stdout
 def info(run, as_json) -> None:
     """Show what a checkpoint holds: task, configs, size, progress.
 

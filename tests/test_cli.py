@@ -500,3 +500,15 @@ def test_inference_commands_freeze_what_importing_torch_made(trained, run_cli):
         assert gc.get_freeze_count() > 0 and gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["info"], ["generate", "--length", 100_000]])
+def test_output_that_cannot_be_written_is_one_error_line(trained, command):
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "seqtool", command[0], trained, *map(str, command[1:])],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == "Error: could not write the output (No space left on device)\n"
