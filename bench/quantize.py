@@ -50,7 +50,9 @@ def quality(model, args) -> dict:
         keys, result = ("accuracy", "macro_f1"), model.evaluate(args.data)
     else:
         keys = ("bleu", "chrf")
-        result = model.evaluate(args.data, args.src_lang, args.tgt_lang, beam_size=5)
+        result = model.evaluate(
+            args.data, src_lang=args.src_lang, tgt_lang=args.tgt_lang, beam_size=5
+        )
     return {k: round(result[k], 4) for k in keys}
 
 

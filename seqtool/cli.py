@@ -826,7 +826,7 @@ def classify(
     chunk_size = _lines_per_read(input_path, text, batch_size)
     out = sys.stdout
     for chunk in batched(_input_lines(input_path, text), chunk_size):
-        results = model.classify(chunk, top_k, threshold, batch_size)
+        results = model.classify(chunk, top_k=top_k, threshold=threshold, batch_size=batch_size)
         for line, result in zip(chunk, results, strict=True):
             if not line.strip():
                 out.write("\n")  # keep one output line per input line
@@ -1079,21 +1079,15 @@ def evaluate(
     import seqtool
 
     model = seqtool.load(runs, device=device, threads=threads, quantize=quantize)
-    if model.task == "generator":
-        result = model.evaluate(data, batch_size)
-    elif model.task == "classifier":
-        result = model.evaluate(data, batch_size, threshold)
-    else:
-        result = model.evaluate(
-            data, src_lang, tgt_lang, beam_size, length_penalty, batch_size, shortlist
-        )
+    options = ("src_lang", "tgt_lang", "batch_size", "threshold", "beam_size", "length_penalty")
+    result = model.evaluate(data, **_given(click.get_current_context(), *options, "shortlist"))
     if as_json:
         click.echo(json.dumps(result))
         return
     from seqtool.ui import classification_tables, key_values
 
     key_values(data, {k: v for k, v in result.items() if not isinstance(v, dict | list)})
-    if model.task == "classifier":
+    if "per_class" in result:
         classification_tables(result, model.labels)
 
 
@@ -1138,6 +1132,12 @@ UNIT_HELP = (
 )
 
 
+def _given(ctx: click.Context, *names: str) -> dict:
+    """The options among `names` the user set: the others keep the library's defaults,
+    and a model refuses those it does not take, with one message for every client."""
+    return {n: ctx.params[n] for n in names if ctx.get_parameter_source(n).name != "DEFAULT"}
+
+
 def _read_text(text: str | None, text_file: str | None) -> str:
     if text is not None:
         return text
@@ -1152,7 +1152,7 @@ def _read_text(text: str | None, text_file: str | None) -> str:
 @click.argument("run")
 @click.argument("text_file", required=False)
 @click.option("--text", help="Inspect this text instead of a TEXT_FILE.")
-@click.option("--top", type=POSITIVE, help="Show the k likeliest pieces at each position.")
+@click.option("--top-k", type=POSITIVE, help="Show the k likeliest pieces at each position.")
 @click.option("--unit", help=UNIT_HELP)
 @click.option(
     "--find",
@@ -1179,7 +1179,7 @@ def _read_text(text: str | None, text_file: str | None) -> str:
 @_results_to_stdout
 @_imports_torch
 def inspect_command(
-    run, text_file, text, top, unit, find, layer, kind, html_path, saturation_path, as_json,
+    run, text_file, text, top_k, unit, find, layer, kind, html_path, saturation_path, as_json,
     device, threads,
 ) -> None:  # fmt: skip
     """See inside a model: how surprised a generator is by each character of a text
@@ -1189,40 +1189,20 @@ def inspect_command(
 
     \b
     Example:
-      seqtool inspect runs/shakes --text "ROMEO: What say you?" --top 3
+      seqtool inspect runs/shakes --text "ROMEO: What say you?" --top-k 3
       seqtool inspect runs/shakes play.txt --find quotes --html report.html
       seqtool inspect runs/de-en --text "Ein Hund rennt."
     """
     import seqtool
     from seqtool import files, plot
-    from seqtool.errors import ConfigError
     from seqtool.ui import console
 
     content = _read_text(text, text_file)
     if saturation_path:
         plot.check_extra("matplotlib", "plot", "--saturation")
     model = seqtool.load(run, device=device, threads=threads)
-    if model.task == "translator":
-        if top or unit or find or layer or kind or saturation_path:
-            raise ConfigError(
-                "a translator shows its pieces and attention only: drop the unit options"
-            )
-        found = model.inspect(content)
-        if html_path:
-            files.write(html_path, plot.html_report(found, str(run)).encode(), "report")
-        if as_json:
-            click.echo(json.dumps(found.to_dict()))
-            return
-        console.print(plot.translation_table(found))
-        click.echo(found.text)
-        return
-    options = dict(unit=unit, find=find, layer=layer, kind=kind, saturation=bool(saturation_path))
-    if model.task == "generator":
-        found = model.inspect(content, top=top or 0, **options)
-    elif top:
-        raise ConfigError("--top: a classifier predicts no pieces")
-    else:
-        found = model.inspect(content, **options)
+    options = _given(click.get_current_context(), "top_k", "unit", "find", "layer", "kind")
+    found = model.inspect(content, **options, **({"saturation": True} if saturation_path else {}))
     if html_path:
         files.write(html_path, plot.html_report(found, str(run)).encode(), "report")
     if saturation_path:
@@ -1230,17 +1210,10 @@ def inspect_command(
     if as_json:
         click.echo(json.dumps(found.to_dict()))
         return
-    if found.bits and not unit and not find:
-        console.print(plot.surprise_view(found))
-    if found.top:
-        console.print(plot.top_table(found))
-    if found.units:
-        console.print(plot.unit_views(found))
-    if found.bits_per_char is not None:
-        click.echo(f"bits_per_char {found.bits_per_char:.4f}")
-    for u in found.units:
-        if u.correlation is not None:
-            click.echo(f"{u.name} {u.correlation:+.4f}")
+    for view in plot.terminal_views(found):
+        console.print(view)
+    for line in found.lines():
+        click.echo(line)
 
 
 @cli.command("plot")
@@ -1279,21 +1252,20 @@ def plot_command(runs, out, x_axis) -> None:
     show_default=True,
     help="Translator: which embeddings.",
 )
-@click.option("--k", type=POSITIVE, default=10, show_default=True)
+@click.option("--top-k", type=POSITIVE, default=10, show_default=True, help="How many.")
 @output_options("Print one JSON object per neighbour.")
-def neighbours(run, piece, side, k, as_json) -> None:
+def neighbours(run, piece, side, top_k, as_json) -> None:
     """The pieces nearest PIECE by cosine similarity of the model's embeddings (a
     word piece with its leading space may be written "▁the" or " the").
 
     \b
     Example:
-      seqtool neighbours runs/sst2 ▁good --k 5
+      seqtool neighbours runs/sst2 ▁good --top-k 5
     """
     import seqtool
 
     model = seqtool.load(run, device="cpu")
-    options = {"side": side} if model.task == "translator" else {}
-    for n in model.neighbours(piece, k, **options):
+    for n in model.neighbours(piece, **_given(click.get_current_context(), "top_k", "side")):
         if as_json:
             click.echo(json.dumps({"piece": n.piece, "similarity": round(n.similarity, 6)}))
         else:

@@ -98,6 +98,13 @@ class Inspection:
             result["saturation"] = [asdict(s) for s in self.saturation]
         return result
 
+    def lines(self) -> list[str]:
+        """The numbers `seqtool inspect` prints to stdout."""
+        found = [] if self.bits_per_char is None else [f"bits_per_char {self.bits_per_char:.4f}"]
+        return found + [
+            f"{u.name} {u.correlation:+.4f}" for u in self.units if u.correlation is not None
+        ]
+
 
 @dataclass(frozen=True)
 class TargetPiece:
@@ -124,6 +131,9 @@ class TranslationInspection:
              "weight": None if t.weight is None else round(t.weight, 4)}
             for t in self.target
         ]}  # fmt: skip
+
+    def lines(self) -> list[str]:
+        return [self.text]
 
 
 # -- features of a text ------------------------------------------------------------------

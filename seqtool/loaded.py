@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import warnings
 from typing import Any
 
 import torch
@@ -49,11 +52,38 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(summary))
 
 
+# keyword names of an earlier release, read as the new one with a DeprecationWarning
+RENAMED = {"top": "top_k", "k": "top_k"}
+
+
+def keyword_options(method):
+    """Let an inference method take the options it names and no other: an option of
+    another task (a generator's evaluate given `threshold`) is refused with the message
+    the CLI prints for it, so a client passes what the user set without asking the
+    task. An old name (RENAMED) is read as the new one, with a DeprecationWarning."""
+    accepted = inspect.signature(method).parameters
+
+    @functools.wraps(method)
+    def checked(self, *args, **options):
+        for old, new in RENAMED.items():
+            if old in options and old not in accepted and new in accepted:
+                warnings.warn(f"{old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=2)
+                options[new] = options.pop(old)
+        for name in options:
+            if name not in accepted or accepted[name].kind != inspect.Parameter.KEYWORD_ONLY:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag}: a {self.task} does not take it")
+        return method(self, *args, **options)
+
+    return checked
+
+
 class Loaded:
     """What every inference class shares: where it came from, its device, its
     quantization and `info`."""
 
     task = ""
+    streams = False  # True: generations join and leave one running batch (a generator)
 
     def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
         self.path = ckpt["path"]

@@ -108,6 +108,21 @@ def translation_table(inspection) -> Table:
     return table
 
 
+def terminal_views(inspection) -> list:
+    """What `seqtool inspect` draws on the terminal for an Inspection or a
+    TranslationInspection."""
+    if hasattr(inspection, "target"):
+        return [translation_table(inspection)]
+    views: list = []
+    if inspection.bits and not inspection.units:
+        views.append(surprise_view(inspection))
+    if inspection.top:
+        views.append(top_table(inspection))
+    if inspection.units:
+        views.append(unit_views(inspection))
+    return views
+
+
 # -- one HTML page ------------------------------------------------------------------------
 
 _CSS = (

@@ -373,11 +373,11 @@ TABLE = {
     "inspect": [
         ["V", "--text", "a"], ["G", "V"], ["G", "--text", "W"], ["G", "--text", "a", "--unit", "W"],
         ["G", "--text", "a b", "--find", "W"], ["G", "--text", "a", "--layer", "V"],
-        ["G", "--text", "a", "--top", "V"], ["G", "--text", "a", "--html", "F"],
+        ["G", "--text", "a", "--top-k", "V"], ["G", "--text", "a", "--html", "F"],
         ["T", "--text", "W"],
     ],
     "plot": [["V", "--out", "OUT"], ["G", "--out", "F"], ["G", "--out", "OUT", "--x", "V"]],
-    "neighbours": [["V", "a"], ["G", "W"], ["G", "a", "--k", "V"]],
+    "neighbours": [["V", "a"], ["G", "W"], ["G", "a", "--top-k", "V"]],
     "average": [["V", "G", "--out", "OUT"], ["G", "G", "--out", "F"]],
     "serve": [["V"], ["G", "--port", "V"], ["G", "--max-batch", "V"]],
     "train generator": [

@@ -113,7 +113,7 @@ def test_find_on_a_text_without_the_feature_says_so(runs):
 def test_inspect_returns_bits_top_and_units(runs):
     gen = seqtool.load(runs["gen"], device="cpu")
     text = 'to be "or" not'
-    found = gen.inspect(text, top=3, unit="layer:1/forget:2", saturation=True)
+    found = gen.inspect(text, top_k=3, unit="layer:1/forget:2", saturation=True)
     assert "".join(found.pieces) == text
     assert len(found.bits) == len(found.top) == len(text)
     assert all(b > 0 for b in found.bits)
@@ -133,7 +133,7 @@ def test_inspect_returns_bits_top_and_units(runs):
 
 
 def test_inspect_cli_prints_bits_per_char_and_json(runs, tmp_path):
-    result = run_cli("inspect", runs["gen"], "--text", "to be", "--top", 2)
+    result = run_cli("inspect", runs["gen"], "--text", "to be", "--top-k", 2)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("bits_per_char ")
     printed = json.loads(run_cli("inspect", runs["gen"], "--text", "to be", "--json").stdout)
@@ -149,7 +149,7 @@ def test_inspect_cli_prints_bits_per_char_and_json(runs, tmp_path):
 def test_inspect_writes_html_and_saturation_png(runs, tmp_path):
     page, png = tmp_path / "report.html", tmp_path / "saturation.png"
     result = run_cli(
-        "inspect", runs["gen"], runs["corpus"], "--find", "quotes", "--top", 2,
+        "inspect", runs["gen"], runs["corpus"], "--find", "quotes", "--top-k", 2,
         "--html", page, "--saturation", png,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -206,10 +206,10 @@ def test_neighbours_exclude_the_piece_and_rank_a_duplicate_first(runs):
     e, t = (tokenizer.encode(c)[-1] for c in "et")
     with torch.no_grad():
         gen.model.embedding.weight[t] = gen.model.embedding.weight[e] * 3
-    found = gen.neighbours("e", k=4)
+    found = gen.neighbours("e", top_k=4)
     assert len(found) == 4 and "e" not in [n.piece for n in found]
     assert found[0].piece == "t" and found[0].similarity == pytest.approx(1.0)
-    printed = run_cli("neighbours", runs["gen"], "e", "--k", 3, "--json")
+    printed = run_cli("neighbours", runs["gen"], "e", "--top-k", 3, "--json")
     assert printed.exit_code == 0, printed.output
     assert len(printed.stdout.splitlines()) == 3
     missing = run_cli("neighbours", runs["gen"], "zebra")

@@ -12,6 +12,7 @@ import seqtool
 from seqtool import checkpoint, shortlist
 from seqtool import quantize as quantization
 from seqtool.cli import cli
+from seqtool.config import SearchConfig
 from seqtool.ensemble import Ensemble
 from seqtool.errors import CheckpointError
 from seqtool.shortlist import SPECIALS, Shortlist
@@ -103,15 +104,16 @@ def test_every_piece_listed_searches_as_the_whole_vocabulary(
     assert isinstance(both.model, Ensemble)
     for translator in (one, both):
         others = translator._other_sources(LINES)
-        common = dict(beam_size=beam_size, n_best=beam_size, return_attention=True, others=others)
+        search = SearchConfig(beam_size, beam_size, batch_size=2)
+        common = dict(return_attention=True, others=others)
         src, tokenizer = ids(translator, LINES), translator.tgt_tokenizer
-        plain = translate(translator.model, src, tokenizer, translator.device, 2, **common)
+        plain = translate(translator.model, src, tokenizer, translator.device, search, **common)
         listed = translate(
             translator.model,
             src,
             tokenizer,
             translator.device,
-            2,
+            search,
             **common,
             shortlist=whole(one.model),
         )
@@ -126,11 +128,11 @@ def test_every_piece_listed_searches_as_the_whole_vocabulary(
 def test_a_search_emits_only_listed_pieces(runs, beam_size):
     translator = seqtool.load(runs[0], device="cpu")
     src, tokenizer = ids(translator, LINES), translator.tgt_tokenizer
-    search = dict(beam_size=beam_size, n_best=beam_size)
+    search = SearchConfig(beam_size, beam_size, batch_size=3)
 
     def emitted(shortlist):
         found = translate(
-            translator.model, src, tokenizer, translator.device, 3, **search, shortlist=shortlist
+            translator.model, src, tokenizer, translator.device, search, shortlist=shortlist
         )
         return {t for sentence in found for _, h in sentence for t in h.tokens}
 

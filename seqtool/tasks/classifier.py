@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from seqtool.data import (
 )
 from seqtool.device import map_by_length
 from seqtool.errors import ConfigError, DataError, warn
-from seqtool.loaded import Loaded
+from seqtool.loaded import Loaded, keyword_options
 from seqtool.models.classifier import build_model
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import Tokenizer, plan
@@ -357,6 +358,7 @@ class Classifier(Loaded):
     def classify(
         self,
         text: str | list[str],
+        *,
         top_k: int | None = None,
         threshold: float = CLASSIFY.threshold,
         batch_size: int = CLASSIFY.batch_size,
@@ -381,6 +383,8 @@ class Classifier(Loaded):
             )
         return results[0] if isinstance(text, str) else results
 
+    __call__ = classify  # model(texts, ...), as a pipeline is called
+
     def explain(self, text: str) -> Explanation:
         """The attention weight of each piece of `text` (models with --pooling attention)."""
         if self.config.pooling != "attention":
@@ -395,16 +399,27 @@ class Classifier(Loaded):
         pieces = [self.tokenizer.piece(i) for i in ids]
         return Explanation(pieces, weights[0].float().tolist())
 
+    @keyword_options
     def evaluate(
-        self, data: str, batch_size: int | None = None, threshold: float = CLASSIFY.threshold
+        self,
+        data: str | os.PathLike | Sequence[tuple[str, str]],
+        *,
+        batch_size: int | None = None,
+        threshold: float = CLASSIFY.threshold,
     ) -> dict[str, Any]:
         """accuracy, macro_f1, loss, per-class figures and the confusion matrix of a
-        labelled file."""
+        labelled file, or of (text, label) pairs."""
         batch_size = batch_size or self.train_config.get("batch_size", 32)
-        examples, skipped = read_labeled(data)
-        if skipped:
-            warn(f"{data}: skipped {skipped:,} empty lines")
-        check_labels(examples, self.config, data)
+        where = str(data) if isinstance(data, str | os.PathLike) else "evaluate"
+        if isinstance(data, str | os.PathLike):
+            examples, skipped = read_labeled(data)
+            if skipped:
+                warn(f"{data}: skipped {skipped:,} empty lines")
+        else:
+            examples = [Example((label,), text, i) for i, (text, label) in enumerate(data, 1)]
+            if not examples:
+                raise DataError("evaluate: no (text, label) pairs given")
+        check_labels(examples, self.config, where)
         ids = self._encode([e.text for e in examples])
         logits = predict_logits(self.model, ids, batch_size, self.device)
         targets = make_targets(examples, self.config)
@@ -412,9 +427,11 @@ class Classifier(Loaded):
         loss = classification_loss(logits, targets, self.config).item()
         return {"loss": loss, **report, "examples": len(examples)}
 
+    @keyword_options
     def inspect(
         self,
         text: str,
+        *,
         unit: str | None = None,
         find: str | None = None,
         layer: int | None = None,
@@ -437,13 +454,14 @@ class Classifier(Loaded):
             )  # fmt: skip
         return Inspection(pieces, [], None, [], units, feature, saturated)
 
-    def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
-        """The k pieces nearest `piece` by cosine similarity of the embeddings (of an
-        ensemble's first member)."""
+    @keyword_options
+    def neighbours(self, piece: str, *, top_k: int = 10) -> list[Neighbour]:
+        """The top_k pieces nearest `piece` by cosine similarity of the embeddings (of
+        an ensemble's first member)."""
         from seqtool.inspect import neighbours
 
         model = self.model.members[0] if self.config.members > 1 else self.model
-        return neighbours(model.embedding.weight, self.tokenizer, piece, k)
+        return neighbours(model.embedding.weight, self.tokenizer, piece, top_k)
 
 
 Inference = Classifier

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from seqtool.data import (
     to_device,
 )
 from seqtool.errors import ConfigError, DataError
-from seqtool.loaded import Loaded
+from seqtool.loaded import Loaded, keyword_options
 from seqtool.models.generator import GeneratorModel
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
 from seqtool.tokenizer import StreamDecoder, Tokenizer
@@ -254,6 +255,7 @@ class Generator(Loaded):
     """
 
     task = "generator"
+    streams = True
 
     def __init__(self, ckpt: dict[str, Any], device: torch.device, quantize: str = "none") -> None:
         super().__init__(ckpt, device, quantize)
@@ -272,6 +274,7 @@ class Generator(Loaded):
     def stream(
         self,
         prompt: str = "",
+        *,
         length: int = SAMPLING.length,
         temperature: float = SAMPLING.temperature,
         top_k: int | None = None,
@@ -297,6 +300,7 @@ class Generator(Loaded):
     def generate(
         self,
         prompt: str | list[str] = "",
+        *,
         length: int = SAMPLING.length,
         temperature: float = SAMPLING.temperature,
         top_k: int | None = None,
@@ -314,25 +318,40 @@ class Generator(Loaded):
         texts = [self.tokenizer.decode(row) for row in rows]
         return texts[0] if isinstance(prompt, str) else texts
 
-    def evaluate(self, data: str, batch_size: int | None = None) -> dict[str, float]:
-        """loss, perplexity, bits_per_char and tokens of a text file, state carried."""
+    __call__ = generate  # model(prompts, ...), as a pipeline is called
+
+    @keyword_options
+    def evaluate(
+        self, data: str | os.PathLike | Sequence[str], *, batch_size: int | None = None
+    ) -> dict[str, float]:
+        """loss, perplexity, bits_per_char and tokens of a text file, or of a list of
+        lines read as one text, state carried."""
         batch_size = batch_size or self.train_config.get("batch_size", 64)
         seq_len = self.train_config.get("seq_len", 128)
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            tokens = encode_file(check_file(data), self.tokenizer, Path(tmp) / "data.ids")
+            path = Path(tmp) / "data.txt"
+            if isinstance(data, str | os.PathLike):
+                path = check_file(data)
+            elif not any(data):
+                raise DataError("evaluate: no text given")
+            else:
+                path.write_text("".join(line + "\n" for line in data), encoding="utf-8")
+            tokens = encode_file(path, self.tokenizer, Path(tmp) / "data.ids")
             return evaluate_lm(self.model, tokens, batch_size, seq_len, self.device)
 
+    @keyword_options
     def inspect(
         self,
         text: str,
-        top: int = 0,
+        *,
+        top_k: int = 0,
         unit: str | None = None,
         find: str | None = None,
         layer: int | None = None,
         kind: str | None = None,
         saturation: bool = False,
     ) -> Inspection:
-        """How surprised the model is by each piece of `text` (bits), its `top` likeliest
+        """How surprised the model is by each piece of `text` (bits), its `top_k` likeliest
         pieces at each position, one `unit` ("layer:1/cell:137": layers from 1, units
         from 0), the best units of `layer` (default the last) of `kind` ("cell", the
         default for an LSTM, or "hidden") for the feature `find` ("quotes",
@@ -343,14 +362,15 @@ class Generator(Loaded):
         self._fp32("inspect")
         with torch.inference_mode():
             return inspect_generator(
-                self.model, self.tokenizer, text, top, unit, find, layer, kind, saturation
+                self.model, self.tokenizer, text, top_k, unit, find, layer, kind, saturation
             )
 
-    def neighbours(self, piece: str, k: int = 10) -> list[Neighbour]:
-        """The k pieces nearest `piece` by cosine similarity of the embeddings."""
+    @keyword_options
+    def neighbours(self, piece: str, *, top_k: int = 10) -> list[Neighbour]:
+        """The top_k pieces nearest `piece` by cosine similarity of the embeddings."""
         from seqtool.inspect import neighbours
 
-        return neighbours(self.model.embedding.weight, self.tokenizer, piece, k)
+        return neighbours(self.model.embedding.weight, self.tokenizer, piece, top_k)
 
 
 Inference = Generator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -27,7 +28,7 @@ from seqtool.data import (
 from seqtool.device import allocating, map_by_length
 from seqtool.ensemble import Ensemble
 from seqtool.errors import ConfigError, DataError, warn
-from seqtool.loaded import Loaded
+from seqtool.loaded import Loaded, keyword_options
 from seqtool.models.translator import TranslatorModel
 from seqtool.shortlist import Shortlist, restrict
 from seqtool.tasks import Notify, TrainRequest, restored, training_data
@@ -118,9 +119,8 @@ class TranslatorTask:
             return {}
         batch_size = self.config.batch_size
         loss = mean_loss(model, self.valid_src, self.valid_tgt, batch_size, device)
-        hypotheses = translate(
-            model, self.valid_src, self.tgt_tokenizer, device, batch_size, beam_size=1
-        )
+        greedy = SearchConfig(beam_size=1, batch_size=batch_size)
+        hypotheses = translate(model, self.valid_src, self.tgt_tokenizer, device, greedy)
         best = [h[0][0] for h in hypotheses]
         references = [p.tgt for p in self.valid]
         scores = metrics.bleu_chrf(best, references)
@@ -205,22 +205,20 @@ def translate(
     sources: list[list[int]],
     tokenizer: Tokenizer,
     device: torch.device,
-    batch_size: int = 64,
-    beam_size: int = 5,
-    n_best: int = 1,
-    alpha: float = 1.0,
-    max_length_ratio: float = 2.0,
+    search: SearchConfig = SEARCH,
     return_attention: bool = False,
     others: Sequence[list[list[int]]] = (),
     shortlist: Shortlist | None = None,
 ) -> list[list[tuple[str, decoding.Hypothesis]]]:
     """Translate token-id sentences in batches of similar length (on worker threads on
-    the CPU, seqtool.device.map_by_length); returns, in input order, the n_best (text,
-    hypothesis) pairs of each sentence, best first. others: the ids of the same
+    the CPU, seqtool.device.map_by_length); returns, in input order, the search.n_best
+    (text, hypothesis) pairs of each sentence, best first. others: the ids of the same
     sentences the members of an Ensemble after the first read (see Ensemble.reading).
     shortlist: each batch decodes over its shortlist's target pieces only."""
+    beam_size, n_best = search.beam_size, search.n_best
+    alpha, max_length_ratio = search.length_penalty, search.max_length_ratio
 
-    def search(chunk: list[int]) -> list[list[decoding.Hypothesis]]:
+    def decode(chunk: list[int]) -> list[list[decoding.Hypothesis]]:
         src, lengths = pad([sources[i] for i in chunk])
         src = src.to(device)
         reader = (
@@ -246,7 +244,7 @@ def translate(
                 h.tokens = vocab[h.tokens].tolist()
         return found
 
-    found = map_by_length(search, sources, batch_size, device)
+    found = map_by_length(decode, sources, search.batch_size, device)
     return [[(tokenizer.decode(h.tokens), h) for h in hypotheses] for hypotheses in found]
 
 
@@ -438,6 +436,7 @@ class Translator(Loaded):
     def translate(
         self,
         text: str | list[str],
+        *,
         beam_size: int = SEARCH.beam_size,
         n_best: int = SEARCH.n_best,
         length_penalty: float = SEARCH.length_penalty,
@@ -455,7 +454,7 @@ class Translator(Loaded):
         seen with in training (seqtool.shortlist): faster, the scores normalized over
         those pieces.
         """
-        o = SearchConfig(beam_size, n_best, length_penalty, max_length_ratio, batch_size)
+        search = SearchConfig(beam_size, n_best, length_penalty, max_length_ratio, batch_size)
         texts = [text] if isinstance(text, str) else list(text)
         if attention and self.config.attention == "none":
             raise ConfigError(
@@ -468,11 +467,7 @@ class Translator(Loaded):
                 ids,
                 self.tgt_tokenizer,
                 self.device,
-                o.batch_size,
-                o.beam_size,
-                o.n_best,
-                o.length_penalty,
-                o.max_length_ratio,
+                search,
                 return_attention=attention,
                 others=self._other_sources(texts),
                 shortlist=self._shortlist(shortlist),
@@ -482,6 +477,8 @@ class Translator(Loaded):
             for line, source, hypotheses in zip(texts, ids, found, strict=True)
         ]
         return results[0] if isinstance(text, str) else results
+
+    __call__ = translate  # model(texts, ...), as a pipeline is called
 
     def _result(self, line: str, source: list[int], found, attention: bool) -> Translation:
         if not line.strip():  # an empty line translates to an empty line
@@ -499,9 +496,11 @@ class Translator(Loaded):
             n_best=[(t, h.score) for t, h in found],
         )
 
+    @keyword_options
     def evaluate(
         self,
-        data: str,
+        data: str | os.PathLike | Sequence[tuple[str, str]],
+        *,
         src_lang: str | None = None,
         tgt_lang: str | None = None,
         beam_size: int = SEARCH.beam_size,
@@ -510,18 +509,25 @@ class Translator(Loaded):
         shortlist: bool = False,
     ) -> dict[str, Any]:
         """bleu and chrf (sacrebleu, detokenized), exact_match, loss and perplexity on
-        parallel data (a TSV file, or a path prefix with src_lang / tgt_lang). shortlist:
-        search as `translate` does (the loss is over the whole vocabulary)."""
+        parallel data: a TSV file, a path prefix with src_lang / tgt_lang, or (source,
+        reference) pairs. shortlist: search as `translate` does (the loss is over the
+        whole vocabulary)."""
         batch_size = batch_size or self.train_config.get("batch_size", 64)
-        pairs = read_pairs(data, src_lang, tgt_lang, warn)
+        if isinstance(data, str | os.PathLike):
+            pairs = read_pairs(str(data), src_lang, tgt_lang, warn)
+        else:
+            pairs = [Pair(src, tgt, i) for i, (src, tgt) in enumerate(data, 1)]
+            if not pairs:
+                raise DataError("evaluate: no (source, reference) pairs given")
         limit = self.config.max_length
         src = encode_lines(self.src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
         tgt = encode_lines(self.tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
         others = self._other_sources([p.src for p in pairs])
         loss = mean_loss(self.model, src, tgt, batch_size, self.device, others)
+        search = SearchConfig(beam_size, 1, length_penalty, batch_size=batch_size)
         found = translate(
-            self.model, src, self.tgt_tokenizer, self.device, batch_size, beam_size, 1,
-            length_penalty, others=others, shortlist=self._shortlist(shortlist),
+            self.model, src, self.tgt_tokenizer, self.device, search, others=others,
+            shortlist=self._shortlist(shortlist),
         )  # fmt: skip
         hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
         exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
@@ -534,9 +540,11 @@ class Translator(Loaded):
             "beam_size": beam_size,
         }
 
+    @keyword_options
     def inspect(
         self,
         text: str,
+        *,
         beam_size: int = SEARCH.beam_size,
         length_penalty: float = SEARCH.length_penalty,
         max_length_ratio: float = SEARCH.max_length_ratio,
@@ -551,16 +559,15 @@ class Translator(Loaded):
             raise ConfigError("inspect: the text is empty")
         ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
         with torch.inference_mode():
-            found = translate(
-                self.model, ids, self.tgt_tokenizer, self.device, 1, beam_size, 1,
-                length_penalty, max_length_ratio,
-            )  # fmt: skip
+            search = SearchConfig(beam_size, 1, length_penalty, max_length_ratio, 1)
+            found = translate(self.model, ids, self.tgt_tokenizer, self.device, search)
             return inspect_translation(
                 self.model, self.src_tokenizer, self.tgt_tokenizer, ids[0], found[0][0]
             )
 
-    def neighbours(self, piece: str, k: int = 10, side: str = "source") -> list[Neighbour]:
-        """The k pieces nearest `piece` by cosine similarity of the source or target
+    @keyword_options
+    def neighbours(self, piece: str, *, top_k: int = 10, side: str = "source") -> list[Neighbour]:
+        """The top_k pieces nearest `piece` by cosine similarity of the source or target
         embeddings."""
         from seqtool.inspect import neighbours
 
@@ -569,7 +576,7 @@ class Translator(Loaded):
             raise ConfigError(f"side {side!r}: choose source or target")
         embedding = self.model.src_embedding if side == "source" else self.model.tgt_embedding
         tokenizer = self.src_tokenizer if side == "source" else self.tgt_tokenizer
-        return neighbours(embedding.weight, tokenizer, piece, k)
+        return neighbours(embedding.weight, tokenizer, piece, top_k)
 
 
 Inference = Translator
