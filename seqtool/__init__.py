@@ -3,8 +3,10 @@
     import seqtool
     gen = seqtool.load("runs/shakes")            # a run directory or a .ckpt file
     gen.generate("ROMEO:", length=300, seed=1)
+    run = seqtool.train("generator", train="input.txt", out="runs/mine", max_time="5m")
 
-`load` returns a `Generator`, `Classifier` or `Translator`. Everything that needs torch
+`load` returns a `Generator`, `Classifier` or `Translator`; `train` takes the options of
+`seqtool train TASK` by name and returns a `Run`. Everything that needs torch
 is imported on first use, so `import seqtool` stays cheap.
 """
 
@@ -27,6 +29,8 @@ from seqtool.version import __version__ as __version__
 # public name -> the module that defines it, imported when first used
 _LAZY = {
     "load": "seqtool.inference",
+    "train": "seqtool.api",
+    "Run": "seqtool.training",
     "info": "seqtool.inference",
     "Generator": "seqtool.tasks.generator",
     "Classifier": "seqtool.tasks.classifier",
@@ -45,6 +49,7 @@ __all__ = [
     "Explanation",
     "Generator",
     "OutputError",
+    "Run",
     "SeqtoolError",
     "SeqtoolWarning",
     "TrainingError",
@@ -53,13 +58,16 @@ __all__ = [
     "Translator",
     "info",
     "load",
+    "train",
 ]
 
 if TYPE_CHECKING:
+    from seqtool.api import train
     from seqtool.inference import info, load
     from seqtool.tasks.classifier import Classification, Classifier, Explanation
     from seqtool.tasks.generator import Generator
     from seqtool.tasks.translator import Translation, Translator
+    from seqtool.training import Run
 
 
 def __getattr__(name: str):

@@ -332,6 +332,7 @@ def _parse_config(data: Any, config_cls: type):
     would fail later with a traceback."""
     if not isinstance(data, dict):
         raise TypeError(f"a {type(data).__name__}, not a dict")
+    data = config_cls.upgrade(data)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         if field.name not in data:

@@ -12,43 +12,24 @@ import contextlib
 import functools
 import gc
 import json
-import math
 import os
 import shlex
 import sys
 
 import click
 
+from seqtool import options as opt
 from seqtool.config import (
-    ATTENTIONS,
-    CELLS,
-    DEFAULT_MEMBERS,
-    DEFAULT_TOKENIZER,
     MAX_LENGTH_RATIO,
-    POOLINGS,
-    PRECISIONS,
-    QUANTIZATIONS,
-    SCHEDULES,
-    TOKENIZERS,
-    TRAIN_DEFAULTS,
-    ClassifierConfig,
     ClassifyConfig,
-    GeneratorConfig,
     SamplingConfig,
     SearchConfig,
-    TrainConfig,
-    TranslatorConfig,
     defaults,
 )
+from seqtool.errors import SeqtoolError
+from seqtool.options import POSITIVE, SEED, Finite, use
 from seqtool.version import __version__
 
-# bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
-# a tensor size overflow)
-POSITIVE = click.IntRange(1, 2**31 - 1)
-# what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
-SEED = click.IntRange(0, 2**63 - 1)
-CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
-TRANSLATOR_METRICS = ("bleu", "loss")
 INTERRUPTED = 130
 BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`
 # generate --num-samples prints this many tokens or fewer from one batch; above it each
@@ -62,36 +43,21 @@ SAMPLING, SEARCH, CLASSIFY = (
 )
 
 
-class Device(click.ParamType):
-    """--device: auto, cpu, cuda, cuda:N (one GPU of several) or mps."""
+class SeqtoolCommand(click.Command):
+    """Reads the old names of options (seqtool.options.RENAMED) as today's, with a
+    deprecation warning, and keeps the arguments for config.yaml."""
 
-    name = "device"
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return "[auto|cpu|cuda|cuda:N|mps]"
-
-    def convert(self, value, param, ctx):
-        from seqtool.config import is_device
-
-        if not is_device(value):
-            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
-        return value
-
-
-class Finite(click.FloatRange):
-    """A float in a range, refusing nan and inf: nan passes every comparison of
-    FloatRange, and neither is a setting any option means."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = opt.renamed(self.name or "", args)
+        ctx.meta["args"] = list(args)
+        return super().parse_args(ctx, args)
 
 
 class SeqtoolGroup(click.Group):
     """Turns library errors into one `Error: ...` line and exit code 1, and Ctrl-C in
     any command into exit code 130, quietly, keeping what was printed."""
+
+    command_class = SeqtoolCommand
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if ctx.parent is None:  # the whole command line, once
@@ -167,312 +133,116 @@ def cli() -> None:
     _show_warnings()
 
 
-@cli.group(cls=SeqtoolGroup)
+class TrainGroup(SeqtoolGroup):
+    """`seqtool train --config FILE` trains the task the file names."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0].startswith("--config"):
+            path = args[0].partition("=")[2] or (args[1] if len(args) > 1 else "")
+            try:
+                args = [opt.config_task(path), *args]
+            except SeqtoolError as err:
+                raise click.ClickException(str(err)) from None
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=TrainGroup)
 def train() -> None:
-    """Train a model; each writes RUN_DIR/best.ckpt, last.ckpt and metrics.jsonl.
+    """Train a model; each writes RUN_DIR/best.ckpt, last.ckpt, metrics.jsonl and
+    config.yaml (the options, which `seqtool train --config RUN_DIR/config.yaml` repeats).
 
     \b
     Example:
       seqtool train generator --train input.txt --out runs/shakes --max-time 10m
+      seqtool train --config runs/shakes/config.yaml --out runs/shakes-2
     """
 
 
-def _duration(ctx, param, value):
-    if value is None:
-        return None
-    from seqtool.config import parse_duration
-    from seqtool.errors import ConfigError
-
-    try:
-        return parse_duration(value)
-    except ConfigError as err:
-        raise click.BadParameter(str(err)) from None
+def _read_config(ctx: click.Context, param, path: str | None):
+    """--config: the file's options become the defaults the command line overrides."""
+    if path is not None:
+        ctx.default_map = opt.config_defaults(path, ctx.command.name, ctx.command.params)
+    return path
 
 
-def _apply(options: list):
-    def decorate(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
+PROCESS_OPTIONS = [
+    click.Option(
+        ["--config"],
+        is_eager=True,
+        expose_value=True,
+        callback=_read_config,
+        metavar="FILE",
+        help="Options from a YAML or TOML file (the names of these options); options on "
+        "the command line win.",
+    ),
+    click.Option(
+        ["-q", "--quiet"],
+        is_flag=True,
+        help="Print warnings and errors only (metrics.jsonl still gets every line).",
+    ),
+]
 
-    return decorate
+TRAIN_HELP = {
+    "generator": """Train a character-level (or subword) language model.
 
+    \b
+    Example:
+      seqtool train generator --train input.txt --out runs/shakes --max-time 10m
+    """,
+    "classifier": """Train a recurrent text classifier.
 
-def training_options(task: str, model_config):
-    """Options every `train` command shares, with the same names everywhere; their
-    defaults come from the task's model config and TRAIN_DEFAULTS."""
-    model = defaults(model_config)
-    run = {**defaults(TrainConfig), **TRAIN_DEFAULTS[task]}
-    batch_help = (
-        "Most sentence pairs per batch (see --batch-tokens)." if task == "translator" else None
-    )
-    return _apply(
-        [
-            click.option(
-                "--out",
-                "out",
-                required=True,
-                type=click.Path(file_okay=False),
-                help="Run directory for checkpoints and metrics.jsonl.",
-            ),
-            click.option(
-                "--cell",
-                type=click.Choice(CELLS),
-                default=model["cell"],
-                show_default=True,
-                help="Recurrent cell; rnn is the basic Elman network.",
-            ),
-            click.option("--layers", type=POSITIVE, default=model["num_layers"], show_default=True),
-            click.option(
-                "--hidden-size", type=POSITIVE, default=model["hidden_size"], show_default=True
-            ),
-            click.option(
-                "--embedding-size",
-                type=POSITIVE,
-                default=model["embedding_size"],
-                show_default=True,
-            ),
-            click.option(
-                "--dropout",
-                type=Finite(0, 1, max_open=True),
-                default=model["dropout"],
-                show_default=True,
-            ),
-            click.option(
-                "--batch-size",
-                type=POSITIVE,
-                default=run["batch_size"],
-                show_default=True,
-                help=batch_help,
-            ),
-            click.option(
-                "--lr",
-                type=Finite(0, min_open=True),
-                default=run["lr"],
-                show_default=True,
-                help="Peak learning rate (AdamW).",
-            ),
-            click.option(
-                "--weight-decay",
-                type=Finite(0),
-                default=run["weight_decay"],
-                show_default=True,
-            ),
-            click.option(
-                "--clip",
-                type=Finite(0),
-                default=run["clip"],
-                show_default=True,
-                help="Clip the gradient norm to this; 0 turns clipping off.",
-            ),
-            click.option(
-                "--schedule",
-                type=click.Choice(SCHEDULES),
-                default=run["schedule"],
-                show_default=True,
-                help="Learning rate after warmup: cosine decay to lr/10 over the budget.",
-            ),
-            click.option(
-                "--warmup-steps",
-                type=click.IntRange(min=0),
-                default=run["warmup_steps"],
-                show_default=True,
-            ),
-            click.option(
-                "--average-last",
-                type=click.IntRange(min=0),
-                default=run["average_last"],
-                show_default=True,
-                metavar="N",
-                help="Keep the weights of the last N evaluations in RUN_DIR/recent/ and write "
-                "their mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
-            ),
-            click.option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
-            click.option(
-                "--max-epochs",
-                type=Finite(0, min_open=True),
-                help="Budget in passes over the training data.",
-            ),
-            click.option(
-                "--max-time",
-                callback=_duration,
-                metavar="DURATION",
-                help="Budget in wall time: 90s, 10m, 2h.",
-            ),
-            click.option(
-                "--eval-every",
-                type=POSITIVE,
-                default=run["eval_every"],
-                show_default=True,
-                help="Validate (and save checkpoints) every N steps.",
-            ),
-            click.option("--log-every", type=POSITIVE, default=run["log_every"], show_default=True),
-            click.option(
-                "--patience", type=POSITIVE, help="Stop after N evaluations without improvement."
-            ),
-            click.option("--seed", type=SEED, default=run["seed"], show_default=True),
-            click.option("--device", type=Device(), default=run["device"], show_default=True),
-            click.option(
-                "--precision",
-                type=click.Choice(PRECISIONS),
-                default=run["precision"],
-                show_default=True,
-                help="auto: bf16 where the hardware runs it natively, else fp32.",
-            ),
-            click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
-            click.option(
-                "--tokenizer",
-                type=click.Choice(TOKENIZERS),
-                default=DEFAULT_TOKENIZER[task],
-                show_default=True,
-            ),
-            click.option(
-                "--vocab-size",
-                type=POSITIVE,
-                help="Sentencepiece vocabulary size (adjusted with a warning if it does "
-                "not fit the corpus).",
-            ),
-            click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
-            click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
-            click.option(
-                "--tensorboard",
-                is_flag=True,
-                help="Also write TensorBoard event files into the run directory.",
-            ),
-            click.option(
-                "-q",
-                "--quiet",
-                is_flag=True,
-                help="Print warnings and errors only (metrics.jsonl still gets every line).",
-            ),
-        ]
-    )
+    \b
+    Example:
+      seqtool train classifier --train sst2/train.tsv --valid sst2/valid.tsv --out runs/sst2
+    """,
+    "translator": """Train an encoder-decoder translator with attention.
+
+    \b
+    Example:
+      seqtool train translator --train multi30k/train --valid multi30k/valid \\
+        --src-lang de --tgt-lang en --out runs/de-en --max-time 45m
+    """,
+}
 
 
-def data_options(what: str):
-    """--src-lang / --tgt-lang: parallel data as aligned files `PREFIX.LANG`."""
-    return _apply(
-        [
-            click.option("--src-lang", help=f"{what}source suffix: --src-lang de reads PREFIX.de."),
-            click.option("--tgt-lang", help=f"{what}target suffix: --tgt-lang en reads PREFIX.en."),
-        ]
-    )
+def _train(task: str) -> None:
+    """`seqtool train TASK`: one call of seqtool.api.start, rendered."""
 
+    @train.command(task, params=[*opt.training(task), *PROCESS_OPTIONS], help=TRAIN_HELP[task])
+    @click.pass_context
+    def command(ctx: click.Context, **values) -> None:
+        from seqtool import api
+        from seqtool.errors import TrainingInterrupted
+        from seqtool.ui import TrainingView, note, say
 
-def search_options(what: str = ""):
-    """Beam search settings shared by translate and evaluate."""
-    return _apply(
-        [
-            click.option(
-                "--beam-size",
-                type=POSITIVE,
-                default=SEARCH["beam_size"],
-                show_default=True,
-                help=f"{what}1 is greedy search.",
-            ),
-            click.option(
-                "--length-penalty",
-                type=Finite(0),
-                default=SEARCH["length_penalty"],
-                show_default=True,
-                help=f"{what}GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; "
-                "0 turns it off.",
-            ),
-            click.option(
-                "--shortlist",
-                is_flag=True,
-                help=f"{what}search each batch over the target pieces seen with its source "
-                "pieces in training only: faster, nearly the same translations (see README).",
-            ),
-        ]
-    )
-
-
-def inference_options(f):
-    """--device and --threads for every command that runs a trained model."""
-    return _apply(
-        [
-            click.option(
-                "--device",
-                type=Device(),
-                default="auto",
-                show_default=True,
-                help="auto: a GPU when there is one, else the CPU.",
-            ),
-            click.option("--threads", type=POSITIVE, help="CPU threads for torch."),
-        ]
-    )(f)
-
-
-def quantize_option(f):
-    """--quantize for the commands that predict (inspect reads the fp32 weights)."""
-    return click.option(
-        "--quantize",
-        type=click.Choice(QUANTIZATIONS),
-        default="none",
-        show_default=True,
-        help="int8: linear and recurrent layers in dynamic int8, on the CPU only; "
-        "faster for hidden sizes of 256 and up, slightly less exact (see README).",
-    )(f)
-
-
-def output_options(help_text: str):
-    return click.option("--json", "as_json", is_flag=True, help=help_text)
-
-
-def _model_options(options: dict, *task_specific: str) -> dict:
-    """The model config fields given on the command line (`--layers` is `num_layers`)."""
-    shared = ("cell", "embedding_size", "hidden_size", "dropout")
-    return {
-        "num_layers": options["layers"],
-        **{name: options[name] for name in (*shared, *task_specific)},
-    }
-
-
-def _train(ctx: click.Context, task: str, model_options: dict, **task_options) -> None:
-    """What every `train` command does: one call of seqtool.training.train, rendered."""
-    from seqtool.config import TokenizerConfig
-    from seqtool.errors import TrainingInterrupted
-    from seqtool.plot import with_tensorboard
-    from seqtool.training import train as run_training
-    from seqtool.ui import TrainingView, note, say
-
-    options = ctx.params
-    quiet = options["quiet"]
-    given = {
-        k: v
-        for k, v in options.items()
-        if ctx.get_parameter_source(k).name == "COMMANDLINE" and k != "quiet"
-    }
-    try:
-        finished = run_training(
-            task,
-            options["train_path"],
-            options["valid_path"],
-            options["out"],
-            model_options,
-            options,
-            TokenizerConfig(options["tokenizer"], options["vocab_size"]),
-            task_options,
-            resume=options["resume"],
-            force=options["force"],
-            given=given,
-            callbacks=with_tensorboard(TrainingView(quiet), options),
-            notify=(lambda message: None) if quiet else note,
+        quiet = values["quiet"]
+        given = {
+            k: v
+            for k, v in values.items()
+            if ctx.get_parameter_source(k).name != "DEFAULT" and k not in opt.PROCESS
+        }
+        line = api.command_line([*ctx.command_path.split()[1:], *ctx.meta["args"]])
+        try:
+            finished = api.start(
+                task, values, given, line, TrainingView(quiet), None if quiet else note
+            )
+        except TrainingInterrupted as stop:
+            if stop.main:
+                last = f"{values['out']}/last.ckpt"
+                say(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
+            raise
+        if not finished.main or quiet:
+            return
+        p = finished.progress
+        best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"
+        say(
+            f"done: {p.step:,} steps, {p.tokens:,} {finished.unit}, {p.elapsed:.0f}s; best "
+            f"valid {finished.metric} {best}; saved {finished.run_dir}/best.ckpt"
         )
-    except TrainingInterrupted as stop:
-        if stop.main:
-            last = f"{options['out']}/last.ckpt"
-            say(f"Saved {last}. Resume with:\n  {_resume_command(stop.world)}")
-        raise
-    if not finished.main or quiet:
-        return
-    p = finished.progress
-    best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"
-    say(
-        f"done: {p.step:,} steps, {p.tokens:,} {finished.unit}, {p.elapsed:.0f}s; best valid "
-        f"{finished.metric} {best}; saved {finished.run_dir}/best.ckpt"
-    )
+
+
+for _task in TRAIN_HELP:
+    _train(_task)
 
 
 def _resume_command(world: int) -> str:
@@ -482,204 +252,6 @@ def _resume_command(world: int) -> str:
     # the same command, continuing the run: --force would start it over
     args = [a for a in sys.argv[1:] if a not in ("--force", "--resume")]
     return " ".join(shlex.quote(a) for a in [*launcher, *args, "--resume"])
-
-
-@train.command("generator")
-@click.option("--train", "train_path", required=True, help="Training text file (UTF-8).")
-@click.option(
-    "--valid",
-    "valid_path",
-    help="Validation text file; without it the last 10% of --train is held out.",
-)
-@click.option(
-    "--seq-len",
-    type=POSITIVE,
-    default=defaults(TrainConfig)["seq_len"],
-    show_default=True,
-    help="Truncated-BPTT window; the hidden state is carried across batches.",
-)
-@click.option(
-    "--tie-weights/--no-tie-weights",
-    default=defaults(GeneratorConfig)["tie_weights"],
-    show_default=True,
-    help="Share the embedding with the output layer.",
-)
-@training_options("generator", GeneratorConfig)
-@click.pass_context
-def train_generator(ctx, **options) -> None:
-    """Train a character-level (or subword) language model.
-
-    \b
-    Example:
-      seqtool train generator --train input.txt --out runs/shakes --max-time 10m
-    """
-    _train(ctx, "generator", _model_options(options, "tie_weights"))
-
-
-@train.command("classifier")
-@click.option(
-    "--train",
-    "train_path",
-    required=True,
-    help="Labelled lines: TSV label<TAB>text, or fastText __label__X text.",
-)
-@click.option(
-    "--valid", "valid_path", help="Validation file; without it a random 10% of --train is held out."
-)
-@click.option(
-    "--bidirectional/--no-bidirectional",
-    default=defaults(ClassifierConfig)["bidirectional"],
-    show_default=True,
-)
-@click.option(
-    "--pooling",
-    type=click.Choice(POOLINGS),
-    default=defaults(ClassifierConfig)["pooling"],
-    show_default=True,
-    help="How the encoder's outputs become one vector; attention can be explained.",
-)
-@click.option(
-    "--multi-label/--single-label",
-    default=None,
-    help="One sigmoid per label, or one softmax over labels. Default: multi-label when a "
-    "training line has several labels (fastText), else single.",
-)
-@click.option(
-    "--class-weights",
-    type=click.Choice(["balanced"]),
-    help="Weight the loss against skewed label counts.",
-)
-@click.option(
-    "--early-stop-metric",
-    type=click.Choice(CLASSIFIER_METRICS),
-    default="accuracy",
-    show_default=True,
-    help="What best.ckpt and --patience follow.",
-)
-@click.option(
-    "--max-length",
-    type=POSITIVE,
-    default=defaults(ClassifierConfig)["max_length"],
-    show_default=True,
-    help="Tokens per line; longer lines are cut with a warning.",
-)
-@click.option(
-    "--ensemble",
-    "members",
-    type=POSITIVE,
-    default=DEFAULT_MEMBERS,
-    show_default=True,
-    help="Classifiers trained side by side, probabilities averaged; each costs as much "
-    "time as one.",
-)
-@training_options("classifier", ClassifierConfig)
-@click.pass_context
-def train_classifier(ctx, **options) -> None:
-    """Train a recurrent text classifier.
-
-    \b
-    Example:
-      seqtool train classifier --train sst2/train.tsv --valid sst2/valid.tsv --out runs/sst2
-    """
-    model_options = _model_options(
-        options, "bidirectional", "pooling", "multi_label", "max_length", "members"
-    )
-    _train(
-        ctx,
-        "classifier",
-        model_options,
-        metric=options["early_stop_metric"],
-        class_weights=options["class_weights"],
-    )
-
-
-@train.command("translator")
-@click.option(
-    "--train",
-    "train_path",
-    required=True,
-    help="TSV file (source<TAB>target), or a path prefix with --src-lang/--tgt-lang.",
-)
-@click.option(
-    "--valid",
-    "valid_path",
-    help="Validation data; without it random pairs of --train are held out.",
-)
-@data_options("")
-@click.option("--joint-vocab", is_flag=True, help="One sentencepiece model for source and target.")
-@click.option(
-    "--attention",
-    type=click.Choice(ATTENTIONS),
-    default=defaults(TranslatorConfig)["attention"],
-    show_default=True,
-    help="bahdanau (additive), luong (multiplicative), none (plain encoder-decoder).",
-)
-@click.option(
-    "--bidirectional/--no-bidirectional",
-    default=defaults(TranslatorConfig)["bidirectional"],
-    show_default=True,
-)
-@click.option(
-    "--input-feeding/--no-input-feeding",
-    default=defaults(TranslatorConfig)["input_feeding"],
-    show_default=True,
-    help="Feed each step's attentional vector into the next step.",
-)
-@click.option(
-    "--tie-embeddings/--no-tie-embeddings",
-    default=defaults(TranslatorConfig)["tie_embeddings"],
-    show_default=True,
-    help="Share the target embedding with the output layer.",
-)
-@click.option(
-    "--label-smoothing",
-    type=Finite(0, 1, max_open=True),
-    default=TRAIN_DEFAULTS["translator"]["label_smoothing"],
-    show_default=True,
-)
-@click.option(
-    "--batch-tokens",
-    type=POSITIVE,
-    default=TRAIN_DEFAULTS["translator"]["batch_tokens"],
-    show_default=True,
-    help="Most padded tokens per batch (the longer side); batches are length buckets.",
-)
-@click.option(
-    "--early-stop-metric",
-    type=click.Choice(TRANSLATOR_METRICS),
-    default="bleu",
-    show_default=True,
-    help="What best.ckpt and --patience follow (BLEU of greedy output on --valid).",
-)
-@click.option(
-    "--max-length",
-    type=POSITIVE,
-    default=defaults(TranslatorConfig)["max_length"],
-    show_default=True,
-    help="Tokens per sentence; longer ones are cut with a warning.",
-)
-@training_options("translator", TranslatorConfig)
-@click.pass_context
-def train_translator(ctx, **options) -> None:
-    """Train an encoder-decoder translator with attention.
-
-    \b
-    Example:
-      seqtool train translator --train multi30k/train --valid multi30k/valid \\
-        --src-lang de --tgt-lang en --out runs/de-en --max-time 45m
-    """
-    model_options = _model_options(
-        options, "bidirectional", "attention", "input_feeding", "tie_embeddings", "max_length"
-    )
-    _train(
-        ctx,
-        "translator",
-        model_options,
-        src_lang=options["src_lang"],
-        tgt_lang=options["tgt_lang"],
-        joint_vocab=options["joint_vocab"],
-        metric=options["early_stop_metric"],
-    )
 
 
 def _imports_torch(command):
@@ -790,13 +362,13 @@ def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
     show_default=True,
     help="Multi-label models: print every label at least this likely.",
 )
-@output_options("One JSON object per input line.")
+@use(opt.as_json("One JSON object per input line."))
 @click.option(
     "--explain", is_flag=True, help="Show which tokens the decision rests on (attention pooling)."
 )
 @click.option("--batch-size", type=POSITIVE, default=CLASSIFY["batch_size"], show_default=True)
-@inference_options
-@quantize_option
+@use(*opt.INFERENCE)
+@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def classify(
@@ -845,7 +417,7 @@ def classify(
 @cli.command()
 @click.argument("args", nargs=-1, required=True, metavar="RUN... [INPUT|-]")
 @click.option("--text", help="Translate this one sentence instead of reading lines.")
-@search_options()
+@use(*opt.search())
 @click.option(
     "--n-best",
     type=POSITIVE,
@@ -861,7 +433,7 @@ def classify(
     help="At most ratio x source tokens + 5 target tokens.",
 )
 @click.option("--batch-size", type=POSITIVE, default=SEARCH["batch_size"], show_default=True)
-@output_options("One JSON object per input line.")
+@use(opt.as_json("One JSON object per input line."))
 @click.option(
     "--show-attention", is_flag=True, help="Draw the attention matrix of the --text sentence."
 )
@@ -870,8 +442,8 @@ def classify(
     type=click.Path(dir_okay=False),
     help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
 )
-@inference_options
-@quantize_option
+@use(*opt.INFERENCE)
+@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def translate(
@@ -986,8 +558,8 @@ def translate(
     help="Samples to print; sample i uses seed + i (short ones are computed as one batch).",
 )
 @click.option("--seed", type=SEED, help="Same seed, same text.")
-@inference_options
-@quantize_option
+@use(*opt.INFERENCE)
+@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def generate(
@@ -1031,7 +603,7 @@ def generate(
     help="Text to score (generator), labelled lines (classifier), or parallel data "
     "(translator: TSV, or a path prefix with --src-lang/--tgt-lang).",
 )
-@data_options("Translator: ")
+@use(*opt.data("Translator: "))
 @click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
 @click.option(
     "--threshold",
@@ -1040,10 +612,10 @@ def generate(
     show_default=True,
     help="Multi-label classifiers: the probability a label needs.",
 )
-@search_options("Translator: ")
-@inference_options
-@quantize_option
-@output_options("Print one JSON object.")
+@use(*opt.search("Translator: "))
+@use(*opt.INFERENCE)
+@use(opt.QUANTIZE)
+@use(opt.as_json("Print one JSON object."))
 @_results_to_stdout
 @_imports_torch
 def evaluate(
@@ -1093,7 +665,7 @@ def evaluate(
 
 @cli.command()
 @click.argument("run")
-@output_options("Print one JSON object.")
+@use(opt.as_json("Print one JSON object."))
 @_results_to_stdout
 def info(run, as_json) -> None:
     """Show what a checkpoint holds: task, configs, size, progress.
@@ -1174,8 +746,8 @@ def _read_text(text: str | None, text_file: str | None) -> str:
     type=click.Path(dir_okay=False),
     help="Plot each gate's saturation per layer to this PNG (needs the plot extra).",
 )
-@output_options("Print the per-piece records as one JSON object.")
-@inference_options
+@use(opt.as_json("Print the per-piece records as one JSON object."))
+@use(*opt.INFERENCE)
 @_results_to_stdout
 @_imports_torch
 def inspect_command(
@@ -1253,7 +825,7 @@ def plot_command(runs, out, x_axis) -> None:
     help="Translator: which embeddings.",
 )
 @click.option("--top-k", type=POSITIVE, default=10, show_default=True, help="How many.")
-@output_options("Print one JSON object per neighbour.")
+@use(opt.as_json("Print one JSON object per neighbour."))
 def neighbours(run, piece, side, top_k, as_json) -> None:
     """The pieces nearest PIECE by cosine similarity of the model's embeddings (a
     word piece with its leading space may be written "▁the" or " the").
@@ -1303,20 +875,15 @@ SERVE = _serve_limits()
 
 
 def limit_option(flag: str, help: str | None = None):
-    """An option of `serve` for the Limits field of the same name, with its default:
-    milliseconds may be 0, counts and other numbers are positive."""
-    name = flag[2:].replace("-", "_")
-    kind = click.FloatRange(min=0) if name.endswith("_ms") else POSITIVE
-    if isinstance(SERVE[name], float) and not name.endswith("_ms"):
-        kind = click.FloatRange(min=0, min_open=True)
-    return click.option(flag, type=kind, default=SERVE[name], show_default=True, help=help)
+    """An option of `serve` for the Limits field of the same name, with its default."""
+    return use(opt.limit(flag, SERVE[flag[2:].replace("-", "_")], help))
 
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@inference_options
+@use(*opt.INFERENCE)
 @limit_option("--max-batch", "Sentences (or generations) per model call; 1 turns batching off.")
 @limit_option("--max-wait-ms", "How long a batch waits for more requests.")
 @limit_option(
@@ -1360,7 +927,7 @@ def limit_option(flag: str, help: str | None = None):
     help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
     "then the model call running); a second signal stops at once.",
 )
-@quantize_option
+@use(opt.QUANTIZE)
 def serve(
     runs, host, port, device, threads, grace_seconds, quantize, allowed_hosts, **limits
 ) -> None:

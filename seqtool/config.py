@@ -10,7 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from seqtool.errors import ConfigError
 
@@ -49,13 +49,21 @@ def _check(condition: bool, message: str) -> None:
 class _Config:
     """Shared dict round trip for checkpoints."""
 
+    # field names of earlier releases -> today's, read from older checkpoints
+    RENAMED: ClassVar[dict[str, str]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[arg-type]
 
     @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """`data` with the fields of earlier releases under today's names."""
+        return {cls.RENAMED.get(k, k): v for k, v in data.items()}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in cls.upgrade(data).items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,9 @@ class GeneratorConfig(_Config):
     # with --seq-len 64 and lr 3e-3: 2.048 and 2.043 bits/char on tinyshakespeare after
     # 10 minutes on 2 cores, against 2.086 without dropout (bench/analysis.md)
     dropout: float = 0.2
-    tie_weights: bool = False
+    tie_embeddings: bool = False
+
+    RENAMED: ClassVar[dict[str, str]] = {"tie_weights": "tie_embeddings"}
 
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
@@ -209,6 +219,9 @@ def defaults(cls) -> dict[str, Any]:
 
 
 # training defaults per task, where they differ from TrainConfig's (the generator's)
+# the options of `seqtool train` whose config field is named otherwise
+OPTION_FIELDS = {"layers": "num_layers", "ensemble": "members", "early_stop_metric": "metric"}
+
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "generator": {},
     "classifier": {"batch_size": 32, "lr": 3e-3, "eval_every": 100},

@@ -29,7 +29,11 @@ def check_extra(module: str, extra: str, option: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise ConfigError(f"{option} needs {module}: pip install 'seqtool[{extra}]'") from None
+        # seqtool is installed from its repository (it is not on PyPI), hence -e '.[extra]'
+        raise ConfigError(
+            f"{option} needs {module}: pip install -e '.[{extra}]' in the seqtool "
+            f"repository, or pip install {module}"
+        ) from None
 
 
 # -- colours: white for nothing, red for surprise or a positive value, blue for negative --
@@ -367,9 +371,7 @@ class TensorBoard:
         self.writer.flush()
 
 
-def with_tensorboard(view, options: dict[str, Any]):
-    """`view`, also writing TensorBoard files when --tensorboard was given."""
-    if not options.get("tensorboard"):
-        return view
+def with_tensorboard(view, run_dir: str):
+    """`view`, also writing TensorBoard files into `run_dir` (--tensorboard)."""
     check_extra("tensorboard", "tensorboard", "--tensorboard")
-    return TensorBoard(view, options["out"])
+    return TensorBoard(view, run_dir)

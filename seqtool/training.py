@@ -31,13 +31,14 @@ from typing import Any, Protocol
 import torch
 
 from seqtool import averaging, checkpoint, distributed, files, tasks
-from seqtool.config import DEFAULT_EPOCHS, TokenizerConfig, TrainConfig
+from seqtool.config import DEFAULT_EPOCHS, OPTION_FIELDS, TokenizerConfig, TrainConfig
 from seqtool.device import allocating, autocast, pick_device, pick_precision
 from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
 from seqtool.tasks import TrainRequest
 
 RECENT = "recent"  # the run directory's folder of the last evaluations' weights
 AVERAGED = "averaged.ckpt"
+CONFIG = "config.yaml"  # the options that repeat the run (`seqtool train --config`)
 
 
 @dataclass
@@ -499,7 +500,28 @@ RESUMABLE = (
 
 
 @dataclass(frozen=True)
-class Finished:
+class Job:
+    """One training run: the task, its data, the run directory, and the settings split
+    by where they go. seqtool.api builds it from the options of `seqtool train`."""
+
+    task: str
+    train: str
+    valid: str | None
+    out: Path
+    model: dict[str, Any]  # model config fields (num_layers, hidden_size, ...)
+    config: dict[str, Any]  # TrainConfig fields
+    tokenizer: TokenizerConfig
+    options: dict[str, Any]  # the task's own (src_lang, metric, class_weights, ...)
+    resume: bool = False
+    force: bool = False
+    # the options the user set, by option name: a resumed run warns about those that
+    # differ from its stored settings and cannot change
+    given: dict[str, Any] = dataclasses.field(default_factory=dict)
+    record: str = ""  # config.yaml: what repeats this run (written when it starts afresh)
+
+
+@dataclass(frozen=True)
+class Run:
     """What a finished `train` reports: progress, and what its figures count."""
 
     progress: Progress
@@ -510,60 +532,51 @@ class Finished:
 
 
 def train(
-    task_name: str,
-    train_path: str,
-    valid_path: str | None,
-    out: str | Path,
-    model_options: dict[str, Any],
-    train_options: dict[str, Any],
-    tokenizer: TokenizerConfig,
-    options: dict[str, Any] | None = None,
-    resume: bool = False,
-    force: bool = False,
-    given: dict[str, Any] | None = None,
+    job: Job,
     callbacks: Callbacks | None = None,
     notify: Callable[[str], None] = lambda message: None,
-) -> Finished:
-    """Train a model of `task_name` into the run directory `out`.
+) -> Run:
+    """Train the model `job` describes into its run directory. Without a budget, trains
+    for the task's default epochs.
 
-    model_options: model config fields (num_layers, hidden_size, ...); train_options:
-    TrainConfig fields; options: the task's own (src_lang, metric, class_weights, ...);
-    given: the options the user set explicitly, by option name (a resumed run warns
-    about those that differ from its stored settings and cannot change). Without a
-    budget, trains for the task's default epochs.
-    A run directory that holds a run is refused unless `resume` or `force`; with
+    A run directory that holds a run is refused unless `job.resume` or `job.force`; with
     `force` the old files are moved aside into RUN/.replaced (in one rename) once
     everything has been checked and read, removed when the new run has saved its first
-    checkpoint, and put back if it fails before. One process at a time trains in a run directory.
+    checkpoint, and put back if it fails before. One process at a time trains in a run
+    directory.
     """
-    distributed.init(pick_device(train_options.get("device", "auto")))  # join the others
+    distributed.init(pick_device(job.config.get("device", "auto")))  # join the others
     main = distributed.is_main()
     if not main:
         notify = lambda message: None  # noqa: E731 (one process speaks for all)
-    run_dir = Path(out)
+    run_dir = job.out
     try:
         # one process writes the files: the first under torchrun
         with _lock(run_dir) if main else contextlib.nullcontext():
             if main:
                 _settle_replaced(run_dir)  # what a run killed after --force left
-            held = _check_run_dir(run_dir, resume, force)
-            resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=task_name) if resume else None
-            config = _train_config(task_name, train_options, resume_ckpt, given or {}, notify)
+            held = _check_run_dir(run_dir, job.resume, job.force)
+            resume_ckpt = None
+            if job.resume:
+                resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=job.task)
+            config = _train_config(job, resume_ckpt, notify)
             pick_precision(config.precision, pick_device(config.device))  # before any work
             request = TrainRequest(
-                train_path, valid_path, run_dir, tokenizer, model_options, config, resume_ckpt,
-                options or {},
+                job.train, job.valid, run_dir, job.tokenizer, job.model, config, resume_ckpt,
+                job.options,
             )  # fmt: skip
             with allocating("--hidden-size, --embedding-size or --layers"):
-                task = tasks.get(task_name).prepare(request, notify)
+                task = tasks.get(job.task).prepare(request, notify)
             if config.threads:
                 torch.set_num_threads(config.threads)
             with allocating("--hidden-size, --embedding-size or --layers"):
                 trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
-            if _fit_to_budget(task, trainer, config, resume_ckpt, given or {}, notify):
+            if _fit_to_budget(task, trainer, config, resume_ckpt, job.given, notify):
                 trainer = Trainer(task, config, run_dir, callbacks)
             if main and held:
                 trainer.replaced = _move_aside(run_dir, held)
+            if main and job.record and resume_ckpt is None:
+                files.write(run_dir / CONFIG, job.record.encode(), "config")
             try:
                 progress = trainer.fit()
             except TrainingInterrupted as stop:
@@ -572,7 +585,7 @@ def train(
             finally:
                 if main:
                     _settle_replaced(run_dir)
-            return Finished(progress, task.unit, task.metric, run_dir, trainer.main)
+            return Run(progress, task.unit, task.metric, run_dir, trainer.main)
     finally:
         distributed.shutdown()
 
@@ -585,52 +598,47 @@ def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, giv
     timed steps; True when it rebuilt its model. Not for a resumed run, nor when the
     user chose the size (--ensemble)."""
     fit = getattr(task, "fit_to_budget", None)
-    if fit is None or not config.max_time or resume_ckpt is not None or "members" in given:
+    if fit is None or not config.max_time or resume_ckpt is not None or "ensemble" in given:
         return False
     seconds = distributed.on_main(lambda: trainer.time_steps(PROBE_STEPS))
     return fit(seconds, config.max_time, notify)
 
 
 def _train_config(
-    task_name: str,
-    options: dict[str, Any],
-    resume_ckpt: dict[str, Any] | None,
-    given: dict[str, Any],
-    notify: Callable[[str], None],
+    job: Job, resume_ckpt: dict[str, Any] | None, notify: Callable[[str], None]
 ) -> TrainConfig:
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    fields = {k: v for k, v in options.items() if k in names}
     if resume_ckpt is None:
-        config = TrainConfig(**fields)
+        config = TrainConfig(**job.config)
         if not config.has_budget:
-            epochs = DEFAULT_EPOCHS[task_name]
+            epochs = DEFAULT_EPOCHS[job.task]
             notify(
                 f"no budget given: training for {epochs} epochs (set --max-steps, "
                 "--max-epochs or --max-time)"
             )
-            config = TrainConfig(**{**fields, "max_epochs": epochs})
-        if config.max_time and "eval_every" not in given:
+            config = dataclasses.replace(config, max_epochs=epochs)
+        if config.max_time and "eval_every" not in job.given:
             # no number of steps suits every machine: plan once the first steps are timed
             config = dataclasses.replace(config, eval_every=None)
         return config
     stored = dict(resume_ckpt["train_config"])
-    _warn_ignored(resume_ckpt, given)
-    stored.update({k: v for k, v in given.items() if k in RESUMABLE})
+    _warn_ignored(resume_ckpt, job.given)
+    stored.update({k: v for k, v in job.given.items() if k in RESUMABLE})
     return TrainConfig.from_dict(stored)
 
 
 # what a resumed run reads again (the data) rather than settings it keeps
-_DATA_OPTIONS = ("train_path", "valid_path", "out", "resume", "force", "src_lang", "tgt_lang")
+_DATA_OPTIONS = ("train", "valid", "out", "resume", "force", "src_lang", "tgt_lang")
 
 
 def _warn_ignored(ckpt: dict[str, Any], given: dict[str, Any]) -> None:
-    """Warn about the options set on the command line that a resumed run cannot change
-    and that differ from what it stored (option names: --layers is num_layers)."""
+    """Warn about the options set by the user that a resumed run cannot change and that
+    differ from what it stored (option names: --layers is num_layers)."""
     tokenizer = ckpt.get("tokenizer_config", {})
+    model = ckpt["model_config"]
     stored = {
         **ckpt.get("train_config", {}),
-        **ckpt["model_config"],
-        "layers": ckpt["model_config"].get("num_layers"),
+        **model,
+        **{option: model.get(field) for option, field in OPTION_FIELDS.items()},
         "tokenizer": tokenizer.get("kind"),
         "vocab_size": tokenizer.get("vocab_size"),
         "early_stop_metric": ckpt.get("task_options", {}).get("metric"),
@@ -660,6 +668,8 @@ def _check_run_dir(run_dir: Path, resume: bool, force: bool) -> list[Path]:
             f"{run_dir} already holds a run ({', '.join(p.name for p in held)}); "
             f"add --resume to continue it or --force to start over"
         )
+    if held and (run_dir / CONFIG).exists():  # the replaced run's, moved aside with it
+        held.append(run_dir / CONFIG)
     return held
 
 

@@ -308,7 +308,7 @@ def test_a_tokenizer_that_is_not_bytes_is_refused_on_loading(tmp_path, proto):
 MODELS = [
     (TINY_GENERATOR, GeneratorModel),
     (
-        GeneratorConfig(vocab_size=20, embedding_size=4, hidden_size=8, tie_weights=True),
+        GeneratorConfig(vocab_size=20, embedding_size=4, hidden_size=8, tie_embeddings=True),
         GeneratorModel,
     ),
     (
@@ -351,8 +351,19 @@ def test_restore_model_round_trip(tmp_path, config, build):
     state = restored.state_dict()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert all(not p.is_meta for p in restored.parameters())
-    if getattr(config, "tie_weights", False):
+    if isinstance(config, GeneratorConfig) and config.tie_embeddings:
         assert restored.out.weight is restored.embedding.weight
+
+
+def test_a_checkpoint_of_the_earlier_field_name_keeps_its_tied_weights(tmp_path):
+    """Generators saved before the option became --tie-embeddings stored tie_weights."""
+    config = GeneratorConfig(vocab_size=20, embedding_size=4, hidden_size=8, tie_embeddings=True)
+    model = GeneratorModel(config)
+    stored = {**config.to_dict(), "tie_weights": True}
+    del stored["tie_embeddings"]
+    ckpt = _saved(tmp_path, task="generator", model_config=stored, model_state=model.state_dict())
+    restored = checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel)
+    assert restored.config.tie_embeddings and restored.out.weight is restored.embedding.weight
 
 
 @pytest.mark.parametrize(
@@ -361,7 +372,7 @@ def test_restore_model_round_trip(tmp_path, config, build):
         ({"vocab_size": None}, "vocab_size is missing"),
         ({"hidden_size": "8"}, "hidden_size is '8', not int"),
         ({"hidden_size": 8.0}, "hidden_size is 8.0, not int"),
-        ({"tie_weights": "no"}, "tie_weights is 'no', not bool"),
+        ({"tie_embeddings": "no"}, "tie_embeddings is 'no', not bool"),
         ({"dropout": None}, "dropout is None, not float"),
         ({"cell": "transformer"}, "unknown cell 'transformer'; choose one of lstm, gru, rnn"),
         ({"num_layers": -1}, "num_layers must be positive"),

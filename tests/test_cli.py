@@ -151,7 +151,7 @@ def test_info_reports_the_run(run_cli, trained):
 
 def test_info_shows_booleans_as_words(run_cli, trained):
     rows = [line.split() for line in run_cli("info", trained).stdout.splitlines()]
-    assert ["tie_weights", "false"] in [[c for c in row if c != "│"] for row in rows]
+    assert ["tie_embeddings", "false"] in [[c for c in row if c != "│"] for row in rows]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])

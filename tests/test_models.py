@@ -30,7 +30,7 @@ def test_generator_shapes_and_decode_step(tie):
     torch.manual_seed(0)
     model = GeneratorModel(
         GeneratorConfig(
-            vocab_size=11, embedding_size=4, hidden_size=8, num_layers=2, tie_weights=tie
+            vocab_size=11, embedding_size=4, hidden_size=8, num_layers=2, tie_embeddings=tie
         )
     ).eval()
     tokens = torch.randint(0, 11, (3, 7))

@@ -16,7 +16,7 @@ MODEL = {
     "hidden_size": 16,
     "num_layers": 2,
     "dropout": 0.1,
-    "tie_weights": False,
+    "tie_embeddings": False,
 }
 
 

@@ -406,7 +406,8 @@ def test_missing_matplotlib_names_the_extra(run_cli, trained_translator, tmp_pat
     )
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: --attention-plot needs matplotlib: pip install 'seqtool[plot]'\n"
+        "Error: --attention-plot needs matplotlib: pip install -e '.[plot]' in the seqtool "
+        "repository, or pip install matplotlib\n"
     )
 
 

@@ -25,11 +25,11 @@ class GeneratorModel(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         # tying shares the embedding with the output layer; a projection makes the sizes meet
-        tied_proj = config.tie_weights and config.hidden_size != config.embedding_size
+        tied_proj = config.tie_embeddings and config.hidden_size != config.embedding_size
         self.proj = nn.Linear(config.hidden_size, config.embedding_size) if tied_proj else None
-        out_in = config.embedding_size if config.tie_weights else config.hidden_size
+        out_in = config.embedding_size if config.tie_embeddings else config.hidden_size
         self.out = nn.Linear(out_in, config.vocab_size)
-        if config.tie_weights:
+        if config.tie_embeddings:
             self.out.weight = self.embedding.weight
         self._step: RecurrentStep | None = None
 

@@ -1,0 +1,543 @@
+"""Every option of the command line, declared once.
+
+The options `seqtool train` shares across tasks and each task's own, and the groups
+other commands share (search, inference, output), with their defaults read from the
+config dataclasses. `seqtool.train` checks a Python caller's keyword options with these
+same declarations (`resolve`), so a default and a check live in one place. Also here:
+the old option names kept for a release (`renamed`) and the `--config` files of `train`.
+Imports neither torch nor the library's heavy modules: every `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import click
+
+from seqtool.config import (
+    ATTENTIONS,
+    CELLS,
+    DEFAULT_MEMBERS,
+    DEFAULT_TOKENIZER,
+    POOLINGS,
+    PRECISIONS,
+    QUANTIZATIONS,
+    SCHEDULES,
+    TOKENIZERS,
+    TRAIN_DEFAULTS,
+    ClassifierConfig,
+    GeneratorConfig,
+    SearchConfig,
+    TrainConfig,
+    TranslatorConfig,
+    defaults,
+    is_device,
+    parse_duration,
+)
+from seqtool.errors import ConfigError, warn
+
+# bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
+# a tensor size overflow)
+POSITIVE = click.IntRange(1, 2**31 - 1)
+# what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
+SEED = click.IntRange(0, 2**63 - 1)
+SEARCH = defaults(SearchConfig)
+CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
+TRANSLATOR_METRICS = ("bleu", "loss")
+
+
+class Device(click.ParamType):
+    """--device: auto, cpu, cuda, cuda:N (one GPU of several) or mps."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str) or not is_device(value):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
+        return value
+
+
+class Finite(click.FloatRange):
+    """A float in a range, refusing nan and inf: nan passes every comparison of
+    FloatRange, and neither is a setting any option means."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _duration(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_duration(str(value))
+    except ConfigError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def use(*params: click.Parameter):
+    """Attach declared options to a command function, in the order given."""
+
+    def decorate(f):
+        f.__click_params__ = [*getattr(f, "__click_params__", []), *reversed(params)]
+        return f
+
+    return decorate
+
+
+def _option(*decls: str, **attrs) -> click.Option:
+    return click.Option(list(decls), **attrs)
+
+
+def _choice(flag: str, choices, default, help: str | None = None) -> click.Option:
+    return _option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
+# -- train: what every task shares ------------------------------------------------------
+
+
+def _shared_training(task: str, model_config) -> list[click.Option]:
+    """Options every `train` command has, with the same names everywhere; their
+    defaults come from the task's model config and TRAIN_DEFAULTS."""
+    model = defaults(model_config)
+    run = {**defaults(TrainConfig), **TRAIN_DEFAULTS[task]}
+
+    def number(flag: str, kind, default, help: str | None = None, **attrs) -> click.Option:
+        return _option(flag, type=kind, default=default, show_default=True, help=help, **attrs)
+
+    batch_help = (
+        "Most sentence pairs per batch (see --batch-tokens)." if task == "translator" else None
+    )
+    return [
+        _option(
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False, path_type=str),
+            help="Run directory for checkpoints, metrics.jsonl and config.yaml.",
+        ),
+        _choice("--cell", CELLS, model["cell"], "Recurrent cell; rnn is the basic Elman network."),
+        number("--layers", POSITIVE, model["num_layers"]),
+        number("--hidden-size", POSITIVE, model["hidden_size"]),
+        number("--embedding-size", POSITIVE, model["embedding_size"]),
+        number("--dropout", Finite(0, 1, max_open=True), model["dropout"]),
+        number("--batch-size", POSITIVE, run["batch_size"], batch_help),
+        number("--lr", Finite(0, min_open=True), run["lr"], "Peak learning rate (AdamW)."),
+        number("--weight-decay", Finite(0), run["weight_decay"]),
+        number("--clip", Finite(0), run["clip"], "Clip the gradient norm to this; 0 turns it off."),
+        _choice(
+            "--schedule",
+            SCHEDULES,
+            run["schedule"],
+            "Learning rate after warmup: cosine decay to lr/10 over the budget.",
+        ),
+        number("--warmup-steps", click.IntRange(min=0), run["warmup_steps"]),
+        number(
+            "--average-last",
+            click.IntRange(min=0),
+            run["average_last"],
+            "Keep the weights of the last N evaluations in RUN_DIR/recent/ and write their "
+            "mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
+            metavar="N",
+        ),
+        _option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
+        _option(
+            "--max-epochs",
+            type=Finite(0, min_open=True),
+            help="Budget in passes over the training data.",
+        ),
+        _option(
+            "--max-time",
+            callback=_duration,
+            metavar="DURATION",
+            help="Budget in wall time: 90s, 10m, 2h.",
+        ),
+        number(
+            "--eval-every",
+            POSITIVE,
+            run["eval_every"],
+            "Validate (and save checkpoints) every N steps.",
+        ),
+        number("--log-every", POSITIVE, run["log_every"]),
+        _option("--patience", type=POSITIVE, help="Stop after N evaluations without improvement."),
+        number("--seed", SEED, run["seed"]),
+        number("--device", Device(), run["device"]),
+        _choice(
+            "--precision",
+            PRECISIONS,
+            run["precision"],
+            "auto: bf16 where the hardware runs it natively, else fp32.",
+        ),
+        _option("--threads", type=POSITIVE, help="CPU threads for torch."),
+        _choice("--tokenizer", TOKENIZERS, DEFAULT_TOKENIZER[task]),
+        _option(
+            "--vocab-size",
+            type=POSITIVE,
+            help="Sentencepiece vocabulary size (adjusted with a warning if it does not fit "
+            "the corpus).",
+        ),
+        _option("--resume", is_flag=True, help="Continue RUN_DIR/last.ckpt exactly."),
+        _option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run."),
+        _option(
+            "--tensorboard",
+            is_flag=True,
+            help="Also write TensorBoard event files into the run directory.",
+        ),
+    ]
+
+
+def _flag(name: str, default: bool, help: str | None = None) -> click.Option:
+    return _option(f"--{name}/--no-{name}", default=default, show_default=True, help=help)
+
+
+def _max_length(config, what: str) -> click.Option:
+    return _option(
+        "--max-length",
+        type=POSITIVE,
+        default=defaults(config)["max_length"],
+        show_default=True,
+        help=f"Tokens per {what}; longer ones are cut with a warning.",
+    )
+
+
+def data(what: str) -> list[click.Option]:
+    """--src-lang / --tgt-lang: parallel data as aligned files `PREFIX.LANG`."""
+    return [
+        _option("--src-lang", help=f"{what}source suffix: --src-lang de reads PREFIX.de."),
+        _option("--tgt-lang", help=f"{what}target suffix: --tgt-lang en reads PREFIX.en."),
+    ]
+
+
+def _own_training(task: str) -> list[click.Option]:
+    """The options of one task's `train` command: its data and model."""
+    if task == "generator":
+        return [
+            _option("--train", required=True, help="Training text file (UTF-8)."),
+            _option("--valid", help="Validation text file; without it the last 10% of --train "
+                    "is held out."),
+            _option(
+                "--seq-len",
+                type=POSITIVE,
+                default=defaults(TrainConfig)["seq_len"],
+                show_default=True,
+                help="Truncated-BPTT window; the hidden state is carried across batches.",
+            ),
+            _flag(
+                "tie-embeddings",
+                defaults(GeneratorConfig)["tie_embeddings"],
+                "Share the embedding with the output layer.",
+            ),
+        ]  # fmt: skip
+    if task == "classifier":
+        model = defaults(ClassifierConfig)
+        return [
+            _option(
+                "--train",
+                required=True,
+                help="Labelled lines: TSV label<TAB>text, or fastText __label__X text.",
+            ),
+            _option(
+                "--valid", help="Validation file; without it a random 10% of --train is held out."
+            ),
+            _flag("bidirectional", model["bidirectional"]),
+            _choice(
+                "--pooling",
+                POOLINGS,
+                model["pooling"],
+                "How the encoder's outputs become one vector; attention can be explained.",
+            ),
+            _option(
+                "--multi-label/--single-label",
+                default=None,
+                help="One sigmoid per label, or one softmax over labels. Default: multi-label "
+                "when a training line has several labels (fastText), else single.",
+            ),
+            _option(
+                "--class-weights",
+                type=click.Choice(["balanced"]),
+                help="Weight the loss against skewed label counts.",
+            ),
+            _choice(
+                "--early-stop-metric",
+                CLASSIFIER_METRICS,
+                "accuracy",
+                "What best.ckpt and --patience follow.",
+            ),
+            _max_length(ClassifierConfig, "line"),
+            _option(
+                "--ensemble",
+                type=POSITIVE,
+                default=DEFAULT_MEMBERS,
+                show_default=True,
+                help="Classifiers trained side by side, probabilities averaged; each costs as "
+                "much time as one.",
+            ),
+        ]
+    model = defaults(TranslatorConfig)
+    train = TRAIN_DEFAULTS["translator"]
+    return [
+        _option(
+            "--train",
+            required=True,
+            help="TSV file (source<TAB>target), or a path prefix with --src-lang/--tgt-lang.",
+        ),
+        _option(
+            "--valid", help="Validation data; without it random pairs of --train are held out."
+        ),
+        *data(""),
+        _option(
+            "--joint-vocab", is_flag=True, help="One sentencepiece model for source and target."
+        ),
+        _choice(
+            "--attention",
+            ATTENTIONS,
+            model["attention"],
+            "bahdanau (additive), luong (multiplicative), none (plain encoder-decoder).",
+        ),
+        _flag("bidirectional", model["bidirectional"]),
+        _flag(
+            "input-feeding",
+            model["input_feeding"],
+            "Feed each step's attentional vector into the next step.",
+        ),
+        _flag(
+            "tie-embeddings",
+            model["tie_embeddings"],
+            "Share the target embedding with the output layer.",
+        ),
+        _option(
+            "--label-smoothing",
+            type=Finite(0, 1, max_open=True),
+            default=train["label_smoothing"],
+            show_default=True,
+        ),
+        _option(
+            "--batch-tokens",
+            type=POSITIVE,
+            default=train["batch_tokens"],
+            show_default=True,
+            help="Most padded tokens per batch (the longer side); batches are length buckets.",
+        ),
+        _choice(
+            "--early-stop-metric",
+            TRANSLATOR_METRICS,
+            "bleu",
+            "What best.ckpt and --patience follow (BLEU of greedy output on --valid).",
+        ),
+        _max_length(TranslatorConfig, "sentence"),
+    ]  # fmt: skip
+
+
+MODEL_CONFIGS = {
+    "generator": GeneratorConfig,
+    "classifier": ClassifierConfig,
+    "translator": TranslatorConfig,
+}
+
+
+def training(task: str) -> list[click.Parameter]:
+    """Every option of `seqtool train TASK`, the task's own first."""
+    return [*_own_training(task), *_shared_training(task, MODEL_CONFIGS[task])]
+
+
+# the options of `train` that are about this process, not the run: not in config.yaml
+PROCESS = ("resume", "force", "quiet", "config")
+
+
+def resolve(params: list[click.Parameter], values: dict[str, Any], what: str) -> dict[str, Any]:
+    """Every option of a command, from a Python caller's keyword values (by option name,
+    `hidden_size` for --hidden-size; old names with a DeprecationWarning): each value
+    checked and converted as the command line does, the defaults for the rest. Raises
+    ConfigError naming the option."""
+    known = {p.name: p for p in params}
+    values = dict(values)
+    for old, new in RENAMED.get(what.split()[-1], {}).items():
+        old, new = old[2:].replace("-", "_"), new[2:].replace("-", "_")
+        if old in values:
+            warnings.warn(f"{old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+            values[new] = values.pop(old)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{what} has no option {unknown[0]!r}")
+    ctx = click.Context(click.Command(what, params=params))
+    for name, param in known.items():
+        given = {name: values[name]} if name in values else {}
+        try:  # as the command line reads a value, or the default
+            param.handle_parse_result(ctx, given, [])
+        except click.MissingParameter:
+            raise ConfigError(f"{what} needs {name}=") from None
+        except click.BadParameter as err:
+            raise ConfigError(f"{name}={values.get(name)!r}: {err.message}") from None
+    # click marks a value never set with a sentinel (8.3), or None before
+    unset = click.Option(["--unset"]).get_default(ctx)
+    return {k: None if v is unset else v for k, v in ctx.params.items()}
+
+
+# -- the groups other commands share ----------------------------------------------------
+
+
+def search(what: str = "") -> list[click.Option]:
+    """Beam search settings shared by translate and evaluate."""
+    return [
+        _option(
+            "--beam-size",
+            type=POSITIVE,
+            default=SEARCH["beam_size"],
+            show_default=True,
+            help=f"{what}1 is greedy search.",
+        ),
+        _option(
+            "--length-penalty",
+            type=Finite(0),
+            default=SEARCH["length_penalty"],
+            show_default=True,
+            help=f"{what}GNMT alpha: scores are log-prob / ((5 + length) / 6) ** alpha; "
+            "0 turns it off.",
+        ),
+        _option(
+            "--shortlist",
+            is_flag=True,
+            help=f"{what}search each batch over the target pieces seen with its source pieces "
+            "in training only: faster, nearly the same translations (see README).",
+        ),
+    ]
+
+
+INFERENCE = [
+    _option(
+        "--device",
+        type=Device(),
+        default="auto",
+        show_default=True,
+        help="auto: a GPU when there is one, else the CPU.",
+    ),
+    _option("--threads", type=POSITIVE, help="CPU threads for torch."),
+]
+
+QUANTIZE = _option(
+    "--quantize",
+    type=click.Choice(QUANTIZATIONS),
+    default="none",
+    show_default=True,
+    help="int8: linear and recurrent layers in dynamic int8, on the CPU only; faster for "
+    "hidden sizes of 256 and up, slightly less exact (see README).",
+)
+
+
+def as_json(help: str) -> click.Option:
+    return _option("--json", "as_json", is_flag=True, help=help)
+
+
+def limit(flag: str, default, help: str | None = None) -> click.Option:
+    """An option of `serve` for the Limits field of the same name: milliseconds may be 0,
+    counts and other numbers are positive."""
+    kind = click.FloatRange(min=0) if flag.endswith("-ms") else POSITIVE
+    if isinstance(default, float) and not flag.endswith("-ms"):
+        kind = click.FloatRange(min=0, min_open=True)
+    return _option(flag, type=kind, default=default, show_default=True, help=help)
+
+
+# -- old names, kept for a release ------------------------------------------------------
+
+# command name -> {old option: new option}; the old ones are hidden from --help
+RENAMED: dict[str, dict[str, str]] = {
+    "generator": {"--tie-weights": "--tie-embeddings", "--no-tie-weights": "--no-tie-embeddings"},
+    "inspect": {"--top": "--top-k"},
+    "neighbours": {"--k": "--top-k"},
+}
+
+
+def renamed(command: str, args: list[str]) -> list[str]:
+    """`args` with the old option names of `command` replaced by today's, each with a
+    deprecation warning (options after `--` are arguments, left alone)."""
+    table = RENAMED.get(command, {})
+    out = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name in table:
+            warn(f"{name} is deprecated and will be removed; use {table[name]}")
+            out[i] = table[name] + eq + value
+    return out
+
+
+# -- config files -----------------------------------------------------------------------
+
+CONFIG_NAME = "config.yaml"  # what `train` writes into the run directory
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """A YAML or TOML file of option names and values (hidden-size or hidden_size), and
+    `task`. Raises ConfigError for a file that cannot be read or is not a mapping."""
+    from seqtool.data import check_file
+
+    file = check_file(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        if file.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            found = tomllib.loads(text)
+        else:
+            import yaml
+
+            found = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read the config ({_first_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 (yaml's errors share no base with ValueError)
+        raise ConfigError(f"{path}: cannot read the config ({_first_line(err)})") from None
+    if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
+        raise ConfigError(f"{path}: a config is a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in found.items()}
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def config_defaults(path: str, command: str, params: list[click.Parameter]) -> dict[str, Any]:
+    """The options a config file sets for `seqtool train COMMAND`, checked against its
+    options: what the command line then overrides."""
+    found = read_config(path)
+    task = found.pop("task", command)
+    if task != command:
+        raise ConfigError(f"{path} is a config of a {task}, not of a {command}")
+    table = {old[2:].replace("-", "_"): new[2:].replace("-", "_")
+             for old, new in RENAMED.get(command, {}).items()}  # fmt: skip
+    found = {table.get(k, k): v for k, v in found.items()}
+    names = {p.name for p in params} - set(PROCESS)
+    unknown = sorted(set(found) - names)
+    if unknown:
+        flag = "--" + unknown[0].replace("_", "-")
+        raise ConfigError(f"{path}: {unknown[0]!r} is not an option of train {command} ({flag})")
+    return found
+
+
+def config_task(path: str) -> str:
+    """The task a config file is for (its `task` key)."""
+    task = read_config(path).get("task")
+    if not isinstance(task, str):
+        raise ConfigError(f"{path}: no task in the config; add task: generator (or classifier, "
+                          "translator), or name it: seqtool train TASK --config FILE")  # fmt: skip
+    return task
+
+
+def config_text(task: str, values: dict[str, Any], command_line: str) -> str:
+    """config.yaml of a run: the command line as a comment, then `task` and every option
+    that is set, by its name on the command line."""
+    import yaml
+
+    body = {"task": task}
+    body.update({k.replace("_", "-"): v for k, v in values.items() if v is not None})
+    header = f"# {command_line}\n# repeat: seqtool train --config THIS_FILE --out NEW_DIR\n"
+    return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
