@@ -1,9 +1,9 @@
 """The command line: parse options, call the library, render results.
 
-Each command is one call into the library (seqtool.load, seqtool.training.train,
-seqtool.inference.info); results go to stdout, everything a person reads goes to stderr
-through seqtool.ui. Library imports happen inside the commands, so that `seqtool --help`
-and every subcommand's `--help` answer without importing torch.
+Each command is one call into the library (seqtool.load, seqtool.api.start,
+seqtool.inference.info), with the options seqtool.options declares. Results go to stdout,
+everything a person reads goes to stderr through seqtool.ui. Library imports happen
+inside the commands, so that every `--help` answers without importing torch.
 """
 
 from __future__ import annotations
@@ -19,15 +19,7 @@ import sys
 import click
 
 from seqtool import options as opt
-from seqtool.config import (
-    MAX_LENGTH_RATIO,
-    ClassifyConfig,
-    SamplingConfig,
-    SearchConfig,
-    defaults,
-)
 from seqtool.errors import SeqtoolError
-from seqtool.options import POSITIVE, SEED, Finite, use
 from seqtool.version import __version__
 
 INTERRUPTED = 130
@@ -36,11 +28,6 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`
 # sample is sampled and printed alone (same text, as row i is seeded seed + i), so that
 # text appears at once and memory does not grow with the output
 BATCH_TOKENS = 100_000
-SAMPLING, SEARCH, CLASSIFY = (
-    defaults(SamplingConfig),
-    defaults(SearchConfig),
-    defaults(ClassifyConfig),
-)
 
 
 class SeqtoolCommand(click.Command):
@@ -350,25 +337,9 @@ def _runs_and_input(args: tuple[str, ...]) -> tuple[list[str], str]:
     return [args[0], *rest], input_path
 
 
-@cli.command()
+@cli.command(params=opt.CLASSIFY)
 @click.argument("run")
 @click.argument("input_path", default="-", metavar="[INPUT|-]")
-@click.option("--text", help="Classify this one sentence instead of reading lines.")
-@click.option("--top-k", type=POSITIVE, help="Print the k best labels with probabilities.")
-@click.option(
-    "--threshold",
-    type=Finite(0, 1),
-    default=CLASSIFY["threshold"],
-    show_default=True,
-    help="Multi-label models: print every label at least this likely.",
-)
-@use(opt.as_json("One JSON object per input line."))
-@click.option(
-    "--explain", is_flag=True, help="Show which tokens the decision rests on (attention pooling)."
-)
-@click.option("--batch-size", type=POSITIVE, default=CLASSIFY["batch_size"], show_default=True)
-@use(*opt.INFERENCE)
-@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def classify(
@@ -414,36 +385,8 @@ def classify(
         attention_bars(explanation.pieces, explanation.weights)
 
 
-@cli.command()
+@cli.command(params=opt.TRANSLATE)
 @click.argument("args", nargs=-1, required=True, metavar="RUN... [INPUT|-]")
-@click.option("--text", help="Translate this one sentence instead of reading lines.")
-@use(*opt.search())
-@click.option(
-    "--n-best",
-    type=POSITIVE,
-    default=SEARCH["n_best"],
-    show_default=True,
-    help="Print the N best translations per input line, each with its score after a tab.",
-)
-@click.option(
-    "--max-length-ratio",
-    type=Finite(0, MAX_LENGTH_RATIO, min_open=True),
-    default=SEARCH["max_length_ratio"],
-    show_default=True,
-    help="At most ratio x source tokens + 5 target tokens.",
-)
-@click.option("--batch-size", type=POSITIVE, default=SEARCH["batch_size"], show_default=True)
-@use(opt.as_json("One JSON object per input line."))
-@click.option(
-    "--show-attention", is_flag=True, help="Draw the attention matrix of the --text sentence."
-)
-@click.option(
-    "--attention-plot",
-    type=click.Path(dir_okay=False),
-    help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
-)
-@use(*opt.INFERENCE)
-@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def translate(
@@ -527,39 +470,8 @@ def translate(
             note(f"wrote {attention_plot}")
 
 
-@cli.command()
+@cli.command(params=opt.GENERATE)
 @click.argument("run")
-@click.option("--prompt", default="", help="Text to start from (printed first).")
-@click.option(
-    "--length",
-    type=POSITIVE,
-    default=SAMPLING["length"],
-    show_default=True,
-    help="Tokens to generate (characters, for a char model).",
-)
-@click.option(
-    "--temperature",
-    type=Finite(0),
-    default=SAMPLING["temperature"],
-    show_default=True,
-    help="0 is greedy; higher is more varied.",
-)
-@click.option("--top-k", type=POSITIVE, help="Sample from the k most likely tokens only.")
-@click.option(
-    "--top-p",
-    type=Finite(0, 1, min_open=True),
-    help="Sample from the smallest set of tokens whose probability reaches p.",
-)
-@click.option(
-    "--num-samples",
-    type=POSITIVE,
-    default=1,
-    show_default=True,
-    help="Samples to print; sample i uses seed + i (short ones are computed as one batch).",
-)
-@click.option("--seed", type=SEED, help="Same seed, same text.")
-@use(*opt.INFERENCE)
-@use(opt.QUANTIZE)
 @_results_to_stdout
 @_imports_torch
 def generate(
@@ -595,27 +507,8 @@ def generate(
         out.flush()
 
 
-@cli.command()
+@cli.command(params=opt.EVALUATE)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-@click.option(
-    "--data",
-    required=True,
-    help="Text to score (generator), labelled lines (classifier), or parallel data "
-    "(translator: TSV, or a path prefix with --src-lang/--tgt-lang).",
-)
-@use(*opt.data("Translator: "))
-@click.option("--batch-size", type=POSITIVE, help="Defaults to the training batch size.")
-@click.option(
-    "--threshold",
-    type=Finite(0, 1),
-    default=CLASSIFY["threshold"],
-    show_default=True,
-    help="Multi-label classifiers: the probability a label needs.",
-)
-@use(*opt.search("Translator: "))
-@use(*opt.INFERENCE)
-@use(opt.QUANTIZE)
-@use(opt.as_json("Print one JSON object."))
 @_results_to_stdout
 @_imports_torch
 def evaluate(
@@ -663,9 +556,8 @@ def evaluate(
         classification_tables(result, model.labels)
 
 
-@cli.command()
+@cli.command(params=opt.INFO)
 @click.argument("run")
-@use(opt.as_json("Print one JSON object."))
 @_results_to_stdout
 def info(run, as_json) -> None:
     """Show what a checkpoint holds: task, configs, size, progress.
@@ -698,12 +590,6 @@ def info(run, as_json) -> None:
             key_values(section, summary[section])
 
 
-UNIT_HELP = (
-    "Shade by one unit: layer:1/cell:137 (layers count from 1, units from 0). Kinds: LSTM "
-    "cell, hidden, input, forget, output; GRU reset, update, hidden; RNN hidden."
-)
-
-
 def _given(ctx: click.Context, *names: str) -> dict:
     """The options among `names` the user set: the others keep the library's defaults,
     and a model refuses those it does not take, with one message for every client."""
@@ -720,34 +606,9 @@ def _read_text(text: str | None, text_file: str | None) -> str:
     return "".join(read_text(check_file(text_file)))
 
 
-@cli.command("inspect")
+@cli.command("inspect", params=opt.INSPECT)
 @click.argument("run")
 @click.argument("text_file", required=False)
-@click.option("--text", help="Inspect this text instead of a TEXT_FILE.")
-@click.option("--top-k", type=POSITIVE, help="Show the k likeliest pieces at each position.")
-@click.option("--unit", help=UNIT_HELP)
-@click.option(
-    "--find",
-    help="quotes, line-position, brackets or a regular expression: rank the units of "
-    "--layer by |correlation| with it and shade the best five.",
-)
-@click.option("--layer", type=POSITIVE, help="The layer --find ranks (from 1; default the last).")
-@click.option(
-    "--kind",
-    type=click.Choice(["cell", "hidden"]),
-    help="The state --find ranks: cell (LSTM default) or hidden.",
-)
-@click.option(
-    "--html", "html_path", type=click.Path(dir_okay=False), help="Write the views to one HTML file."
-)
-@click.option(
-    "--saturation",
-    "saturation_path",
-    type=click.Path(dir_okay=False),
-    help="Plot each gate's saturation per layer to this PNG (needs the plot extra).",
-)
-@use(opt.as_json("Print the per-piece records as one JSON object."))
-@use(*opt.INFERENCE)
 @_results_to_stdout
 @_imports_torch
 def inspect_command(
@@ -788,18 +649,8 @@ def inspect_command(
         click.echo(line)
 
 
-@cli.command("plot")
+@cli.command("plot", params=opt.PLOT)
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The PNG to write.")
-@click.option(
-    "--x",
-    "x_axis",
-    type=click.Choice(["step", "time", "tokens"]),
-    default="step",
-    show_default=True,
-    help="time: elapsed seconds; tokens: seen so far (characters for a char generator), "
-    "summed from the logged throughput.",
-)
 def plot_command(runs, out, x_axis) -> None:
     """Plot training loss and every validation metric of one or more runs (their
     metrics.jsonl), one panel per metric, a line per run.
@@ -814,18 +665,9 @@ def plot_command(runs, out, x_axis) -> None:
     plot.curves(list(runs), out, x_axis)
 
 
-@cli.command()
+@cli.command(params=opt.NEIGHBOURS)
 @click.argument("run")
 @click.argument("piece")
-@click.option(
-    "--side",
-    type=click.Choice(["source", "target"]),
-    default="source",
-    show_default=True,
-    help="Translator: which embeddings.",
-)
-@click.option("--top-k", type=POSITIVE, default=10, show_default=True, help="How many.")
-@use(opt.as_json("Print one JSON object per neighbour."))
 def neighbours(run, piece, side, top_k, as_json) -> None:
     """The pieces nearest PIECE by cosine similarity of the model's embeddings (a
     word piece with its leading space may be written "▁the" or " the").
@@ -844,11 +686,8 @@ def neighbours(run, piece, side, top_k, as_json) -> None:
             click.echo(f"{n.piece}\t{n.similarity:.4f}")
 
 
-@cli.command()
+@cli.command(params=opt.AVERAGE)
 @click.argument("runs", nargs=-1, required=True, metavar="CKPT CKPT...")
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="The checkpoint to write."
-)
 def average(runs, out) -> None:
     """Average the weights of checkpoints of one model (same task, configs and
     tokenizers) into one checkpoint; the rest is the last one's. A run directory
@@ -865,69 +704,8 @@ def average(runs, out) -> None:
     note(f"saved {out}: the mean of {len(runs)} checkpoints")
 
 
-def _serve_limits() -> dict:
-    from seqtool.serve import Limits  # imports neither fastapi nor torch
-
-    return defaults(Limits)
-
-
-SERVE = _serve_limits()
-
-
-def limit_option(flag: str, help: str | None = None):
-    """An option of `serve` for the Limits field of the same name, with its default."""
-    return use(opt.limit(flag, SERVE[flag[2:].replace("-", "_")], help))
-
-
-@cli.command()
+@cli.command(params=opt.SERVE)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@use(*opt.INFERENCE)
-@limit_option("--max-batch", "Sentences (or generations) per model call; 1 turns batching off.")
-@limit_option("--max-wait-ms", "How long a batch waits for more requests.")
-@limit_option(
-    "--stream-interval-ms",
-    "A streamed generation sends its new text at most this often (0: every token).",
-)
-@limit_option("--max-queue", "Requests waiting per model before 503.")
-@limit_option("--max-request-bytes")
-@limit_option("--max-sentences", "Per request.")
-@limit_option("--max-chars", "Per sentence or prompt.")
-@limit_option("--max-length", "Tokens per generation.")
-@limit_option("--max-beam", "Translation beam size (and so n-best).")
-@limit_option("--max-length-ratio", "Translation length per source length.")
-@limit_option("--max-length-penalty", "Translation length penalty (GNMT alpha).")
-@limit_option("--max-top-k", "top_k of generate and classify.")
-@limit_option("--max-n", "Completions per prompt (/v1/completions n).")
-@click.option(
-    "--api-key",
-    envvar="SEQTOOL_API_KEY",
-    help="Require Authorization: Bearer KEY on every route but /health and the page "
-    "[env SEQTOOL_API_KEY].",
-)
-@click.option(
-    "--allowed-hosts",
-    metavar="NAMES",
-    help="Host header names to answer, comma-separated; * any "
-    "[default: the loopback names when --host is a loopback address, else any].",
-)
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    multiple=True,
-    metavar="ORIGIN",
-    help="An origin whose pages may call the API (repeatable) [default: none, CORS off].",
-)
-@click.option(
-    "--grace-seconds",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
-    "then the model call running); a second signal stops at once.",
-)
-@use(opt.QUANTIZE)
 def serve(
     runs, host, port, device, threads, grace_seconds, quantize, allowed_hosts, **limits
 ) -> None:

@@ -21,6 +21,7 @@ from seqtool.config import (
     CELLS,
     DEFAULT_MEMBERS,
     DEFAULT_TOKENIZER,
+    MAX_LENGTH_RATIO,
     POOLINGS,
     PRECISIONS,
     QUANTIZATIONS,
@@ -28,7 +29,9 @@ from seqtool.config import (
     TOKENIZERS,
     TRAIN_DEFAULTS,
     ClassifierConfig,
+    ClassifyConfig,
     GeneratorConfig,
+    SamplingConfig,
     SearchConfig,
     TrainConfig,
     TranslatorConfig,
@@ -80,16 +83,6 @@ def _duration(ctx, param, value):
         return parse_duration(str(value))
     except ConfigError as err:
         raise click.BadParameter(str(err)) from None
-
-
-def use(*params: click.Parameter):
-    """Attach declared options to a command function, in the order given."""
-
-    def decorate(f):
-        f.__click_params__ = [*getattr(f, "__click_params__", []), *reversed(params)]
-        return f
-
-    return decorate
 
 
 def _option(*decls: str, **attrs) -> click.Option:
@@ -434,14 +427,254 @@ def as_json(help: str) -> click.Option:
     return _option("--json", "as_json", is_flag=True, help=help)
 
 
-def limit(flag: str, default, help: str | None = None) -> click.Option:
-    """An option of `serve` for the Limits field of the same name: milliseconds may be 0,
-    counts and other numbers are positive."""
+def _limit(flag: str, help: str | None = None) -> click.Option:
+    """An option of `serve` for the Limits field of the same name, with its default:
+    milliseconds may be 0, counts and other numbers are positive."""
+    from seqtool.serve import Limits  # imports neither fastapi nor torch
+
+    default = defaults(Limits)[flag[2:].replace("-", "_")]
     kind = click.FloatRange(min=0) if flag.endswith("-ms") else POSITIVE
     if isinstance(default, float) and not flag.endswith("-ms"):
         kind = click.FloatRange(min=0, min_open=True)
     return _option(flag, type=kind, default=default, show_default=True, help=help)
 
+
+UNIT_HELP = (
+    "Shade by one unit: layer:1/cell:137 (layers count from 1, units from 0). Kinds: LSTM "
+    "cell, hidden, input, forget, output; GRU reset, update, hidden; RNN hidden."
+)
+
+
+# -- the other commands' options, in the order --help lists them --------------------
+
+CLASSIFY = [
+    _option("--text", help="Classify this one sentence instead of reading lines."),
+    _option("--top-k", type=POSITIVE, help="Print the k best labels with probabilities."),
+    _option(
+        "--threshold",
+        type=Finite(0, 1),
+        default=defaults(ClassifyConfig)["threshold"],
+        show_default=True,
+        help="Multi-label models: print every label at least this likely.",
+    ),
+    as_json("One JSON object per input line."),
+    _option(
+        "--explain",
+        is_flag=True,
+        help="Show which tokens the decision rests on (attention pooling).",
+    ),
+    _option(
+        "--batch-size",
+        type=POSITIVE,
+        default=defaults(ClassifyConfig)["batch_size"],
+        show_default=True,
+    ),
+    *INFERENCE,
+    QUANTIZE,
+]
+
+TRANSLATE = [
+    _option("--text", help="Translate this one sentence instead of reading lines."),
+    *search(),
+    _option(
+        "--n-best",
+        type=POSITIVE,
+        default=SEARCH["n_best"],
+        show_default=True,
+        help="Print the N best translations per input line, each with its score after a tab.",
+    ),
+    _option(
+        "--max-length-ratio",
+        type=Finite(0, MAX_LENGTH_RATIO, min_open=True),
+        default=SEARCH["max_length_ratio"],
+        show_default=True,
+        help="At most ratio x source tokens + 5 target tokens.",
+    ),
+    _option("--batch-size", type=POSITIVE, default=SEARCH["batch_size"], show_default=True),
+    as_json("One JSON object per input line."),
+    _option(
+        "--show-attention", is_flag=True, help="Draw the attention matrix of the --text sentence."
+    ),
+    _option(
+        "--attention-plot",
+        type=click.Path(dir_okay=False),
+        help="Write the --text sentence's attention as a heatmap image (needs matplotlib).",
+    ),
+    *INFERENCE,
+    QUANTIZE,
+]
+
+GENERATE = [
+    _option("--prompt", default="", help="Text to start from (printed first)."),
+    _option(
+        "--length",
+        type=POSITIVE,
+        default=defaults(SamplingConfig)["length"],
+        show_default=True,
+        help="Tokens to generate (characters, for a char model).",
+    ),
+    _option(
+        "--temperature",
+        type=Finite(0),
+        default=defaults(SamplingConfig)["temperature"],
+        show_default=True,
+        help="0 is greedy; higher is more varied.",
+    ),
+    _option("--top-k", type=POSITIVE, help="Sample from the k most likely tokens only."),
+    _option(
+        "--top-p",
+        type=Finite(0, 1, min_open=True),
+        help="Sample from the smallest set of tokens whose probability reaches p.",
+    ),
+    _option(
+        "--num-samples",
+        type=POSITIVE,
+        default=1,
+        show_default=True,
+        help="Samples to print; sample i uses seed + i (short ones are computed as one batch).",
+    ),
+    _option("--seed", type=SEED, help="Same seed, same text."),
+    *INFERENCE,
+    QUANTIZE,
+]
+
+EVALUATE = [
+    _option(
+        "--data",
+        required=True,
+        help="Text to score (generator), labelled lines (classifier), or parallel data "
+        "(translator: TSV, or a path prefix with --src-lang/--tgt-lang).",
+    ),
+    *data("Translator: "),
+    _option("--batch-size", type=POSITIVE, help="Defaults to the training batch size."),
+    _option(
+        "--threshold",
+        type=Finite(0, 1),
+        default=defaults(ClassifyConfig)["threshold"],
+        show_default=True,
+        help="Multi-label classifiers: the probability a label needs.",
+    ),
+    *search("Translator: "),
+    *INFERENCE,
+    QUANTIZE,
+    as_json("Print one JSON object."),
+]
+
+INFO = [
+    as_json("Print one JSON object."),
+]
+
+INSPECT = [
+    _option("--text", help="Inspect this text instead of a TEXT_FILE."),
+    _option("--top-k", type=POSITIVE, help="Show the k likeliest pieces at each position."),
+    _option("--unit", help=UNIT_HELP),
+    _option(
+        "--find",
+        help="quotes, line-position, brackets or a regular expression: rank the units of "
+        "--layer by |correlation| with it and shade the best five.",
+    ),
+    _option("--layer", type=POSITIVE, help="The layer --find ranks (from 1; default the last)."),
+    _option(
+        "--kind",
+        type=click.Choice(["cell", "hidden"]),
+        help="The state --find ranks: cell (LSTM default) or hidden.",
+    ),
+    _option(
+        "--html",
+        "html_path",
+        type=click.Path(dir_okay=False),
+        help="Write the views to one HTML file.",
+    ),
+    _option(
+        "--saturation",
+        "saturation_path",
+        type=click.Path(dir_okay=False),
+        help="Plot each gate's saturation per layer to this PNG (needs the plot extra).",
+    ),
+    as_json("Print the per-piece records as one JSON object."),
+    *INFERENCE,
+]
+
+PLOT = [
+    _option("--out", required=True, type=click.Path(dir_okay=False), help="The PNG to write."),
+    _option(
+        "--x",
+        "x_axis",
+        type=click.Choice(["step", "time", "tokens"]),
+        default="step",
+        show_default=True,
+        help="time: elapsed seconds; tokens: seen so far (characters for a char generator), "
+        "summed from the logged throughput.",
+    ),
+]
+
+NEIGHBOURS = [
+    _option(
+        "--side",
+        type=click.Choice(["source", "target"]),
+        default="source",
+        show_default=True,
+        help="Translator: which embeddings.",
+    ),
+    _option("--top-k", type=POSITIVE, default=10, show_default=True, help="How many."),
+    as_json("Print one JSON object per neighbour."),
+]
+
+AVERAGE = [
+    _option(
+        "--out", required=True, type=click.Path(dir_okay=False), help="The checkpoint to write."
+    ),
+]
+
+SERVE = [
+    _option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    _option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True),
+    *INFERENCE,
+    _limit("--max-batch", "Sentences (or generations) per model call; 1 turns batching off."),
+    _limit("--max-wait-ms", "How long a batch waits for more requests."),
+    _limit(
+        "--stream-interval-ms",
+        "A streamed generation sends its new text at most this often (0: every token).",
+    ),
+    _limit("--max-queue", "Requests waiting per model before 503."),
+    _limit("--max-request-bytes"),
+    _limit("--max-sentences", "Per request."),
+    _limit("--max-chars", "Per sentence or prompt."),
+    _limit("--max-length", "Tokens per generation."),
+    _limit("--max-beam", "Translation beam size (and so n-best)."),
+    _limit("--max-length-ratio", "Translation length per source length."),
+    _limit("--max-length-penalty", "Translation length penalty (GNMT alpha)."),
+    _limit("--max-top-k", "top_k of generate and classify."),
+    _limit("--max-n", "Completions per prompt (/v1/completions n)."),
+    _option(
+        "--api-key",
+        envvar="SEQTOOL_API_KEY",
+        help="Require Authorization: Bearer KEY on every route but /health and the page "
+        "[env SEQTOOL_API_KEY].",
+    ),
+    _option(
+        "--allowed-hosts",
+        metavar="NAMES",
+        help="Host header names to answer, comma-separated; * any "
+        "[default: the loopback names when --host is a loopback address, else any].",
+    ),
+    _option(
+        "--cors-origin",
+        "cors_origins",
+        multiple=True,
+        metavar="ORIGIN",
+        help="An origin whose pages may call the API (repeatable) [default: none, CORS off].",
+    ),
+    _option(
+        "--grace-seconds",
+        type=click.FloatRange(min=0),
+        default=30.0,
+        show_default=True,
+        help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
+        "then the model call running); a second signal stops at once.",
+    ),
+    QUANTIZE,
+]
 
 # -- old names, kept for a release ------------------------------------------------------
 
