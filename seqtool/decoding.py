@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -61,54 +62,10 @@ def _copy_into(target, source) -> None:
         target.copy_(source)
 
 
-class _Sampler:
-    """One sampling step: feed the last token, choose the next.
-
-    On CUDA the step runs on fixed buffers, captured once as a CUDA graph and replayed:
-    at batch 1 a step is a few dozen small kernels, and launching them one by one from
-    Python costs far more than running them. Replays queue up without waiting for the
-    host. Elsewhere it runs eagerly, without the buffers.
-    """
-
-    def __init__(self, model, token, state, noise, temperature, top_k, top_p) -> None:
-        self.model, self.options = model, (temperature, top_k, top_p)
-        self.token, self.state, self.noise = token.clone(), _clone(state), noise.clone()
-        self.graph = self._capture() if token.is_cuda else None
-
-    def _step(self) -> None:
-        logits, state = self.model.decode_step(self.token, self.state)
-        self.token.copy_(choose(logits, *self.options, self.noise))
-        _copy_into(self.state, state)
-
-    def _capture(self):
-        """The step as a CUDA graph, or None (then it runs eagerly) when this torch or
-        this GPU cannot capture it."""
-        start = (self.token.clone(), _clone(self.state))
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm up kernels and the allocator first
-                for _ in range(3):
-                    self._step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._step()
-        except RuntimeError as err:
-            warnings.warn(f"sampling without a CUDA graph: {err}", stacklevel=2)
-            graph = None
-        self.token.copy_(start[0])  # the warm-up stepped the buffers: start over
-        _copy_into(self.state, start[1])
-        return graph
-
-    def __call__(self, noise: torch.Tensor) -> torch.Tensor:
-        if self.graph is None:  # eager: no buffers to keep, so no copies into them
-            logits, self.state = self.model.decode_step(self.token, self.state)
-            self.token = choose(logits, *self.options, noise)
-            return self.token
-        self.noise.copy_(noise)
-        self.graph.replay()
-        return self.token.clone()
+def _select(state, index: torch.Tensor):
+    if isinstance(state, tuple):
+        return tuple(t.index_select(1, index) for t in state)
+    return state.index_select(1, index)
 
 
 def cat_states(states: list):
@@ -127,6 +84,157 @@ def seeds_for(count: int, seed: int | None) -> list[int]:
     return [seed + i for i in range(count)]
 
 
+Options = tuple[float, int | None, float | None]  # temperature, top_k, top_p
+
+
+@dataclass(eq=False)
+class Row:
+    """One sampled sequence: its options and the generator its noise comes from."""
+
+    options: Options
+    generator: torch.Generator
+
+
+class Batch:
+    """Sequences sampled together as one batch that rows join and leave between steps:
+    token (rows,) and state (layers, rows, hidden), or an (h, c) pair of them, of the
+    rows in `self.rows`. The model is used only through `encode` and `decode_step`.
+
+    A row reads its prompt alone (one call of the fused layer) and chooses its first
+    token as it joins; a step feeds every row to `decode_step` at once. Each row chooses
+    with its own options and noise from its own generator, one draw per token, so a row
+    gets the same tokens alone or beside any others, joined at any step. Nothing here
+    waits for the device. Run it under torch.inference_mode().
+
+    graph=True, for a batch that stays as it is (`sample`'s): on CUDA, the step of rows
+    of one set of options runs on fixed buffers, captured as a CUDA graph at the first
+    step after rows joined or left, and replayed. At batch 1 a step is a few dozen small
+    kernels, and launching them one by one from Python costs far more than running
+    them; replays queue up without waiting for the host. A batch that changes often
+    would capture again and again, so it runs eagerly, as every batch does elsewhere.
+    """
+
+    def __init__(self, model, graph: bool = False) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.rows: list[Row] = []
+        self.token: torch.Tensor | None = None
+        self.state = None
+        self.vocab = 0
+        # rows of the same options choose together: (options, their positions; None: all)
+        self.groups: list[tuple[Options, torch.Tensor | None]] = []
+        self.graphs = graph and self.device.type == "cuda"
+        self.graph = None  # the captured step of the present rows
+        self.noise: torch.Tensor | None = None  # the graph's noise buffer
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, prompts: list[list[int]], options: Options, seeds: list[int]) -> torch.Tensor:
+        """Read each prompt (ids, at least one; identical prompts once) and choose each
+        new row's first token with `options` and noise seeded seeds[i]: (len(prompts),).
+        The rows take part in the next step; nothing changes if this raises."""
+        if not prompts or not all(prompts):
+            raise ValueError("sampling needs a prompt of at least one token per row")
+        primed: dict[tuple[int, ...], tuple] = {}
+        for prompt in prompts:
+            if tuple(prompt) not in primed:
+                ids = torch.tensor([prompt], device=self.device)
+                primed[tuple(prompt)] = self.model.encode(ids)
+        logits = torch.cat([primed[tuple(p)][0] for p in prompts])
+        state = cat_states([primed[tuple(p)][1] for p in prompts])
+        rows = [Row(options, torch.Generator(device=self.device).manual_seed(s)) for s in seeds]
+        token = choose(logits, *options, self._noise(rows, logits.size(-1)))
+        if self.rows:
+            state = cat_states([self.state, state])
+            tokens = torch.cat([self.token, token])
+        else:
+            tokens = token
+        self.token, self.state, self.vocab = tokens, state, logits.size(-1)
+        self._changed(self.rows + rows)
+        return token
+
+    def step(self) -> torch.Tensor:
+        """Every row's next token: (rows,)."""
+        noise = self._noise(self.rows, self.vocab)
+        if self.graph is None and self.graphs and len(self.groups) == 1:
+            self.graph = self._capture(noise)
+        if self.graph is None:
+            self.token, self.state = self._advance(self.token, self.state, noise)
+            return self.token
+        self.noise.copy_(noise)
+        self.graph.replay()
+        return self.token.clone()  # the buffer changes at the next replay
+
+    def keep(self, keep: list[int]) -> None:
+        """Only the rows at these positions go on."""
+        if not keep:
+            self.token, self.state = None, None
+        else:
+            index = torch.tensor(keep, device=self.device)
+            self.token, self.state = self.token[index], _select(self.state, index)
+        self._changed([self.rows[i] for i in keep])
+
+    def _changed(self, rows: list[Row]) -> None:
+        self.rows, self.graph = rows, None
+        members: dict[Options, list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            members[row.options].append(i)
+        if len(members) == 1:
+            self.groups = [(rows[0].options, None)]
+        else:
+            self.groups = [
+                (options, torch.tensor(at, device=self.device)) for options, at in members.items()
+            ]
+
+    def _noise(self, rows: list[Row], vocab: int) -> torch.Tensor:
+        """Uniforms in [0, 1), each row's from its own generator: (len(rows), vocab)."""
+        if len(rows) == 1:  # the same draws as below, one call fewer per step
+            return torch.rand(1, vocab, generator=rows[0].generator, device=self.device)
+        return torch.stack(
+            [torch.rand(vocab, generator=r.generator, device=self.device) for r in rows]
+        )
+
+    def _advance(self, token: torch.Tensor, state, noise: torch.Tensor):
+        """The step itself: (token, state) -> the next (token, state)."""
+        logits, state = self.model.decode_step(token, state)
+        if len(self.groups) == 1:
+            return choose(logits, *self.groups[0][0], noise), state
+        chosen = torch.empty_like(token)
+        for options, at in self.groups:
+            chosen[at] = choose(logits[at], *options, noise[at])
+        return chosen, state
+
+    def _replayed(self) -> None:
+        """The captured step: from the buffers into the buffers."""
+        token, state = self._advance(self.token, self.state, self.noise)
+        self.token.copy_(token)
+        _copy_into(self.state, state)
+
+    def _capture(self, noise: torch.Tensor):
+        """The step as a CUDA graph over fresh buffers, or None when this torch or this
+        GPU cannot capture it (then every step runs eagerly)."""
+        # buffers of its own: the tokens already returned must not change under a replay
+        self.token, self.state, self.noise = self.token.clone(), _clone(self.state), noise.clone()
+        start = (self.token.clone(), _clone(self.state))
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm up kernels and the allocator first
+                for _ in range(3):
+                    self._replayed()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._replayed()
+        except RuntimeError as err:
+            warnings.warn(f"sampling without a CUDA graph: {err}", stacklevel=2)
+            graph, self.graphs = None, False
+        self.token.copy_(start[0])  # the warm-up stepped the buffers: start over
+        _copy_into(self.state, start[1])
+        return graph
+
+
 @torch.inference_mode()
 def sample(
     model,
@@ -139,39 +247,17 @@ def sample(
 ) -> Iterator[torch.Tensor]:
     """Yield `length` token ids per prompt, one step at a time: (len(prompts),) each.
 
-    The model is used only through `encode` (read a prompt in one call of the fused
-    layer) and `decode_step` (one token; one CUDA graph replay on a GPU). Each prompt is
-    read alone, then all rows advance together as one batch; row i draws its noise from
-    a generator seeded `seeds[i]`, so it gets the same text in any batch. Nothing here
-    waits for the device: a caller that prints each token as it comes does.
+    A fixed `Batch` of one row per prompt: row i draws its noise from a generator
+    seeded `seeds[i]`, so it gets the same text in any batch. Nothing here waits for
+    the device: a caller that prints each token as it comes does.
     """
-    if not prompts or not all(prompts):
-        raise ValueError("sampling needs a prompt of at least one token per row")
     if length < 1:
         return
-    device = next(model.parameters()).device
+    batch = Batch(model, graph=True)
     seeds = seeds if seeds is not None else seeds_for(len(prompts), None)
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-    primed: dict[tuple[int, ...], tuple] = {}  # identical prompts are read once
-    for prompt in prompts:
-        if tuple(prompt) not in primed:
-            primed[tuple(prompt)] = model.encode(torch.tensor([prompt], device=device))
-    logits = torch.cat([primed[tuple(p)][0] for p in prompts])
-    state = cat_states([primed[tuple(p)][1] for p in prompts])
-    vocab = logits.size(-1)
-
-    def noise() -> torch.Tensor:
-        if len(generators) == 1:  # the same draws as below, one call fewer per step
-            return torch.rand(1, vocab, generator=generators[0], device=device)
-        return torch.stack([torch.rand(vocab, generator=g, device=device) for g in generators])
-
-    first = noise()
-    token = choose(logits, temperature, top_k, top_p, first)
-    yield token
-    if length > 1:
-        step = _Sampler(model, token, state, first, temperature, top_k, top_p)
-        for _ in range(length - 1):
-            yield step(noise())
+    yield batch.join(prompts, (temperature, top_k, top_p), seeds)
+    for _ in range(length - 1):
+        yield batch.step()
 
 
 @dataclass

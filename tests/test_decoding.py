@@ -76,3 +76,33 @@ def test_same_seed_same_sample_and_length_zero():
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(first[:, 0], first[:, 1])  # same prompt, same seed: same text
     assert list(decoding.sample(model, [[1]], 0)) == []
+
+
+def test_rows_that_join_and_leave_a_running_batch_sample_as_alone():
+    """The continuous batch (decoding.Batch): rows of other options join at later steps,
+    one leaves early, and each row gets the tokens `sample` gives it alone."""
+    model = tiny_generator("lstm")
+    asks = [  # prompt, options, seed, the step it joins at, its length
+        ([1, 2, 3], (0.9, 5, None), 7, 0, 30),
+        ([4], (1.2, None, 0.8), 8, 0, 12),
+        ([5, 6], (0.0, None, None), 9, 4, 20),
+        ([1, 2, 3], (0.9, 5, None), 10, 9, 15),
+    ]
+    batch, got = decoding.Batch(model), {}  # ask -> its tokens
+    running: list[int] = []  # the ask of each row
+    with torch.inference_mode():
+        for step in range(40):
+            if running:
+                for ask, token in zip(running, batch.step().tolist(), strict=True):
+                    got[ask].append(token)
+            for ask, (prompt, options, seed, start, _) in enumerate(asks):
+                if start == step:
+                    got[ask] = batch.join([prompt], options, [seed]).tolist()
+                    running.append(ask)
+            keep = [i for i, ask in enumerate(running) if len(got[ask]) < asks[ask][4]]
+            batch.keep(keep)
+            running = [running[i] for i in keep]
+    assert not running and len(batch) == 0
+    for ask, (prompt, options, seed, _, length) in enumerate(asks):
+        alone = decoding.sample(model, [prompt], length, *options, seeds=[seed])
+        assert got[ask] == torch.cat(list(alone)).tolist(), ask

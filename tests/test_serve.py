@@ -123,6 +123,16 @@ def close(got, want) -> bool:
     return got == want
 
 
+def calling(model, call):
+    """A copy of `model` that the server calls through `call(texts, **options)`: it calls
+    a model as a pipeline is called, model(texts, ...), which Python looks up on the
+    model's class, not on the model."""
+    copied = copy.copy(model)
+    cls = type(model)
+    copied.__class__ = type(cls.__name__, (cls,), {"__call__": lambda self, *a, **k: call(*a, **k)})
+    return copied
+
+
 def events(response) -> list[dict]:
     return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
 
@@ -353,11 +363,11 @@ def test_one_engine_thread_runs_every_model_call(models):
 
         return run
 
-    tr, clf = copy.copy(models["tr"]), copy.copy(models["clf"])
-    tr.translate, clf.classify = recorded(tr.translate), recorded(clf.classify)
+    tr = calling(models["tr"], recorded(models["tr"].translate))
+    clf = calling(models["clf"], recorded(models["clf"].classify))
     with live({"tr": tr, "clf": clf, "gen": models["gen"]}) as (client, app):
-        rows = app.state.workers["gen"].rows
-        rows.step = recorded(rows.step)
+        batch = app.state.workers["gen"].generations.batch
+        batch.step = recorded(batch.step)
         asks = [
             ("/v1/translate", {"model": "tr", "text": "3 march 2021"}),
             ("/v1/classify", {"model": "clf", "text": "good"}),
@@ -369,22 +379,88 @@ def test_one_engine_thread_runs_every_model_call(models):
     assert len(threads) == 1 and threading.get_ident() not in threads
 
 
+def failing():
+    raise RuntimeError("a fault")
+
+
 def test_a_fault_in_one_model_fails_its_requests_and_serving_goes_on(models, caplog):
     with live(models) as (client, app):
-        rows = app.state.workers["gen"].rows
-        step = rows.step
-
-        def fails_once():
-            rows.step = step
-            raise RuntimeError("a fault")
-
-        rows.step = fails_once
+        app.state.workers["gen"].generations.batch.step = failing
         failed = client.post("/v1/generate", json={"model": "gen", "length": 5})
         assert failed.status_code == 500
         assert failed.json() == {"error": "internal error (RuntimeError); see the server log"}
         assert client.post("/v1/classify", json={"model": "clf", "text": "good"}).status_code == 200
         assert client.post("/v1/generate", json={"model": "gen", "length": 5}).status_code == 200
     assert "model 'gen' failed" in caplog.text
+
+
+def test_a_failing_step_fails_the_streams_of_its_batch_and_queued_ones_run(models, caplog):
+    """A step that raises fails the streams it was sampling (their state is the batch's),
+    not the streams still queued, and the model serves the next requests."""
+    long = {"model": "gen", "length": 100_000, "stream": True}
+    with live(models, max_batch=2, max_length=100_000) as (client, app):
+        worker = app.state.workers["gen"]
+        with (
+            client.stream("POST", "/v1/generate", json={**long, "seed": 1}) as first,
+            client.stream("POST", "/v1/generate", json={**long, "seed": 2}) as second,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            running = [first.iter_lines(), second.iter_lines()]
+            for lines in running:  # keep them: a dropped iterator closes the connection
+                next(lines)
+            queued = pool.submit(
+                client.post, "/v1/generate", json={"model": "gen", "length": 30, "seed": 3}
+            )
+            while worker.jobs.qsize() < 1:  # the batch is full: it waits
+                time.sleep(0.01)
+            worker.generations.batch.step = failing
+            for lines in running:
+                got = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+                assert got[-1] == {"error": "internal error"}
+            reply = queued.result(timeout=20)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["text"] == models["gen"].generate("", length=30, seed=3)
+        again = client.post("/v1/generate", json={"model": "gen", "length": 5, "seed": 4})
+        assert again.json()["text"] == models["gen"].generate("", length=5, seed=4)
+    assert "model 'gen' failed" in caplog.text
+
+
+class Refusing:
+    """A tokenizer that cannot read a prompt holding "poison" (a stand-in for a prompt
+    the library fails on)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
+
+    def encode(self, text: str) -> list[int]:
+        if "poison" in text:
+            raise RuntimeError("a fault of one prompt")
+        return self.tokenizer.encode(text)
+
+
+def test_a_stream_the_library_refuses_never_joins_the_running_batch(models, caplog):
+    """A stream whose own prompt fails fails alone, before it joins: the stream running
+    meanwhile gets its whole text, as it gets it alone."""
+    gen = copy.copy(models["gen"])
+    gen.tokenizer = Refusing(gen.tokenizer)
+    body = {"model": "gen", "prompt": "the ", "length": 10_000, "seed": 5, "stream": True}
+    with (
+        live({"gen": gen}, max_length=100_000) as (client, app),
+        client.stream("POST", "/v1/generate", json=body) as running,
+    ):
+        lines = running.iter_lines()
+        first = json.loads(next(lines)[6:])
+        refused = client.post("/v1/generate", json={"model": "gen", "prompt": "poison"})
+        assert refused.status_code == 500
+        assert app.state.workers["gen"].streams  # it did run beside the one refused
+        got = [first, *(json.loads(line[6:]) for line in lines if line.startswith("data: "))]
+    assert got[-1] == {"done": True, "tokens": 10_000, "seed": 5}
+    text = "".join(e.get("text", "") for e in got)
+    assert text == models["gen"].generate("the ", length=10_000, seed=5)
+    assert "request failed" in caplog.text
 
 
 def test_a_stream_sends_its_text_at_most_every_interval(models):

@@ -3,7 +3,6 @@ ids. Live servers on 127.0.0.1 only; every wait is bounded."""
 
 from __future__ import annotations
 
-import copy
 import json
 import signal
 import socket
@@ -15,7 +14,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from seqtool.serve import LOOPBACK, hosts  # noqa: E402
-from tests.test_serve import live, models, runs, served  # noqa: E402, F401 - fixtures
+from tests.test_serve import calling, live, models, runs, served  # noqa: E402, F401 - fixtures
 
 KEY = {"Authorization": "Bearer s3cret"}
 MISSING_KEY = "missing or wrong API key: send Authorization: Bearer KEY"
@@ -164,12 +163,10 @@ def test_metrics_count_requests_batches_and_tokens(models):
 
 
 def test_request_ids_are_echoed_or_made_and_name_the_log_lines(models, caplog):
-    clf = copy.copy(models["clf"])
-
     def fails(texts, **options):
         raise RuntimeError("a fault")
 
-    clf.classify = fails
+    clf = calling(models["clf"], fails)
     with live({"clf": clf}) as (client, _):
         given = client.get("/health", headers={"X-Request-ID": "abc-123"})
         assert given.headers["x-request-id"] == "abc-123"

@@ -18,6 +18,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from seqtool.serve.workers import BatchWorker, Job  # noqa: E402
 from tests.test_serve import (  # noqa: E402, F401 - fixtures
     Answers,
+    calling,
     close,
     free_port,
     freed,
@@ -128,8 +129,7 @@ def test_a_poisoned_request_among_31_good_ones_touches_none(server, models, path
 def test_a_merged_batch_that_fails_is_retried_one_request_at_a_time(models, caplog):
     """A sentence the library fails on (here by a stand-in fault) fails only its own
     request; the requests merged with it get their answers."""
-    tr = copy.copy(models["tr"])
-    translate, calls = tr.translate, []
+    translate, calls = models["tr"].translate, []
 
     def faulty(texts, **options):
         calls.append(len(texts))
@@ -137,7 +137,7 @@ def test_a_merged_batch_that_fails_is_retried_one_request_at_a_time(models, capl
             raise RuntimeError("a fault of one sentence")
         return translate(texts, **options)
 
-    tr.translate = faulty
+    tr = calling(models["tr"], faulty)
     sentences = SENTENCES + ["poison"]
     with live({"tr": tr}, max_wait_ms=100) as (client, _), ThreadPoolExecutor(32) as pool:
         replies = list(
@@ -198,8 +198,8 @@ def test_every_route_drops_the_work_of_a_client_that_left(models, path, body):
     """The engine is held in another model's call while the client gives up; its work
     never runs once the engine is free."""
     held, release = threading.Event(), threading.Event()
-    clf, tr, gen = copy.copy(models["clf"]), copy.copy(models["tr"]), copy.copy(models["gen"])
-    classify, calls = clf.classify, []
+    tr, gen = copy.copy(models["tr"]), copy.copy(models["gen"])
+    classify, calls = models["clf"].classify, []
 
     def blocking(texts, **options):
         calls.append(list(texts))
@@ -208,7 +208,7 @@ def test_every_route_drops_the_work_of_a_client_that_left(models, path, body):
             release.wait(20)
         return classify(texts, **options)
 
-    clf.classify = blocking
+    clf = calling(models["clf"], blocking)
     with live({"clf": clf, "tr": tr, "gen": gen}) as (client, app):
         with ThreadPoolExecutor(1) as pool:
             holding = pool.submit(post, client, "/v1/classify", {"model": "clf", "text": "hold"})

@@ -192,7 +192,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     kinds = (("none", "fp32", "serve_on"), ("int8", "int8", "serve_int8"))
     for quantize, weights, command in kinds:
         sec.add(f"generate ({weights}): speed-up of {CLIENTS} streams over one through the "
-                f"server (ref: the ceiling, {CLIENTS} rows of Rows.step over one)", "x",
+                f"server (ref: the ceiling, {CLIENTS} rows of Batch.step over one)", "x",
                 speedups[quantize], ceiling[quantize], "ratio >= 0.9",
                 [command, f"rows_{quantize}"])  # fmt: skip
     sec.add(f"translate beam 5: speed-up of {CLIENTS} clients with batching over without "
@@ -432,27 +432,26 @@ def same(got: bytes, want: bytes) -> bool:
 
 
 def probe_rows(run_dir: str, quantize: str) -> None:
-    """Prints {rows: chars/s} of the server's running batch (serve.rows.Rows.step:
+    """Prints {rows: chars/s} of the server's running batch (decoding.Batch.step:
     decode_step and each row's own sampling) with 1 and CLIENTS rows, 300 steps each."""
     import torch
 
     import seqtool
-    from seqtool.serve.rows import Row, Rows
+    from seqtool.decoding import Batch
 
     generator = seqtool.load(run_dir, device="cpu", quantize=quantize)
     prompt = generator.tokenizer.encode("ROMEO:")
     rates = {}
     with torch.inference_mode():
         for count in (1, CLIENTS):
-            rows = Rows(generator.model)
-            for seed in range(count):
-                noise = torch.Generator().manual_seed(seed)
-                rows.join(Row((1.0, None, None), noise, 10**6), prompt)
+            rows = Batch(generator.model)
+            for seed in range(count):  # one at a time, as streams join
+                rows.join([prompt], (1.0, None, None), [seed])
             for _ in range(20):  # warm-up
-                rows.step()
+                rows.step().tolist()
             start = time.perf_counter()
             for _ in range(STREAM_CHARS):
-                rows.step()
+                rows.step().tolist()  # read back each step, as the server does
             rates[count] = count * STREAM_CHARS / (time.perf_counter() - start)
     print(json.dumps(rates))
 

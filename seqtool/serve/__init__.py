@@ -2,8 +2,8 @@
 
 fastapi and uvicorn are an optional extra; this module imports neither, so that the
 CLI can say how to install them. `app.py` holds the routes, `workers.py` each model's
-batching and the one thread that runs every model call, `rows.py` the running batch of
-a generator.
+batching and the one thread that runs every model call (a generator's running batch is
+the library's: `Generator.stream_many`).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -53,7 +53,7 @@ from seqtool.serve.schemas import (
     TranslateRequest,
     Translations,
 )
-from seqtool.serve.workers import Engine, Job, Overloaded, Reply, Stream, make_worker
+from seqtool.serve.workers import Engine, Job, Overloaded, Reply, Stream, Worker, make_worker
 from seqtool.version import __version__
 
 STATIC = Path(__file__).parent / "static"
@@ -149,29 +149,269 @@ async def pieces(stream: Stream, get=None):
         stream.reply.cancelled = True
 
 
+# -- what the routes depend on: the app's state, set by create_app ---------------------
+
+
+def _workers(request: Request) -> dict[str, Worker]:
+    return request.app.state.workers
+
+
+def _limits(request: Request) -> Limits:
+    return request.app.state.limits
+
+
+Workers = Annotated[dict[str, Worker], Depends(_workers)]
+Limited = Annotated[Limits, Depends(_limits)]
+
+
+def worker_for(workers: dict[str, Worker], name: str, task: str) -> Worker:
+    if name not in workers:
+        raise ApiError(404, f"model: unknown model {name!r}; models: {', '.join(workers)}")
+    worker = workers[name]
+    if worker.model.task != task:
+        raise ApiError(422, f"model: {name!r} is a {worker.model.task}, not a {task}")
+    return worker
+
+
+def at_most(field: str, value: float | None, limit: float, flag: str) -> None:
+    if value is not None and value > limit:
+        raise ApiError(422, f"{field}: {value}, at most {limit} (--{flag})")
+
+
+def sentences(
+    limits: Limits, text: str | list[str], field: str = "text", each: int = 1
+) -> list[str]:
+    texts = [text] if isinstance(text, str) else text
+    if not texts:
+        raise ApiError(422, f"{field}: give at least one")
+    if len(texts) * each > limits.max_sentences:
+        raise ApiError(
+            422,
+            f"{field}: {len(texts) * each} per request, at most {limits.max_sentences}",
+        )
+    for i, line in enumerate(texts):
+        check_chars(limits, f"{field}[{i}]" if isinstance(text, list) else field, line)
+    return texts
+
+
+def check_chars(limits: Limits, field: str, line: str) -> None:
+    at_most(field + " characters", len(line), limits.max_chars, "max-chars")
+
+
+def stream_of(worker: Worker, prompt: str, length: int, options: dict, seed: int) -> Stream:
+    stream = Stream(prompt, length, options, seed, Reply(), request_id.get() or "-")
+    worker.submit(stream)
+    return stream
+
+
+async def queued(request: Request, worker: Worker, texts, options, explain: bool = False):
+    job = Job(texts, options, Reply(), explain, request_id=request_id.get() or "-")
+    worker.submit(job)
+    watch = Watch(request)
+    try:
+        return await watch.result(job.reply)
+    finally:
+        watch.close()
+
+
+# -- routes ------------------------------------------------------------------------------
+
+root = APIRouter()
+v1 = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+@root.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(request: Request):
+    state = request.app.state
+    if state.drain.deadline is not None or not state.engine.alive:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return {"status": "ok"}
+
+
+@root.get("/metrics", include_in_schema=False)
+async def prometheus(request: Request) -> Response:
+    metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+@root.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+@v1.get("/models", response_model=ModelList)
+async def list_models(request: Request, workers: Workers):
+    created = request.app.state.created
+    cards = [
+        ModelCard(id=name, created=created, task=w.model.task, info=_public(w.model.info))
+        for name, w in workers.items()
+    ]
+    return ModelList(data=cards)
+
+
+@v1.post("/translate", response_model=Translations)
+async def translate(body: TranslateRequest, request: Request, workers: Workers, limits: Limited):
+    worker = worker_for(workers, body.model, "translator")
+    texts = sentences(limits, body.text)
+    SearchConfig(body.beam_size, body.n_best, body.length_penalty, body.max_length_ratio)
+    at_most("beam_size", body.beam_size, limits.max_beam, "max-beam")
+    at_most("max_length_ratio", body.max_length_ratio, limits.max_length_ratio,
+            "max-length-ratio")  # fmt: skip
+    at_most("length_penalty", body.length_penalty, limits.max_length_penalty,
+            "max-length-penalty")  # fmt: skip
+    if body.attention and worker.model.config.attention == "none":
+        raise ApiError(422, f"attention: model {body.model!r} was trained without attention")
+    options = body.model_dump(exclude={"model", "text"})
+    return {"translations": (await queued(request, worker, texts, options))["results"]}
+
+
+@v1.post("/classify", response_model=Classifications, response_model_exclude_none=True)
+async def classify(body: ClassifyRequest, request: Request, workers: Workers, limits: Limited):
+    worker = worker_for(workers, body.model, "classifier")
+    texts = sentences(limits, body.text)
+    ClassifyConfig(body.top_k, body.threshold)
+    at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
+    if body.explain and worker.model.config.pooling != "attention":
+        raise ApiError(
+            422,
+            f"explain: model {body.model!r} pools with "
+            f"{worker.model.config.pooling}; explaining needs attention",
+        )
+    options = {"top_k": body.top_k, "threshold": body.threshold}
+    return await queued(request, worker, texts, options, body.explain)
+
+
+@v1.post("/generate", response_model=Generation, responses=EVENTS)
+async def generate(body: GenerateRequest, request: Request, workers: Workers, limits: Limited):
+    worker = worker_for(workers, body.model, "generator")
+    SamplingConfig(body.length, body.temperature, body.top_k, body.top_p)
+    at_most("length", body.length, limits.max_length, "max-length")
+    at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
+    check_chars(limits, "prompt", body.prompt)
+    seed = seeds_for(1, body.seed)[0]
+    options = {"temperature": body.temperature, "top_k": body.top_k, "top_p": body.top_p}
+    stream = stream_of(worker, body.prompt, body.length, options, seed)
+    if body.stream:
+        return StreamingResponse(
+            _events(stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    watch = Watch(request)
+    try:
+        text = "".join([piece async for piece in pieces(stream, watch.get)])
+    finally:
+        watch.close()
+    return {"text": text, "tokens": body.length, "seed": seed}
+
+
+@v1.post("/completions", response_model=Completion, responses=EVENTS)
+async def completions(body: CompletionRequest, request: Request, workers: Workers, limits: Limited):
+    """OpenAI's completions API for generator models: `n` samples of each prompt
+    (seeds seed, seed + 1, ...), cut at the first `stop` string."""
+    worker = worker_for(workers, body.model, "generator")
+    SamplingConfig(body.max_tokens, body.temperature, None, body.top_p)
+    _positive("n", body.n)
+    at_most("n", body.n, limits.max_n, "max-n")
+    at_most("max_tokens", body.max_tokens, limits.max_length, "max-length")
+    prompts = sentences(limits, body.prompt, "prompt", body.n)
+    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+    if len(stops) > 4 or "" in stops:
+        raise ApiError(422, "stop: at most 4 strings, none of them empty")
+    for i, stop in enumerate(stops):
+        check_chars(limits, f"stop[{i}]", stop)
+    seeds = iter(seeds_for(len(prompts) * body.n, body.seed))
+    options = {"temperature": body.temperature, "top_k": None,
+               "top_p": None if body.top_p == 1 else body.top_p}  # fmt: skip
+    streams = [
+        stream_of(worker, prompt, body.max_tokens, options, next(seeds))
+        for prompt in prompts
+        for _ in range(body.n)
+    ]
+    answer = openai.Answer(body.model, worker.model.tokenizer, prompts, body.n, stops)
+    if body.stream:
+        return StreamingResponse(
+            answer.events(streams, pieces),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    watch = Watch(request)
+    try:
+        return await answer.whole(streams, lambda s: pieces(s, watch.get))
+    finally:
+        watch.close()
+        for stream in streams:
+            stream.reply.cancelled = True
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+async def invalid(request: Request, err: RequestValidationError):
+    if "json" not in request.headers.get("content-type", ""):  # form data, plain text
+        return error(422, "body: send JSON, with Content-Type: application/json")
+    return error(422, _validation_message(err))
+
+
+async def refused(request: Request, err: SeqtoolError):
+    return error(422, str(err))
+
+
+async def api_error(request: Request, err: ApiError):
+    return error(err.status, str(err), err.headers)
+
+
+async def overloaded(request: Request, err: Overloaded):
+    return error(503, str(err), {"Retry-After": "1"})
+
+
+async def gone(request: Request, err: ClientGone):
+    return Response(status_code=499)  # nobody reads it: the client has left
+
+
+async def http_error(request: Request, err: HTTPException):
+    if isinstance(err.__cause__, UnicodeDecodeError):  # as malformed JSON is: 422
+        return error(422, "malformed JSON: the body is not UTF-8")
+    return error(err.status_code, str(err.detail), getattr(err, "headers", None))
+
+
+HANDLERS = {
+    RequestValidationError: invalid,
+    SeqtoolError: refused,
+    ApiError: api_error,
+    Overloaded: overloaded,
+    ClientGone: gone,
+    HTTPException: http_error,
+}
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Start the engine thread; at the end stop it, waiting at most what is left of the
+    grace period."""
+    engine = app.state.engine
+    engine.start()
+    yield
+    if not engine.stop(app.state.drain.left()):
+        log.warning("the engine was still busy at the end of --grace-seconds; exiting")
+
+
 def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
     """The app serving loaded models ({name: Generator | Classifier | Translator});
     its lifespan starts and stops the engine thread that runs them."""
     limits = limits or Limits()
     metrics = Metrics()
     workers = {name: make_worker(name, m, limits, metrics) for name, m in models.items()}
-    engine = Engine(list(workers.values()))
-    drain = Drain()
-    created = int(time.time())
     log_request_ids()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        engine.start()
-        yield
-        if not engine.stop(drain.left()):
-            log.warning("the engine was still busy at the end of --grace-seconds; exiting")
-
     app = FastAPIOffline(
         title="seqtool", version=__version__, lifespan=lifespan, static_url="/static/docs"
     )
-    app.state.workers, app.state.engine, app.state.drain = workers, engine, drain
-    app.state.metrics = metrics
+    app.state.workers, app.state.limits, app.state.metrics = workers, limits, metrics
+    app.state.engine, app.state.drain = Engine(list(workers.values())), Drain()
+    app.state.created = int(time.time())
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
     app.add_middleware(Guard, hosts=limits.allowed_hosts, api_key=limits.api_key)
     if limits.cors_origins:
@@ -183,196 +423,13 @@ def create_app(models: dict[str, Any], limits: Limits | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(Crashes)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError):
-        if "json" not in request.headers.get("content-type", ""):  # form data, plain text
-            return error(422, "body: send JSON, with Content-Type: application/json")
-        return error(422, _validation_message(err))
-
-    @app.exception_handler(SeqtoolError)
-    async def refused(request: Request, err: SeqtoolError):
-        return error(422, str(err))
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError):
-        return error(err.status, str(err), err.headers)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, err: Overloaded):
-        return error(503, str(err), {"Retry-After": "1"})
-
-    @app.exception_handler(ClientGone)
-    async def gone(request: Request, err: ClientGone):
-        return Response(status_code=499)  # nobody reads it: the client has left
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException):
-        if isinstance(err.__cause__, UnicodeDecodeError):  # as malformed JSON is: 422
-            return error(422, "malformed JSON: the body is not UTF-8")
-        return error(err.status_code, str(err.detail), getattr(err, "headers", None))
-
-    def worker_for(name: str, task: str):
-        if name not in workers:
-            raise ApiError(404, f"model: unknown model {name!r}; models: {', '.join(workers)}")
-        worker = workers[name]
-        if worker.model.task != task:
-            raise ApiError(422, f"model: {name!r} is a {worker.model.task}, not a {task}")
-        return worker
-
-    def at_most(field: str, value: float | None, limit: float, flag: str) -> None:
-        if value is not None and value > limit:
-            raise ApiError(422, f"{field}: {value}, at most {limit} (--{flag})")
-
-    def sentences(text: str | list[str], field: str = "text", each: int = 1) -> list[str]:
-        texts = [text] if isinstance(text, str) else text
-        if not texts:
-            raise ApiError(422, f"{field}: give at least one")
-        if len(texts) * each > limits.max_sentences:
-            raise ApiError(
-                422,
-                f"{field}: {len(texts) * each} per request, at most {limits.max_sentences}",
-            )
-        for i, line in enumerate(texts):
-            check_chars(f"{field}[{i}]" if isinstance(text, list) else field, line)
-        return texts
-
-    def check_chars(field: str, line: str) -> None:
-        at_most(field + " characters", len(line), limits.max_chars, "max-chars")
-
-    def stream_of(model: str, prompt: str, length: int, options: tuple, seed: int) -> Stream:
-        worker = workers[model]
-        stream = Stream(prompt, length, options, seed, Reply(), request_id.get() or "-")
-        worker.submit(stream)
-        return stream
-
-    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
-    async def health():
-        if drain.deadline is not None or not engine.alive:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        return {"status": "ok"}
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    v1 = APIRouter(prefix="/v1", responses=ERRORS)
-
-    @v1.get("/models", response_model=ModelList)
-    async def list_models():
-        cards = [
-            ModelCard(id=name, created=created, task=w.model.task, info=_public(w.model.info))
-            for name, w in workers.items()
-        ]
-        return ModelList(data=cards)
-
-    @v1.post("/translate", response_model=Translations)
-    async def translate(body: TranslateRequest, request: Request):
-        worker = worker_for(body.model, "translator")
-        texts = sentences(body.text)
-        SearchConfig(body.beam_size, body.n_best, body.length_penalty, body.max_length_ratio)
-        at_most("beam_size", body.beam_size, limits.max_beam, "max-beam")
-        at_most("max_length_ratio", body.max_length_ratio, limits.max_length_ratio,
-                "max-length-ratio")  # fmt: skip
-        at_most("length_penalty", body.length_penalty, limits.max_length_penalty,
-                "max-length-penalty")  # fmt: skip
-        if body.attention and worker.model.config.attention == "none":
-            raise ApiError(422, f"attention: model {body.model!r} was trained without attention")
-        options = body.model_dump(exclude={"model", "text"})
-        return {"translations": (await queued(request, worker, texts, options))["results"]}
-
-    @v1.post("/classify", response_model=Classifications, response_model_exclude_none=True)
-    async def classify(body: ClassifyRequest, request: Request):
-        worker = worker_for(body.model, "classifier")
-        texts = sentences(body.text)
-        ClassifyConfig(body.top_k, body.threshold)
-        at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
-        if body.explain and worker.model.config.pooling != "attention":
-            raise ApiError(
-                422,
-                f"explain: model {body.model!r} pools with "
-                f"{worker.model.config.pooling}; explaining needs attention",
-            )
-        options = {"top_k": body.top_k, "threshold": body.threshold}
-        return await queued(request, worker, texts, options, body.explain)
-
-    async def queued(request: Request, worker, texts, options, explain: bool = False):
-        job = Job(texts, options, Reply(), explain, request_id=request_id.get() or "-")
-        worker.submit(job)
-        watch = Watch(request)
-        try:
-            return await watch.result(job.reply)
-        finally:
-            watch.close()
-
-    @v1.post("/generate", response_model=Generation, responses=EVENTS)
-    async def generate(body: GenerateRequest, request: Request):
-        worker_for(body.model, "generator")
-        SamplingConfig(body.length, body.temperature, body.top_k, body.top_p)
-        at_most("length", body.length, limits.max_length, "max-length")
-        at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
-        check_chars("prompt", body.prompt)
-        seed = seeds_for(1, body.seed)[0]
-        options = (body.temperature, body.top_k, body.top_p)
-        stream = stream_of(body.model, body.prompt, body.length, options, seed)
-        if body.stream:
-            return StreamingResponse(
-                _events(stream),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        watch = Watch(request)
-        try:
-            text = "".join([piece async for piece in pieces(stream, watch.get)])
-        finally:
-            watch.close()
-        return {"text": text, "tokens": body.length, "seed": seed}
-
-    @v1.post("/completions", response_model=Completion, responses=EVENTS)
-    async def completions(body: CompletionRequest, request: Request):
-        """OpenAI's completions API for generator models: `n` samples of each prompt
-        (seeds seed, seed + 1, ...), cut at the first `stop` string."""
-        worker = worker_for(body.model, "generator")
-        SamplingConfig(body.max_tokens, body.temperature, None, body.top_p)
-        _positive("n", body.n)
-        at_most("n", body.n, limits.max_n, "max-n")
-        at_most("max_tokens", body.max_tokens, limits.max_length, "max-length")
-        prompts = sentences(body.prompt, "prompt", body.n)
-        stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
-        if len(stops) > 4 or "" in stops:
-            raise ApiError(422, "stop: at most 4 strings, none of them empty")
-        for i, stop in enumerate(stops):
-            check_chars(f"stop[{i}]", stop)
-        seeds = iter(seeds_for(len(prompts) * body.n, body.seed))
-        options = (body.temperature, None, None if body.top_p == 1 else body.top_p)
-        streams = [
-            stream_of(body.model, prompt, body.max_tokens, options, next(seeds))
-            for prompt in prompts
-            for _ in range(body.n)
-        ]
-        answer = openai.Answer(body.model, worker.model.tokenizer, prompts, body.n, stops)
-        if body.stream:
-            return StreamingResponse(
-                answer.events(streams, pieces),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        watch = Watch(request)
-        try:
-            return await answer.whole(streams, lambda s: pieces(s, watch.get))
-        finally:
-            watch.close()
-            for stream in streams:
-                stream.reply.cancelled = True
-
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+    app.include_router(root)
     app.include_router(v1)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    routes = {r.path for r in [*app.routes, *v1.routes] if hasattr(r, "methods")}
+    # an included router's routes are its own, not the app's
+    routes = {r.path for r in [*app.routes, *root.routes, *v1.routes] if hasattr(r, "methods")}
     app.add_middleware(Observe, metrics=metrics, routes=routes)
     return app
 

@@ -19,8 +19,6 @@ from typing import Any
 import torch
 
 from seqtool.serve.metrics import Metrics
-from seqtool.serve.rows import Row, Rows
-from seqtool.tokenizer import StreamDecoder
 
 log = logging.getLogger("seqtool.serve")
 HOLD = 4  # a batch whose requests keep coming waits at most HOLD x max_wait_ms
@@ -163,7 +161,7 @@ class Engine:
                 worker.fail(err)  # its requests get the error, none waits forever
             except Exception:  # noqa: BLE001 - the engine thread must outlive any fault
                 log.exception("model %r could not report its failure", worker.name)
-            return None
+            return time.monotonic()  # at once: requests still queued start afresh
 
     def _run(self) -> None:
         with torch.inference_mode():  # a per-thread setting
@@ -302,32 +300,29 @@ class BatchWorker(Worker):
 
     def call(self, texts: list[str], options: dict[str, Any]) -> list[dict[str, Any]]:
         """One library call over the merged sentences."""
-        if self.model.task == "translator":
-            found = self.model.translate(texts, batch_size=self.max_batch, **options)
-        else:
-            found = self.model.classify(texts, batch_size=self.max_batch, **options)
+        found = self.model(texts, batch_size=self.max_batch, **options)
         return [result.to_dict() for result in found]
 
 
 @dataclass(eq=False)
 class Stream:
-    """One generation: its prompt, options and seed, and where its text goes."""
+    """One generation: its prompt, length, sampling options (temperature, top_k, top_p)
+    and seed, and where its text goes."""
 
     prompt: str
     length: int
-    options: tuple[float, int | None, float | None]
+    options: dict[str, Any]
     seed: int
     reply: Reply
     request_id: str = "-"
-    decoder: StreamDecoder | None = field(default=None)
     pending: str = ""  # text made since the stream's last delivery
     sent: float = float("-inf")  # time.monotonic() of that delivery
 
 
 class GeneratorWorker(Worker):
-    """Continuous batching: a new stream joins the running batch at the next step, a
-    finished or cancelled one leaves it; at most max_batch streams run at once and the
-    rest wait in the queue.
+    """Continuous batching on the library's own (`model.stream_many()`): a new stream
+    joins the running batch at the next step, a finished or cancelled one leaves it; at
+    most max_batch streams run at once and the rest wait in the queue.
 
     A stream's text goes out at most every `interval` seconds (its first text and its
     end at once): an event per token per stream kept the event loop, which shares the
@@ -345,76 +340,72 @@ class GeneratorWorker(Worker):
     ):
         super().__init__(name, model, max_batch, max_queue, metrics)
         self.interval = interval
-        self.rows = Rows(model.model)
-        self.streams: list[Stream] = []  # stream of each row
+        self.generations = model.stream_many()
+        self.streams: dict[int, Stream] = {}  # by their index in self.generations
 
     def cycle(self, now: float) -> float | None:
-        while len(self.rows) < self.max_batch and (stream := self.next_job()) is not None:
+        while len(self.streams) < self.max_batch and (stream := self.next_job()) is not None:
             self._join(stream)
         self._leave()
         if not self.streams:
             return None
-        tokens = self.rows.step()  # a fault: Engine fails the streams, serving goes on
-        self.record(len(tokens))
-        self.metrics.tokens.labels(self.name).inc(len(tokens))
+        rows = len(self.generations.batch)  # a stream of length 1 has its one token already
+        events = self.generations.step()  # a fault: Engine fails the streams, serving goes on
+        if rows:
+            self.record(rows)
+            self.metrics.tokens.labels(self.name).inc(rows)
         out: list[tuple[Reply, str, Any]] = []
         now = time.monotonic()  # the step took a while since `now` was read
-        for stream, token, row in zip(self.streams, tokens, self.rows.rows, strict=True):
-            out.extend(self._emit(stream, token, row, now))
+        for index, text in events:
+            out.extend(self._emit(self.streams[index], text, index not in self.generations, now))
         deliver(out)
         self._leave()
         return now if self.streams else None
 
     def fail(self, err: Exception) -> None:
-        for stream in self.streams:
+        """Answer the streams of the batch with `err`; queued ones start a new batch."""
+        for stream in self.streams.values():
             stream.reply.put("error", err)
-        self.rows.keep([])
-        self.streams = []
+        self.generations = self.model.stream_many()  # the failed step may have left it half done
+        self.streams = {}
 
     def _join(self, stream: Stream) -> None:
-        gen = self.model
-        try:  # everything a request's own values reach: its fault is its own
-            generator = torch.Generator(device=self.rows.device).manual_seed(stream.seed)
-            row = Row(stream.options, generator, stream.length)
-            stream.decoder = StreamDecoder(gen.tokenizer)
-            # without a prompt, start as after a line break (as Generator.generate does)
-            token = self.rows.join(row, gen.tokenizer.encode(stream.prompt or "\n"))
-        except Exception as err:  # noqa: BLE001
+        """Start the stream, or answer it with the error its own values caused: the
+        library refuses them before the stream joins the batch, which goes on without it."""
+        try:
+            index = self.generations.add(
+                stream.prompt, length=stream.length, seed=stream.seed, **stream.options
+            )
+        except Exception as err:  # noqa: BLE001 - a request's fault is its own
             log.exception("request failed", extra={"request_id": stream.request_id})
             stream.reply.put("error", err)
             return
         self.metrics.tokens.labels(self.name).inc()
-        self.streams.append(stream)
-        deliver(self._emit(stream, token, row, time.monotonic()))
+        self.streams[index] = stream
 
-    def _emit(self, stream: Stream, token: int, row: Row, now: float) -> list:
-        """What the stream gets for its new token: its text when `interval` has passed
+    def _emit(self, stream: Stream, text: str, done: bool, now: float) -> list:
+        """What the stream gets for its new text: that text when `interval` has passed
         since its last text (or at its end), and at the end "done"."""
-        stream.pending += stream.decoder.push(token)
-        if row.left == 0:
-            stream.pending += stream.decoder.flush()
+        stream.pending += text
         out = []
-        if stream.pending and (row.left == 0 or now - stream.sent >= self.interval):
+        if stream.pending and (done or now - stream.sent >= self.interval):
             out.append((stream.reply, "text", stream.pending))
             stream.pending, stream.sent = "", now
-        if row.left == 0:
+        if done:
             out.append((stream.reply, "done", stream.length))
         return out
 
     def _leave(self) -> None:
-        """Drop rows that are done or whose client is gone."""
-        keep = [
-            i
-            for i, (stream, row) in enumerate(zip(self.streams, self.rows.rows, strict=True))
-            if row.left > 0 and not stream.reply.cancelled
-        ]
-        if len(keep) < len(self.streams):
-            self.rows.keep(keep)
-            self.streams = [self.streams[i] for i in keep]
+        """Drop the streams that ended and those whose client is gone."""
+        for index, stream in list(self.streams.items()):
+            if stream.reply.cancelled:
+                self.generations.cancel(index)
+            if index not in self.generations:
+                del self.streams[index]
 
 
 def make_worker(name: str, model, limits, metrics: Metrics) -> Worker:
     sizes = (limits.max_batch, limits.max_queue)
-    if model.task == "generator":
+    if model.streams:  # its generations join one running batch
         return GeneratorWorker(name, model, *sizes, limits.stream_interval_ms / 1000, metrics)
     return BatchWorker(name, model, *sizes, limits.max_wait_ms, metrics)

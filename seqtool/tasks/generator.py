@@ -262,11 +262,13 @@ class Generator(Loaded):
         self.model = self._ready(checkpoint.restore_model(ckpt, GeneratorConfig, GeneratorModel))
         self.tokenizer = checkpoint.tokenizer(ckpt)
 
+    def _ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt or "\n")  # no prompt: start as after a line break
+
     def _tokens(
         self, prompts: list[str], options: SamplingConfig, seed: int | None
     ) -> Iterator[torch.Tensor]:
-        # without a prompt, start as after a line break
-        ids = [self.tokenizer.encode(p or "\n") for p in prompts]
+        ids = [self._ids(p) for p in prompts]
         seeds = decoding.seeds_for(len(prompts), seed)
         o = options
         return decoding.sample(self.model, ids, o.length, o.temperature, o.top_k, o.top_p, seeds)
@@ -320,6 +322,28 @@ class Generator(Loaded):
 
     __call__ = generate  # model(prompts, ...), as a pipeline is called
 
+    def stream_many(
+        self,
+        prompts: str | Sequence[str] = (),
+        *,
+        length: int = SAMPLING.length,
+        temperature: float = SAMPLING.temperature,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Streams:
+        """Generations sampled as one continuously batched set: `prompts` now, and more
+        added while it runs (`Streams.add`, each with its own options). Iterate it for
+        (index, text) as the text is sampled. Prompt i samples with seed + i and gets
+        the text `generate` gives it, alone or in a list."""
+        SamplingConfig(length, temperature, top_k, top_p)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+        streams = Streams(self)
+        for prompt, row_seed in zip(prompts, decoding.seeds_for(len(prompts), seed), strict=True):
+            streams.add(prompt, seed=row_seed, **options)
+        return streams
+
     @keyword_options
     def evaluate(
         self, data: str | os.PathLike | Sequence[str], *, batch_size: int | None = None
@@ -371,6 +395,106 @@ class Generator(Loaded):
         from seqtool.inspect import neighbours
 
         return neighbours(self.model.embedding.weight, self.tokenizer, piece, top_k)
+
+
+class _Generation:
+    """One generation of a Streams: its text decoder, the tokens it still wants and the
+    text made since the last step."""
+
+    def __init__(self, decoder: StreamDecoder, left: int) -> None:
+        self.decoder, self.left, self.text = decoder, left, ""
+
+
+class Streams:
+    """Generations sampled as one continuously batched set (`Generator.stream_many`).
+
+    `add` starts a generation: its prompt is read and its first token chosen at once,
+    and it joins the running batch. `step` samples the next token of every generation
+    in the batch in one model call; a generation leaves the batch when it has its
+    length or is cancelled. Each draws its noise from its own seed, so it gets the text
+    `Generator.generate` gives it alone, whatever runs beside it and whenever it joins.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.batch = decoding.Batch(generator.model)
+        self.rows: list[int] = []  # the generation of each row of the batch
+        self.open: dict[int, _Generation] = {}  # those not ended, by index, in the order added
+        self.added = 0
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def __contains__(self, index: int) -> bool:
+        """Whether generation `index` goes on: neither ended nor cancelled."""
+        return index in self.open
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        """The (index, text) of step after step, until no generation is left (one may be
+        added meanwhile)."""
+        while self.open:
+            yield from self.step()
+
+    @torch.inference_mode()
+    def add(
+        self,
+        prompt: str = "",
+        *,
+        length: int = SAMPLING.length,
+        temperature: float = SAMPLING.temperature,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> int:
+        """Start a generation of `length` tokens after `prompt`; return its index (0, 1,
+        ... in the order added). Its prompt is read and its first token chosen now, its
+        text comes with the next step. Bad options raise here (ConfigError), and nothing
+        joins the batch unless all went well."""
+        SamplingConfig(length, temperature, top_k, top_p)
+        decoder, ids = StreamDecoder(self.generator.tokenizer), self.generator._ids(prompt)
+        token = self.batch.join([ids], (temperature, top_k, top_p), decoding.seeds_for(1, seed))
+        index, self.added = self.added, self.added + 1
+        self.rows.append(index)
+        self.open[index] = generation = _Generation(decoder, length - 1)
+        generation.text = decoder.push(token.item())
+        self._leave()  # of length 1: it has its token
+        return index
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[int, str]]:
+        """Sample the next token of every generation in the batch (one model call); return
+        (index, text) of every generation that had not ended: its text since the last
+        step ("" while a character's bytes are incomplete). A generation that reaches its
+        length ends here with its last text."""
+        if self.rows:
+            for index, token in zip(self.rows, self.batch.step().tolist(), strict=True):
+                generation = self.open[index]
+                generation.text += generation.decoder.push(token)
+                generation.left -= 1
+        events = []
+        for index, generation in list(self.open.items()):
+            if generation.left == 0:
+                generation.text += generation.decoder.flush()
+                del self.open[index]
+            events.append((index, generation.text))
+            generation.text = ""
+        self._leave()
+        return events
+
+    @torch.inference_mode()
+    def cancel(self, index: int) -> None:
+        """End generation `index` now, without a last text."""
+        self.open.pop(index, None)
+        self._leave()
+
+    def _leave(self) -> None:
+        """Drop the rows of generations that have all their tokens or were cancelled."""
+        keep = [
+            i for i, index in enumerate(self.rows) if index in self.open and self.open[index].left
+        ]
+        if len(keep) < len(self.rows):
+            self.batch.keep(keep)
+            self.rows = [self.rows[i] for i in keep]
 
 
 Inference = Generator
