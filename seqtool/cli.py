@@ -361,11 +361,7 @@ def classify(
     if explain:
         if text is None:
             raise ConfigError("--explain shows one sentence: give it with --text")
-        if model.config.pooling != "attention":
-            raise ConfigError(
-                f"--explain needs a model trained with --pooling attention "
-                f"(this one pools with {model.config.pooling})"
-            )
+        model.check_explainable()
     chunk_size = _lines_per_read(input_path, text, batch_size)
     out = sys.stdout
     for chunk in batched(_input_lines(input_path, text), chunk_size):

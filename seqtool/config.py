@@ -66,6 +66,16 @@ class _Config:
         return cls(**{k: v for k, v in cls.upgrade(data).items() if k in names})
 
 
+def _check_model(config, *sizes: str) -> None:
+    """What every model config checks: its cell, its sizes (the shared ones and `sizes`)
+    and its dropout."""
+    cell = config.cell
+    _check(cell in CELLS, f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+    for name in ("embedding_size", "hidden_size", "num_layers", *sizes):
+        _check(getattr(config, name) > 0, f"{name} must be positive")
+    _check(0.0 <= config.dropout < 1.0, "dropout must be in [0, 1)")
+
+
 @dataclass(frozen=True)
 class TokenizerConfig(_Config):
     kind: str = "char"
@@ -94,10 +104,7 @@ class GeneratorConfig(_Config):
     RENAMED: ClassVar[dict[str, str]] = {"tie_weights": "tie_embeddings"}
 
     def __post_init__(self) -> None:
-        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
-        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        _check_model(self, "vocab_size")
 
 
 @dataclass(frozen=True)
@@ -117,19 +124,9 @@ class ClassifierConfig(_Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))  # a list after a checkpoint
-        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        _check_model(self, "vocab_size", "max_length", "members")
         _check(self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}")
         _check(len(self.labels) >= 2 or self.multi_label, "a classifier needs two labels or more")
-        for name in (
-            "vocab_size",
-            "embedding_size",
-            "hidden_size",
-            "num_layers",
-            "max_length",
-            "members",
-        ):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
-        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -148,18 +145,8 @@ class TranslatorConfig(_Config):
     max_length: int = 128  # tokens per side; longer lines are cut
 
     def __post_init__(self) -> None:
-        _check(self.cell in CELLS, f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        _check_model(self, "src_vocab_size", "tgt_vocab_size", "max_length")
         _check(self.attention in ATTENTIONS, f"unknown attention {self.attention!r}")
-        for name in (
-            "src_vocab_size",
-            "tgt_vocab_size",
-            "embedding_size",
-            "hidden_size",
-            "num_layers",
-            "max_length",
-        ):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
-        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
 
 
 @dataclass(frozen=True)

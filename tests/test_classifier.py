@@ -236,7 +236,7 @@ def test_explain_needs_attention_pooling(run_cli, sentiment, tmp_path):
     result = run_cli("classify", out, "--text", "fine", "--explain")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "Error: --explain needs a model trained with --pooling attention (this one pools with max)"
+        "Error: explaining needs a model trained with --pooling attention (this one pools with max)"
     )
 
 

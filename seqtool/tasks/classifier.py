@@ -385,13 +385,17 @@ class Classifier(Loaded):
 
     __call__ = classify  # model(texts, ...), as a pipeline is called
 
-    def explain(self, text: str) -> Explanation:
-        """The attention weight of each piece of `text` (models with --pooling attention)."""
+    def check_explainable(self) -> None:
+        """Refuse to explain with a model whose pooling has no weights to show."""
         if self.config.pooling != "attention":
             raise ConfigError(
                 f"explaining needs a model trained with --pooling attention "
                 f"(this one pools with {self.config.pooling})"
             )
+
+    def explain(self, text: str) -> Explanation:
+        """The attention weight of each piece of `text` (models with --pooling attention)."""
+        self.check_explainable()
         ids = self._encode([text])[0]
         with torch.inference_mode():
             tokens = torch.tensor([ids], device=self.device)
