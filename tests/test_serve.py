@@ -105,7 +105,7 @@ def live(models, **limits):
 
 @pytest.fixture(scope="module")
 def server(models):
-    with live(models, max_length=100_000) as (client, app):
+    with live(models, max_generate_length=100_000) as (client, app):
         yield client, app
 
 
@@ -398,7 +398,7 @@ def test_a_failing_step_fails_the_streams_of_its_batch_and_queued_ones_run(model
     """A step that raises fails the streams it was sampling (their state is the batch's),
     not the streams still queued, and the model serves the next requests."""
     long = {"model": "gen", "length": 100_000, "stream": True}
-    with live(models, max_batch=2, max_length=100_000) as (client, app):
+    with live(models, max_batch=2, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
         with (
             client.stream("POST", "/v1/generate", json={**long, "seed": 1}) as first,
@@ -448,7 +448,7 @@ def test_a_stream_the_library_refuses_never_joins_the_running_batch(models, capl
     gen.tokenizer = Refusing(gen.tokenizer)
     body = {"model": "gen", "prompt": "the ", "length": 10_000, "seed": 5, "stream": True}
     with (
-        live({"gen": gen}, max_length=100_000) as (client, app),
+        live({"gen": gen}, max_generate_length=100_000) as (client, app),
         client.stream("POST", "/v1/generate", json=body) as running,
     ):
         lines = running.iter_lines()
@@ -544,7 +544,7 @@ def test_a_client_that_disconnects_frees_its_slot(server):
 
 
 def test_a_full_queue_answers_503_with_retry_after(models):
-    with live(models, max_batch=1, max_queue=1, max_length=100_000) as (client, app):
+    with live(models, max_batch=1, max_queue=1, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
         long = {"model": "gen", "length": 100_000, "stream": True}
         with client.stream("POST", "/v1/generate", json=long) as r:
@@ -638,7 +638,8 @@ def served(*args, env: dict | None = None):
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
-    with served(f"poet={runs['gen']}", runs["clf"], "--max-length", 100_000) as (server, url):
+    args = f"poet={runs['gen']}", runs["clf"], "--max-generate-length", 100_000
+    with served(*args) as (server, url):
         listed = httpx.get(f"{url}/v1/models").json()["data"]
         assert [m["id"] for m in listed] == ["poet", "clf"]
         body = {"model": "poet", "length": 3000, "seed": 2, "stream": True}
@@ -651,3 +652,13 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(runs):
         assert server.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/health")
+
+
+def test_max_generate_length_is_the_limit_and_max_length_its_old_name(runs):
+    """`--max-length` of `seqtool train` cuts training lines: the serve limit on tokens
+    per generation is --max-generate-length, the old name read as it with a warning."""
+    names = {name for param in cli.commands["serve"].params for name in param.opts}
+    assert "--max-generate-length" in names and "--max-length" not in names
+    old = run_cli("serve", runs["gen"], "--max-length", 0)
+    assert old.exit_code == 2 and "'--max-generate-length'" in old.output, old.output
+    assert "--max-length is deprecated" in old.output

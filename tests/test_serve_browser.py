@@ -27,7 +27,7 @@ from tests.test_serve import runs, served  # noqa: E402, F401 - fixtures
 @pytest.fixture(scope="module")
 def url(runs):
     names = (f"{name}={path}" for name, path in runs.items())
-    with served(*names, "--max-length", 10_000_000) as (server, base):
+    with served(*names, "--max-generate-length", 10_000_000) as (server, base):
         yield base
         server.terminate()
         assert server.wait(30) == 0

@@ -234,7 +234,7 @@ LONG = {"model": "gen", "length": 10_000_000, "stream": True}
 
 
 def test_grace_seconds_bounds_the_whole_stop(runs):
-    args = f"gen={runs['gen']}", "--max-length", 10_000_000, "--grace-seconds", 1
+    args = f"gen={runs['gen']}", "--max-generate-length", 10_000_000, "--grace-seconds", 1
     with (
         served(*args) as (server, url),
         httpx.stream("POST", f"{url}/v1/generate", json=LONG, timeout=60) as r,
@@ -246,7 +246,7 @@ def test_grace_seconds_bounds_the_whole_stop(runs):
 
 
 def test_a_second_signal_stops_at_once(runs):
-    args = f"gen={runs['gen']}", "--max-length", 10_000_000, "--grace-seconds", 600
+    args = f"gen={runs['gen']}", "--max-generate-length", 10_000_000, "--grace-seconds", 600
     with (
         served(*args) as (server, url),
         httpx.stream("POST", f"{url}/v1/generate", json=LONG, timeout=60) as r,

@@ -19,7 +19,7 @@ from schemathesis import GenerationMode, checks  # noqa: E402
 
 from tests.test_serve import live, models, runs  # noqa: E402, F401 - fixtures
 
-LIMITS = {"max_length": 40, "max_chars": 80, "max_sentences": 6, "max_beam": 4, "max_n": 3}
+LIMITS = {"max_generate_length": 40, "max_chars": 80, "max_sentences": 6, "max_beam": 4, "max_n": 3}
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,

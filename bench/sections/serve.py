@@ -314,7 +314,7 @@ def worst(sec: Section, runs: dict[str, Path], german: list[str]) -> None:
             "text": many, "top_k": limits.max_top_k, "explain": False}),
         "completions": ("shakes", "/v1/completions", {
             "prompt": [sentence] * (limits.max_sentences // n), "n": n,
-            "max_tokens": limits.max_length}),
+            "max_tokens": limits.max_generate_length}),
     }  # fmt: skip
     for task, (model, path, body) in asks.items():
         server = Server({model: runs[model]})
@@ -355,7 +355,7 @@ def soak(sec: Section, runs: dict[str, Path], german: list[str], english: list[s
         ("/v1/classify", b'{"model": "sst2", "text": '),
         ("/v1/classify", b'{"model": "sst2", "text": "\xff"}'),
     ]
-    server = Server(runs, "--max-length", 100_000)
+    server = Server(runs, "--max-generate-length", 100_000)
     sec.commands["soak"] = " ".join(server.argv)
     try:
         alone = [server.ask(*ask) for ask in valid]

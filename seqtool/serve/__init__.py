@@ -31,7 +31,7 @@ class Limits:
     max_request_bytes: int = 1_000_000
     max_sentences: int = 256  # per request (translate, classify; completions: prompts x n)
     max_chars: int = 2_000  # per sentence or prompt
-    max_length: int = 2_000  # tokens per generation
+    max_generate_length: int = 2_000  # tokens per generation (generate length, max_tokens)
     max_beam: int = 8  # translate beam_size (and so n_best)
     max_length_ratio: float = 3.0  # translate: target tokens per source token
     # translate: ((5 + length) / 6) ** alpha stays finite for any length a model reads
@@ -44,7 +44,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         counts = ("max_batch", "max_queue", "max_request_bytes", "max_sentences", "max_chars")
-        for name in (*counts, "max_length", "max_beam", "max_top_k", "max_n"):
+        for name in (*counts, "max_generate_length", "max_beam", "max_top_k", "max_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_length_ratio", "max_length_penalty"):

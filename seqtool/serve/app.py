@@ -285,7 +285,7 @@ async def classify(body: ClassifyRequest, request: Request, workers: Workers, li
 async def generate(body: GenerateRequest, request: Request, workers: Workers, limits: Limited):
     worker = worker_for(workers, body.model, "generator")
     SamplingConfig(body.length, body.temperature, body.top_k, body.top_p)
-    at_most("length", body.length, limits.max_length, "max-length")
+    at_most("length", body.length, limits.max_generate_length, "max-generate-length")
     at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
     check_chars(limits, "prompt", body.prompt)
     seed = seeds_for(1, body.seed)[0]
@@ -313,7 +313,7 @@ async def completions(body: CompletionRequest, request: Request, workers: Worker
     SamplingConfig(body.max_tokens, body.temperature, None, body.top_p)
     _positive("n", body.n)
     at_most("n", body.n, limits.max_n, "max-n")
-    at_most("max_tokens", body.max_tokens, limits.max_length, "max-length")
+    at_most("max_tokens", body.max_tokens, limits.max_generate_length, "max-generate-length")
     prompts = sentences(limits, body.prompt, "prompt", body.n)
     stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
     if len(stops) > 4 or "" in stops:
