@@ -640,7 +640,7 @@ SERVE = [
     _limit("--max-request-bytes"),
     _limit("--max-sentences", "Per request."),
     _limit("--max-chars", "Per sentence or prompt."),
-    _limit("--max-length", "Tokens per generation."),
+    _limit("--max-generate-length", "Tokens per generation (generate length, max_tokens)."),
     _limit("--max-beam", "Translation beam size (and so n-best)."),
     _limit("--max-length-ratio", "Translation length per source length."),
     _limit("--max-length-penalty", "Translation length penalty (GNMT alpha)."),
@@ -683,6 +683,8 @@ RENAMED: dict[str, dict[str, str]] = {
     "generator": {"--tie-weights": "--tie-embeddings", "--no-tie-weights": "--no-tie-embeddings"},
     "inspect": {"--top": "--top-k"},
     "neighbours": {"--k": "--top-k"},
+    # in `train`, --max-length is the cut of a training line
+    "serve": {"--max-length": "--max-generate-length"},
 }
 
 

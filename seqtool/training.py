@@ -163,58 +163,25 @@ class Trainer:
         return self.progress
 
     def _loop(self) -> None:
-        c, p, task = self.config, self.progress, self.task
+        """One optimizer step per batch until the budget is spent, a log line every
+        log_every steps, an evaluation when due; a stop signal saves and raises."""
+        p, task = self.progress, self.task
         started, start_elapsed, start_step = time.perf_counter(), p.elapsed, p.step
-        window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        window = _Window()
         self.model.train()
         if p.batch == 0:
             task.start_epoch(p.epoch)
         while self.fraction_done() < 1.0:
             lr = self.learning_rate()
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(self.device, self.precision):
-                loss, tokens = task.train_loss(self.network, p.batch, self.device)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise self._diverged(f"the loss became {loss_value}", p.step + 1)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if c.clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-            p.step += 1
-            p.tokens += tokens
-            p.batch += 1
-            if p.batch == task.num_batches():
-                p.epoch, p.batch = p.epoch + 1, 0
-                task.start_epoch(p.epoch)
+            loss, tokens = self._step(self.network, p.batch, lr)
+            self._advance(tokens)
             p.elapsed = start_elapsed + time.perf_counter() - started
-            window_loss += loss_value
-            window_steps += 1
-            window_tokens += tokens
+            window.add(loss, tokens)
             self._call("on_step", self)
             # every process sees the same time spent and stops at the same step
             stop, p.elapsed = distributed.agree(self._stop_signal is not None, p.elapsed)
-
-            if p.step % c.log_every == 0:
-                now = time.perf_counter()
-                self._log(
-                    {
-                        "step": p.step,
-                        "epoch": round(p.epoch + p.batch / task.num_batches(), 4),
-                        "loss": window_loss / window_steps,
-                        "lr": lr,
-                        f"{task.unit}_per_s": window_tokens / max(now - window_start, 1e-9),
-                        "tokens": p.tokens,
-                        "elapsed": round(p.elapsed, 2),
-                    },
-                    "on_log",
-                )
-                window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, now
+            if p.step % self.config.log_every == 0:
+                self._log(window.record(p, lr, task), "on_log")
             if stop:
                 self._save_last()
                 cause = f"signal {self._stop_signal}" if self._stop_signal else "another process"
@@ -223,6 +190,32 @@ class Trainer:
                 return
         if self.last_eval.get("step") != p.step:
             self._evaluate()
+
+    def _step(self, network, index: int, lr: float) -> tuple[float, int]:
+        """One optimizer step on batch `index` at learning rate `lr`: (loss, tokens)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.precision):
+            loss, tokens = self.task.train_loss(network, index, self.device)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._diverged(f"the loss became {value}", self.progress.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return value, tokens
+
+    def _advance(self, tokens: int) -> None:
+        """Count a step; at the end of an epoch, start the next."""
+        p = self.progress
+        p.step, p.tokens, p.batch = p.step + 1, p.tokens + tokens, p.batch + 1
+        if p.batch == self.task.num_batches():
+            p.epoch, p.batch = p.epoch + 1, 0
+            self.task.start_epoch(p.epoch)
 
     def time_steps(self, count: int) -> float:
         """Seconds per training step, timed over `count` steps after two that warm up.
@@ -237,14 +230,9 @@ class Trainer:
         for i in range(count + 2):
             if i == 2:
                 began = time.perf_counter()
-            with autocast(self.device, self.precision):
-                # the model, not its DDP wrapper: under torchrun only the first process
-                # times steps, and a wrapper would wait for the others' gradients
-                loss, _ = self.task.train_loss(self.model, i % self.task.num_batches(), self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            # the model, not its DDP wrapper: under torchrun only the first process
+            # times steps, and a wrapper would wait for the others' gradients
+            self._step(self.model, i % self.task.num_batches(), self.config.lr)
         seconds = (time.perf_counter() - began) / count
         self.model.load_state_dict(weights)
         torch.set_rng_state(rng)
@@ -477,6 +465,34 @@ class Trainer:
         handler = getattr(self.callbacks, event, None)
         if handler is not None:
             handler(*args)
+
+
+class _Window:
+    """The steps since the last log line: their mean loss and throughput."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.steps, self.tokens, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.steps, self.tokens = self.loss + loss, self.steps + 1, self.tokens + tokens
+
+    def record(self, p: Progress, lr: float, task) -> dict[str, Any]:
+        """The log line of the window, which starts a new one."""
+        now = time.perf_counter()
+        line = {
+            "step": p.step,
+            "epoch": round(p.epoch + p.batch / task.num_batches(), 4),
+            "loss": self.loss / self.steps,
+            "lr": lr,
+            f"{task.unit}_per_s": self.tokens / max(now - self.start, 1e-9),
+            "tokens": p.tokens,
+            "elapsed": round(p.elapsed, 2),
+        }
+        self.reset()
+        return line
 
 
 def _numbers(record: dict[str, Any]) -> dict[str, Any]:
