@@ -271,12 +271,11 @@ async def classify(body: ClassifyRequest, request: Request, workers: Workers, li
     texts = sentences(limits, body.text)
     ClassifyConfig(body.top_k, body.threshold)
     at_most("top_k", body.top_k, limits.max_top_k, "max-top-k")
-    if body.explain and worker.model.config.pooling != "attention":
-        raise ApiError(
-            422,
-            f"explain: model {body.model!r} pools with "
-            f"{worker.model.config.pooling}; explaining needs attention",
-        )
+    if body.explain:
+        try:
+            worker.model.check_explainable()
+        except SeqtoolError as err:
+            raise ApiError(422, f"explain: model {body.model!r}: {err}") from None
     options = {"top_k": body.top_k, "threshold": body.threshold}
     return await queued(request, worker, texts, options, body.explain)
 
