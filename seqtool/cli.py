@@ -700,7 +700,7 @@ def average(runs, out) -> None:
     note(f"saved {out}: the mean of {len(runs)} checkpoints")
 
 
-@cli.command(params=opt.SERVE)
+@cli.command(params=opt.serve())
 @click.argument("runs", nargs=-1, required=True, metavar="RUN|NAME=RUN...")
 def serve(
     runs, host, port, device, threads, grace_seconds, quantize, allowed_hosts, **limits

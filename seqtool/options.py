@@ -626,55 +626,60 @@ AVERAGE = [
     ),
 ]
 
-SERVE = [
-    _option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
-    _option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True),
-    *INFERENCE,
-    _limit("--max-batch", "Sentences (or generations) per model call; 1 turns batching off."),
-    _limit("--max-wait-ms", "How long a batch waits for more requests."),
-    _limit(
-        "--stream-interval-ms",
-        "A streamed generation sends its new text at most this often (0: every token).",
-    ),
-    _limit("--max-queue", "Requests waiting per model before 503."),
-    _limit("--max-request-bytes"),
-    _limit("--max-sentences", "Per request."),
-    _limit("--max-chars", "Per sentence or prompt."),
-    _limit("--max-generate-length", "Tokens per generation (generate length, max_tokens)."),
-    _limit("--max-beam", "Translation beam size (and so n-best)."),
-    _limit("--max-length-ratio", "Translation length per source length."),
-    _limit("--max-length-penalty", "Translation length penalty (GNMT alpha)."),
-    _limit("--max-top-k", "top_k of generate and classify."),
-    _limit("--max-n", "Completions per prompt (/v1/completions n)."),
-    _option(
-        "--api-key",
-        envvar="SEQTOOL_API_KEY",
-        help="Require Authorization: Bearer KEY on every route but /health and the page "
-        "[env SEQTOOL_API_KEY].",
-    ),
-    _option(
-        "--allowed-hosts",
-        metavar="NAMES",
-        help="Host header names to answer, comma-separated; * any "
-        "[default: the loopback names when --host is a loopback address, else any].",
-    ),
-    _option(
-        "--cors-origin",
-        "cors_origins",
-        multiple=True,
-        metavar="ORIGIN",
-        help="An origin whose pages may call the API (repeatable) [default: none, CORS off].",
-    ),
-    _option(
-        "--grace-seconds",
-        type=click.FloatRange(min=0),
-        default=30.0,
-        show_default=True,
-        help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
-        "then the model call running); a second signal stops at once.",
-    ),
-    QUANTIZE,
-]
+
+def serve() -> list[click.Parameter]:
+    """The options of `serve`: built when the command line is, so that importing this
+    module (as seqtool.train does) does not import the server's package."""
+    return [
+        _option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+        _option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True),
+        *INFERENCE,
+        _limit("--max-batch", "Sentences (or generations) per model call; 1 turns batching off."),
+        _limit("--max-wait-ms", "How long a batch waits for more requests."),
+        _limit(
+            "--stream-interval-ms",
+            "A streamed generation sends its new text at most this often (0: every token).",
+        ),
+        _limit("--max-queue", "Requests waiting per model before 503."),
+        _limit("--max-request-bytes"),
+        _limit("--max-sentences", "Per request."),
+        _limit("--max-chars", "Per sentence or prompt."),
+        _limit("--max-generate-length", "Tokens per generation (generate length, max_tokens)."),
+        _limit("--max-beam", "Translation beam size (and so n-best)."),
+        _limit("--max-length-ratio", "Translation length per source length."),
+        _limit("--max-length-penalty", "Translation length penalty (GNMT alpha)."),
+        _limit("--max-top-k", "top_k of generate and classify."),
+        _limit("--max-n", "Completions per prompt (/v1/completions n)."),
+        _option(
+            "--api-key",
+            envvar="SEQTOOL_API_KEY",
+            help="Require Authorization: Bearer KEY on every route but /health and the page "
+            "[env SEQTOOL_API_KEY].",
+        ),
+        _option(
+            "--allowed-hosts",
+            metavar="NAMES",
+            help="Host header names to answer, comma-separated; * any "
+            "[default: the loopback names when --host is a loopback address, else any].",
+        ),
+        _option(
+            "--cors-origin",
+            "cors_origins",
+            multiple=True,
+            metavar="ORIGIN",
+            help="An origin whose pages may call the API (repeatable) [default: none, CORS off].",
+        ),
+        _option(
+            "--grace-seconds",
+            type=click.FloatRange(min=0),
+            default=30.0,
+            show_default=True,
+            help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "
+            "then the model call running); a second signal stops at once.",
+        ),
+        QUANTIZE,
+    ]
+
 
 # -- old names, kept for a release ------------------------------------------------------
 
