@@ -89,6 +89,17 @@ def output_rows(layer: nn.Module, rows: torch.Tensor):
     return Int8Affine(torch.ops.quantized.linear_prepack(picked, bias[rows]))
 
 
+def available() -> bool:
+    """Whether this torch still has the dynamic int8 API: torch announces its removal
+    (for 2.10; 2.13 still has it), and then --quantize is refused with one line."""
+    try:
+        with _quiet():
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch.ops.quantized, "linear_dynamic")
+
+
 def _size(module: nn.Module) -> int:
     """Weights per product: a Linear's, or a fused layer's per step of one direction."""
     if isinstance(module, nn.Linear):
@@ -107,6 +118,11 @@ def quantize(model: nn.Module, mode: str, device: torch.device | str = "cpu") ->
     if torch.device(device).type != "cpu":
         raise ConfigError(
             f"--quantize {mode} runs on the CPU only (the device is {device}); add --device cpu"
+        )
+    if not available():
+        raise ConfigError(
+            f"--quantize {mode} needs torch.ao.quantization's dynamic int8, which torch "
+            f"{torch.__version__} no longer has; use torch 2.13 or older, or drop --quantize"
         )
 
     def affine(weight: torch.Tensor, bias: torch.Tensor):

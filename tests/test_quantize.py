@@ -184,6 +184,21 @@ def test_int8_off_the_cpu_is_refused(run_cli, generator_run, monkeypatch):
         seqtool.load(generator_run, device="cpu", quantize="int4")
 
 
+def test_a_torch_without_dynamic_int8_refuses_quantize_in_one_line(
+    run_cli, generator_run, monkeypatch
+):
+    """torch has announced the removal of torch.ao.quantization; on a torch without it,
+    --quantize int8 is refused, and everything else works."""
+    assert quantization.available()  # the torch these tests run on has it
+    monkeypatch.setattr(quantization, "available", lambda: False)
+    result = run_cli("generate", generator_run, "--quantize", "int8", "--length", 5)
+    assert error_line(result) == (
+        f"Error: --quantize int8 needs torch.ao.quantization's dynamic int8, which torch "
+        f"{torch.__version__} no longer has; use torch 2.13 or older, or drop --quantize"
+    )
+    assert run_cli("generate", generator_run, "--length", 5).exit_code == 0
+
+
 def test_loading_int8_shows_no_torch_warnings(generator_run, every_layer):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
