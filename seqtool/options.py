@@ -105,9 +105,6 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
     def number(flag: str, kind, default, help: str | None = None, **attrs) -> click.Option:
         return _option(flag, type=kind, default=default, show_default=True, help=help, **attrs)
 
-    batch_help = (
-        "Most sentence pairs per batch (see --batch-tokens)." if task == "translator" else None
-    )
     return [
         _option(
             "--out",
@@ -120,7 +117,12 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
         number("--hidden-size", POSITIVE, model["hidden_size"]),
         number("--embedding-size", POSITIVE, model["embedding_size"]),
         number("--dropout", Finite(0, 1, max_open=True), model["dropout"]),
-        number("--batch-size", POSITIVE, run["batch_size"], batch_help),
+        number(
+            "--batch-size",
+            POSITIVE,
+            run["batch_size"],
+            "Examples per batch (a translator's: most sentence pairs; see --batch-tokens).",
+        ),
         number("--lr", Finite(0, min_open=True), run["lr"], "Peak learning rate (AdamW)."),
         number("--weight-decay", Finite(0), run["weight_decay"]),
         number("--clip", Finite(0), run["clip"], "Clip the gradient norm to this; 0 turns it off."),
@@ -207,74 +209,68 @@ def data(what: str) -> list[click.Option]:
     ]
 
 
-def _own_training(task: str) -> list[click.Option]:
-    """The options of one task's `train` command: its data and model."""
-    if task == "generator":
-        return [
-            _option("--train", required=True, help="Training text file (UTF-8)."),
-            _option("--valid", help="Validation text file; without it the last 10% of --train "
-                    "is held out."),
-            _option(
-                "--seq-len",
-                type=POSITIVE,
-                default=defaults(TrainConfig)["seq_len"],
-                show_default=True,
-                help="Truncated-BPTT window; the hidden state is carried across batches.",
-            ),
-            _flag(
-                "tie-embeddings",
-                defaults(GeneratorConfig)["tie_embeddings"],
-                "Share the embedding with the output layer.",
-            ),
-        ]  # fmt: skip
-    if task == "classifier":
-        model = defaults(ClassifierConfig)
-        return [
-            _option(
-                "--train",
-                required=True,
-                help="Labelled lines: TSV label<TAB>text, or fastText __label__X text.",
-            ),
-            _option(
-                "--valid", help="Validation file; without it a random 10% of --train is held out."
-            ),
-            _flag("bidirectional", model["bidirectional"]),
-            _choice(
-                "--pooling",
-                POOLINGS,
-                model["pooling"],
-                "How the encoder's outputs become one vector; attention can be explained.",
-            ),
-            _option(
-                "--multi-label/--single-label",
-                default=None,
-                help="One sigmoid per label, or one softmax over labels. Default: multi-label "
-                "when a training line has several labels (fastText), else single.",
-            ),
-            _option(
-                "--class-weights",
-                type=click.Choice(["balanced"]),
-                help="Weight the loss against skewed label counts.",
-            ),
-            _choice(
-                "--early-stop-metric",
-                CLASSIFIER_METRICS,
-                "accuracy",
-                "What best.ckpt and --patience follow.",
-            ),
-            _max_length(ClassifierConfig, "line"),
-            _option(
-                "--ensemble",
-                type=POSITIVE,
-                default=DEFAULT_MEMBERS,
-                show_default=True,
-                help="Classifiers trained side by side, probabilities averaged; each costs as "
-                "much time as one.",
-            ),
-        ]
-    model = defaults(TranslatorConfig)
-    train = TRAIN_DEFAULTS["translator"]
-    return [
+# each task's own options of `train`: its data and its model
+OWN_TRAINING = {
+    "generator": [
+        _option("--train", required=True, help="Training text file (UTF-8)."),
+        _option(
+            "--valid", help="Validation text file; without it the last 10% of --train is held out."
+        ),
+        _option(
+            "--seq-len",
+            type=POSITIVE,
+            default=defaults(TrainConfig)["seq_len"],
+            show_default=True,
+            help="Truncated-BPTT window; the hidden state is carried across batches.",
+        ),
+        _flag(
+            "tie-embeddings",
+            defaults(GeneratorConfig)["tie_embeddings"],
+            "Share the embedding with the output layer.",
+        ),
+    ],
+    "classifier": [
+        _option(
+            "--train",
+            required=True,
+            help="Labelled lines: TSV label<TAB>text, or fastText __label__X text.",
+        ),
+        _option("--valid", help="Validation file; without it a random 10% of --train is held out."),
+        _flag("bidirectional", defaults(ClassifierConfig)["bidirectional"]),
+        _choice(
+            "--pooling",
+            POOLINGS,
+            defaults(ClassifierConfig)["pooling"],
+            "How the encoder's outputs become one vector; attention can be explained.",
+        ),
+        _option(
+            "--multi-label/--single-label",
+            default=None,
+            help="One sigmoid per label, or one softmax over labels. Default: multi-label "
+            "when a training line has several labels (fastText), else single.",
+        ),
+        _option(
+            "--class-weights",
+            type=click.Choice(["balanced"]),
+            help="Weight the loss against skewed label counts.",
+        ),
+        _choice(
+            "--early-stop-metric",
+            CLASSIFIER_METRICS,
+            "accuracy",
+            "What best.ckpt and --patience follow.",
+        ),
+        _max_length(ClassifierConfig, "line"),
+        _option(
+            "--ensemble",
+            type=POSITIVE,
+            default=DEFAULT_MEMBERS,
+            show_default=True,
+            help="Classifiers trained side by side, probabilities averaged; each costs as "
+            "much time as one.",
+        ),
+    ],
+    "translator": [
         _option(
             "--train",
             required=True,
@@ -290,30 +286,30 @@ def _own_training(task: str) -> list[click.Option]:
         _choice(
             "--attention",
             ATTENTIONS,
-            model["attention"],
+            defaults(TranslatorConfig)["attention"],
             "bahdanau (additive), luong (multiplicative), none (plain encoder-decoder).",
         ),
-        _flag("bidirectional", model["bidirectional"]),
+        _flag("bidirectional", defaults(TranslatorConfig)["bidirectional"]),
         _flag(
             "input-feeding",
-            model["input_feeding"],
+            defaults(TranslatorConfig)["input_feeding"],
             "Feed each step's attentional vector into the next step.",
         ),
         _flag(
             "tie-embeddings",
-            model["tie_embeddings"],
+            defaults(TranslatorConfig)["tie_embeddings"],
             "Share the target embedding with the output layer.",
         ),
         _option(
             "--label-smoothing",
             type=Finite(0, 1, max_open=True),
-            default=train["label_smoothing"],
+            default=TRAIN_DEFAULTS["translator"]["label_smoothing"],
             show_default=True,
         ),
         _option(
             "--batch-tokens",
             type=POSITIVE,
-            default=train["batch_tokens"],
+            default=TRAIN_DEFAULTS["translator"]["batch_tokens"],
             show_default=True,
             help="Most padded tokens per batch (the longer side); batches are length buckets.",
         ),
@@ -324,7 +320,8 @@ def _own_training(task: str) -> list[click.Option]:
             "What best.ckpt and --patience follow (BLEU of greedy output on --valid).",
         ),
         _max_length(TranslatorConfig, "sentence"),
-    ]  # fmt: skip
+    ],
+}
 
 
 MODEL_CONFIGS = {
@@ -336,7 +333,7 @@ MODEL_CONFIGS = {
 
 def training(task: str) -> list[click.Parameter]:
     """Every option of `seqtool train TASK`, the task's own first."""
-    return [*_own_training(task), *_shared_training(task, MODEL_CONFIGS[task])]
+    return [*OWN_TRAINING[task], *_shared_training(task, MODEL_CONFIGS[task])]
 
 
 # the options of `train` that are about this process, not the run: not in config.yaml
