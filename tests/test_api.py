@@ -261,17 +261,18 @@ def test_import_seqtool_and_every_help_import_no_torch():
 # -- the README's Python API section runs as written ------------------------------------
 
 
-def test_readme_python_api_runs(runs, monkeypatch, capsys):
+def test_readme_python_api_runs(runs, monkeypatch, capsys, tmp_path):
     """The README block, with its run directories and data files pointed at the tiny
-    models trained here."""
+    models trained here, and its training budget cut to 3 steps."""
     text = README.read_text(encoding="utf-8")
     section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert blocks, "README's Python API section has a python block"
-    code = "\n".join(blocks)
+    code = "\n".join(blocks).replace('max_time="1m"', "max_steps=3")
     for name, path in {
+        "data/tinyshakespeare/train.txt": runs["corpus"], "runs/shakes-py": tmp_path / "py",
         "runs/shakes": runs["gen"], "runs/sst2": runs["clf"], "runs/de-en": runs["tr"],
-        "runs/de-en-gru": runs["tr"], "data/tinyshakespeare/valid.txt": runs["corpus"],
+        "runs/de-en-2": runs["tr"], "data/tinyshakespeare/valid.txt": runs["corpus"],
     }.items():  # fmt: skip
         code = code.replace(f'"{name}"', repr(str(path)))
     exec(compile(code, "README.md", "exec"), {})

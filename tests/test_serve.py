@@ -604,9 +604,44 @@ def test_serve_without_the_extra_says_how_to_install(runs, monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
     result = run_cli("serve", runs["gen"])
     assert result.exit_code == 1
-    assert "Error: seqtool serve needs the serve extra: pip install 'seqtool[serve]'" in (
-        result.output
+    assert (
+        "Error: seqtool serve needs the serve extra: pip install -e '.[serve]' in the seqtool "
+        "repository" in result.output
     )
+
+
+def test_a_bad_log_level_is_one_error_line(runs, monkeypatch):
+    monkeypatch.setenv("SEQTOOL_LOG_LEVEL", "bogus")
+    result = run_cli("serve", runs["gen"])
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        "Error: SEQTOOL_LOG_LEVEL 'bogus': choose one of critical, error, warning, info, "
+        "debug, trace"
+    ]
+
+
+def test_request_lines_go_to_stderr_and_stdout_stays_empty(runs):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "seqtool", "serve", str(runs["gen"]), "--port", str(port),
+         "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SEQTOOL_LOG_LEVEL": "info"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert out == ""
+    assert '"GET /health HTTP/1.1" 200' in err
 
 
 @contextmanager

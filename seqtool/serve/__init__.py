@@ -15,7 +15,8 @@ from pathlib import Path
 
 from seqtool.errors import ConfigError, SeqtoolError
 
-MISSING = "seqtool serve needs the serve extra: pip install 'seqtool[serve]'"
+MISSING = "seqtool serve needs the serve extra: pip install -e '.[serve]' in the seqtool repository"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ def serve(
     """Load every model (converted for `quantize`, see seqtool.quantize), then answer
     HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish,
     then the engine stops; all of it within grace_seconds (server.py)."""
+    log_level = os.environ.get("SEQTOOL_LOG_LEVEL", "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"SEQTOOL_LOG_LEVEL {log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
     try:
         import uvicorn  # noqa: F401 - the extra itself, even when server.py is loaded already
 
@@ -123,4 +127,4 @@ def serve(
     with ThreadPoolExecutor(1) as pool:
         models = pool.submit(load).result()
     app = create_app(models, limits)
-    server.run(app, host, port, grace_seconds, os.environ.get("SEQTOOL_LOG_LEVEL", "info"))
+    server.run(app, host, port, grace_seconds, log_level)

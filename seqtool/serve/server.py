@@ -26,14 +26,16 @@ class Server(uvicorn.Server):
 
 
 def log_config(level: str) -> dict:
-    """uvicorn's logging, with the request id (middleware.RequestIds) on every line and
-    seqtool.serve's lines beside uvicorn's."""
+    """uvicorn's logging, with the request id (middleware.RequestIds) on every line,
+    seqtool.serve's lines beside uvicorn's, all of it on stderr."""
     config = copy.deepcopy(LOGGING_CONFIG)
     formats = config["formatters"]
     formats["default"]["fmt"] = "%(levelprefix)s [%(request_id)s] %(message)s"
     formats["access"]["fmt"] = (
         '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" %(status_code)s'
     )
+    # a request's line is a diagnostic, not a result: stderr, as every other line
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config["loggers"]["seqtool.serve"] = {
         "handlers": ["default"], "level": level.upper(), "propagate": False,
     }  # fmt: skip
