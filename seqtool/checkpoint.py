@@ -255,8 +255,8 @@ def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
     for key, value in progress.items():
         if key not in _PROGRESS or not isinstance(value, _PROGRESS[key]):
             refuse(f"progress[{key!r}] is {value!r}")
-    if "data" in ckpt and set(ckpt["data"]) != {"train", "sha256"}:
-        refuse("data holds other keys than train and sha256")
+    if "data" in ckpt and set(ckpt["data"]) - {"valid"} != {"train", "sha256"}:
+        refuse("data holds other keys than train, valid and sha256")
     for key, config_cls in (
         ("model_config", _CONFIGS[ckpt["task"]]),
         ("tokenizer_config", TokenizerConfig),

@@ -575,6 +575,8 @@ def train(
             resume_ckpt = None
             if job.resume:
                 resume_ckpt = checkpoint.load(run_dir / "last.ckpt", task=job.task)
+            if resume_ckpt is not None:
+                job = dataclasses.replace(job, valid=_resumed_valid(job, resume_ckpt, notify))
             config = _train_config(job, resume_ckpt, notify)
             pick_precision(config.precision, pick_device(config.device))  # before any work
             request = TrainRequest(
@@ -618,6 +620,23 @@ def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, giv
         return False
     seconds = distributed.on_main(lambda: trainer.time_steps(PROBE_STEPS))
     return fit(seconds, config.max_time, notify)
+
+
+def _resumed_valid(job: Job, ckpt: dict[str, Any], notify: Callable[[str], None]) -> str | None:
+    """The validation data of a resumed run: what it started with. Without --valid a run
+    holds part of --train out, so a resumed run given another would train on other
+    data. (Checkpoints written before runs kept it resume as before.)"""
+    stored = ckpt.get("data", {}).get("valid")
+    if stored is None or job.valid == (stored or None):
+        return job.valid
+    if job.valid is None:
+        notify(f"validating on {stored}, as the run started")
+        return stored
+    started = stored or "none: part of --train held out"
+    raise ConfigError(
+        f"--valid {job.valid} is not what the run in {job.out} started with ({started}); "
+        "resume with the same, or start over with --force"
+    )
 
 
 def _train_config(

@@ -39,12 +39,12 @@ def as_keywords(args: list) -> dict:
     return found
 
 
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "best.ckpt", weights_only=True)["model_state"]
+def weights(run: Path, name: str = "best.ckpt") -> dict[str, torch.Tensor]:
+    return torch.load(run / name, weights_only=True)["model_state"]
 
 
-def same_weights(a: Path, b: Path) -> bool:
-    first, second = weights(a), weights(b)
+def same_weights(a: Path, b: Path, name: str = "best.ckpt") -> bool:
+    first, second = weights(a, name), weights(b, name)
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
@@ -229,3 +229,30 @@ def test_evaluate_takes_lists_as_well_as_files(generator_run, data):
         warnings.simplefilter("error")
         with pytest.raises(seqtool.DataError, match="evaluate: no text given"):
             model.evaluate([])
+
+
+def test_a_resumed_run_validates_on_what_it_started_with(data, tmp_path):
+    """Without --valid a run holds part of --train out: a resume that forgot --valid
+    would train on other data, so it takes the stored one; another one is refused."""
+    corpus = data["generator"][1]
+    valid = tmp_path / "valid.txt"
+    valid.write_text(TEXT)
+    # a constant schedule: a 6-step run resumed to 12 steps is then a 12-step run
+    base = ["train", "generator", *data["generator"][:2], *TINY, "--schedule", "constant"]
+    whole = run_cli(*base, "--valid", valid, "--max-steps", 12, "--out", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
+    half = run_cli(*base, "--valid", valid, "--max-steps", 6, "--out", tmp_path / "parts")
+    assert half.exit_code == 0, half.output
+    rest = run_cli(*base, "--max-steps", 12, "--out", tmp_path / "parts", "--resume")
+    assert rest.exit_code == 0, rest.output
+    assert f"validating on {valid}, as the run started" in rest.stderr
+    assert same_weights(tmp_path / "whole", tmp_path / "parts", "last.ckpt")
+    held = run_cli(*base, "--max-steps", 6, "--out", tmp_path / "held")
+    assert held.exit_code == 0, held.output
+    other = run_cli(*base, "--valid", valid, "--max-steps", 9, "--out", tmp_path / "held",
+                    "--resume")  # fmt: skip
+    assert error_line(other) == (
+        f"Error: --valid {valid} is not what the run in {tmp_path / 'held'} started with "
+        "(none: part of --train held out); resume with the same, or start over with --force"
+    )
+    assert corpus  # the training file is the same throughout

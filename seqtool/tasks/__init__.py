@@ -90,7 +90,8 @@ def training_data(request: TrainRequest, paths: list[Path]) -> dict[str, str]:
     before)."""
     from seqtool.data import digest
 
-    data = {"train": request.train, "sha256": digest(paths)}
+    # valid "": part of --train held out for validation
+    data = {"train": request.train, "valid": request.valid or "", "sha256": digest(paths)}
     stored = (request.resume or {}).get("data")
     if stored and stored["sha256"] != data["sha256"]:
         if stored["train"] == data["train"]:
