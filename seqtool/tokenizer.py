@@ -8,6 +8,7 @@ pieces, which decode back to U+2581 rather than to a space.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections import Counter
@@ -195,6 +196,11 @@ class Tokenizer:
     def is_byte(self, token_id: int) -> bool:
         return self.sp.is_byte(int(token_id))
 
+    @functools.cached_property
+    def byte_ids(self) -> frozenset[int]:
+        """The ids of the byte pieces (<0x00> ... <0xFF>)."""
+        return frozenset(i for i in range(self.vocab_size) if self.sp.is_byte(i))
+
 
 class StreamDecoder:
     """Turns token ids into text one id at a time, for streaming.
@@ -220,6 +226,24 @@ class StreamDecoder:
             except UnicodeDecodeError:
                 return ""
         return self.flush()
+
+    def push_many(self, ids: list[int]) -> str:
+        """`push` of each id, joined: each run of ids that are not bytes (with no bytes
+        held back before it) in one decode."""
+        if not self.pending and self.tokenizer.byte_ids.isdisjoint(ids):
+            return self.tokenizer.decode(ids)
+        bytes_, out, run = self.tokenizer.byte_ids, [], []
+        for i in ids:
+            if self.pending or i in bytes_:
+                if run:
+                    out.append(self.tokenizer.decode(run))
+                    run = []
+                out.append(self.push(i))
+            else:
+                run.append(i)
+        if run:
+            out.append(self.tokenizer.decode(run))
+        return "".join(out)
 
     def flush(self) -> str:
         text = self.tokenizer.decode(self.pending)

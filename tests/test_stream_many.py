@@ -112,3 +112,31 @@ def test_no_prompts_no_events_and_options_checked_at_once(gen):
     assert list(gen.stream_many()) == []
     with pytest.raises(ConfigError, match="temperature"):
         gen.stream_many(temperature=-1)
+
+
+def test_advancing_many_steps_then_taking_the_texts_gives_the_same_text(gen):
+    """advance samples without decoding; texts decodes what the steps made, so a caller
+    that wants text now and then (the server) gets what step after step gives."""
+    options = {"length": 40, "temperature": 1.0}
+    stepped = texts_of(gen.stream_many(["the ", "a"], seed=4, **options))
+    many = gen.stream_many(["the ", "a"], seed=4, **options)
+    events, ended = list(many.texts()), []
+    while many:
+        for _ in range(7):  # a text every 7 steps, or at once when one ends
+            if many.advance():
+                ended.append(many.steps)
+                break
+        events.extend(many.texts())
+    assert texts_of(events) == stepped
+    assert ended == [39]  # both reach their 40 tokens (the first is chosen as they join)
+    assert not many.advance() and many.texts() == []  # nothing left to sample
+
+
+def test_push_many_is_push_of_each(gen):
+    from seqtool.tokenizer import StreamDecoder
+
+    tokenizer = gen.tokenizer
+    ids = tokenizer.encode("the quick brown fox é") + sorted(tokenizer.byte_ids)[:3]
+    one, many = StreamDecoder(tokenizer), StreamDecoder(tokenizer)
+    single = "".join(one.push(i) for i in ids) + one.flush()
+    assert many.push_many(ids[:5]) + many.push_many(ids[5:]) + many.flush() == single

@@ -315,8 +315,6 @@ class Stream:
     seed: int
     reply: Reply
     request_id: str = "-"
-    pending: str = ""  # text made since the stream's last delivery
-    sent: float = float("-inf")  # time.monotonic() of that delivery
 
 
 class GeneratorWorker(Worker):
@@ -324,10 +322,11 @@ class GeneratorWorker(Worker):
     joins the running batch at the next step, a finished or cancelled one leaves it; at
     most max_batch streams run at once and the rest wait in the queue.
 
-    A stream's text goes out at most every `interval` seconds (its first text and its
-    end at once): an event per token per stream kept the event loop, which shares the
-    interpreter with the engine thread, busier than the model (32 streams: 4.2x one stream's
-    characters/s with an event per token)."""
+    The streams' text goes out every `interval` seconds, and at once when a stream
+    joins or ends: an event per token per stream kept the event loop, which shares the
+    interpreter with the engine thread, busier than the model (32 streams: 4.2x one
+    stream's characters/s with an event per token). Between deliveries a step only
+    samples (`Streams.advance`); the tokens of the steps between are decoded together."""
 
     def __init__(
         self,
@@ -342,24 +341,27 @@ class GeneratorWorker(Worker):
         self.interval = interval
         self.generations = model.stream_many()
         self.streams: dict[int, Stream] = {}  # by their index in self.generations
+        self.sent = float("-inf")  # time.monotonic() of the last delivery
+        self.tokens = self.metrics.tokens.labels(self.name)
 
     def cycle(self, now: float) -> float | None:
+        joined = False
         while len(self.streams) < self.max_batch and (stream := self.next_job()) is not None:
-            self._join(stream)
-        self._leave()
+            joined = self._join(stream) or joined
         if not self.streams:
             return None
         rows = len(self.generations.batch)  # a stream of length 1 has its one token already
-        events = self.generations.step()  # a fault: Engine fails the streams, serving goes on
+        ended = self.generations.advance()  # a fault: Engine fails the streams, serving goes on
         if rows:
             self.record(rows)
-            self.metrics.tokens.labels(self.name).inc(rows)
-        out: list[tuple[Reply, str, Any]] = []
+            self.tokens.inc(rows)
         now = time.monotonic()  # the step took a while since `now` was read
-        for index, text in events:
-            out.extend(self._emit(self.streams[index], text, index not in self.generations, now))
-        deliver(out)
-        self._leave()
+        if joined or ended or now - self.sent >= self.interval:
+            self._deliver(now)
+        for index, stream in list(self.streams.items()):
+            if stream.reply.cancelled:  # its client is gone
+                self.generations.cancel(index)
+                del self.streams[index]
         return now if self.streams else None
 
     def fail(self, err: Exception) -> None:
@@ -369,9 +371,10 @@ class GeneratorWorker(Worker):
         self.generations = self.model.stream_many()  # the failed step may have left it half done
         self.streams = {}
 
-    def _join(self, stream: Stream) -> None:
+    def _join(self, stream: Stream) -> bool:
         """Start the stream, or answer it with the error its own values caused: the
-        library refuses them before the stream joins the batch, which goes on without it."""
+        library refuses them before the stream joins the batch, which goes on without
+        it. True when it joined."""
         try:
             index = self.generations.add(
                 stream.prompt, length=stream.length, seed=stream.seed, **stream.options
@@ -379,29 +382,24 @@ class GeneratorWorker(Worker):
         except Exception as err:  # noqa: BLE001 - a request's fault is its own
             log.exception("request failed", extra={"request_id": stream.request_id})
             stream.reply.put("error", err)
-            return
-        self.metrics.tokens.labels(self.name).inc()
+            return False
+        self.tokens.inc()
         self.streams[index] = stream
+        return True
 
-    def _emit(self, stream: Stream, text: str, done: bool, now: float) -> list:
-        """What the stream gets for its new text: that text when `interval` has passed
-        since its last text (or at its end), and at the end "done"."""
-        stream.pending += text
-        out = []
-        if stream.pending and (done or now - stream.sent >= self.interval):
-            out.append((stream.reply, "text", stream.pending))
-            stream.pending, stream.sent = "", now
-        if done:
-            out.append((stream.reply, "done", stream.length))
-        return out
-
-    def _leave(self) -> None:
-        """Drop the streams that ended and those whose client is gone."""
-        for index, stream in list(self.streams.items()):
-            if stream.reply.cancelled:
-                self.generations.cancel(index)
+    def _deliver(self, now: float) -> None:
+        """Send every stream its new text, and "done" to those that ended, which are
+        then dropped."""
+        out: list[tuple[Reply, str, Any]] = []
+        for index, text in self.generations.texts():
+            stream = self.streams[index]
+            if text:
+                out.append((stream.reply, "text", text))
             if index not in self.generations:
-                del self.streams[index]
+                out.append((stream.reply, "done", stream.length))
+        deliver(out)
+        self.sent = now
+        self.streams = {i: stream for i, stream in self.streams.items() if i in self.generations}
 
 
 def make_worker(name: str, model, limits, metrics: Metrics) -> Worker:

@@ -398,11 +398,11 @@ class Generator(Loaded):
 
 
 class _Generation:
-    """One generation of a Streams: its text decoder, the tokens it still wants and the
-    text made since the last step."""
+    """One generation of a Streams: its text decoder, the step at which it has all its
+    tokens, and its tokens not yet decoded."""
 
-    def __init__(self, decoder: StreamDecoder, left: int) -> None:
-        self.decoder, self.left, self.text = decoder, left, ""
+    def __init__(self, decoder: StreamDecoder, end: int, first: int) -> None:
+        self.decoder, self.end, self.ids = decoder, end, [first]
 
 
 class Streams:
@@ -410,9 +410,14 @@ class Streams:
 
     `add` starts a generation: its prompt is read and its first token chosen at once,
     and it joins the running batch. `step` samples the next token of every generation
-    in the batch in one model call; a generation leaves the batch when it has its
-    length or is cancelled. Each draws its noise from its own seed, so it gets the text
-    `Generator.generate` gives it alone, whatever runs beside it and whenever it joins.
+    in the batch in one model call and returns their new text; a generation leaves the
+    batch when it has its length or is cancelled. Each draws its noise from its own
+    seed, so it gets the text `Generator.generate` gives it alone, whatever runs beside
+    it and whenever it joins.
+
+    `step` is `advance` then `texts`: a caller that wants text less often than every
+    step (the server, every --stream-interval-ms) calls `advance` each step and `texts`
+    when it wants them, and the tokens of many steps are decoded at once.
     """
 
     def __init__(self, generator: Generator) -> None:
@@ -421,12 +426,16 @@ class Streams:
         self.rows: list[int] = []  # the generation of each row of the batch
         self.open: dict[int, _Generation] = {}  # those not ended, by index, in the order added
         self.added = 0
+        self.steps = 0  # steps taken
+        self.tokens: list[list[int]] = []  # each step's tokens by row, not yet handed out
+        self.next_end = 0  # the first step at which a generation in the batch is complete
 
     def __len__(self) -> int:
         return len(self.open)
 
     def __contains__(self, index: int) -> bool:
-        """Whether generation `index` goes on: neither ended nor cancelled."""
+        """Whether generation `index` goes on: neither ended (its last text taken) nor
+        cancelled."""
         return index in self.open
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
@@ -452,11 +461,11 @@ class Streams:
         joins the batch unless all went well."""
         SamplingConfig(length, temperature, top_k, top_p)
         decoder, ids = StreamDecoder(self.generator.tokenizer), self.generator._ids(prompt)
+        self._hand_out()  # the rows are about to change
         token = self.batch.join([ids], (temperature, top_k, top_p), decoding.seeds_for(1, seed))
         index, self.added = self.added, self.added + 1
         self.rows.append(index)
-        self.open[index] = generation = _Generation(decoder, length - 1)
-        generation.text = decoder.push(token.item())
+        self.open[index] = _Generation(decoder, self.steps + length - 1, token.item())
         self._leave()  # of length 1: it has its token
         return index
 
@@ -466,35 +475,64 @@ class Streams:
         (index, text) of every generation that had not ended: its text since the last
         step ("" while a character's bytes are incomplete). A generation that reaches its
         length ends here with its last text."""
-        if self.rows:
-            for index, token in zip(self.rows, self.batch.step().tolist(), strict=True):
-                generation = self.open[index]
-                generation.text += generation.decoder.push(token)
-                generation.left -= 1
+        self.advance()
+        return self.texts()
+
+    @torch.inference_mode()
+    def advance(self) -> bool:
+        """Sample the next token of every generation in the batch (one model call), and
+        keep the tokens for `texts`; True when a generation now has all its tokens."""
+        if not self.rows:
+            return False
+        self.tokens.append(self.batch.step().tolist())
+        self.steps += 1
+        if self.steps < self.next_end:
+            return False
+        self._leave()
+        return True
+
+    def texts(self) -> list[tuple[int, str]]:
+        """(index, text) of every generation that had not ended: its text since the last
+        call ("" while a character's bytes are incomplete). A generation that has all its
+        tokens ends here with its last text."""
+        self._hand_out()
         events = []
         for index, generation in list(self.open.items()):
-            if generation.left == 0:
-                generation.text += generation.decoder.flush()
+            text = generation.decoder.push_many(generation.ids)
+            generation.ids = []
+            if generation.end <= self.steps:
+                text += generation.decoder.flush()
                 del self.open[index]
-            events.append((index, generation.text))
-            generation.text = ""
-        self._leave()
+            events.append((index, text))
         return events
 
     @torch.inference_mode()
     def cancel(self, index: int) -> None:
         """End generation `index` now, without a last text."""
+        self._hand_out()
         self.open.pop(index, None)
         self._leave()
+
+    def _hand_out(self) -> None:
+        """Give each generation its tokens of the steps since the last call: before the
+        rows change, and before their text is decoded."""
+        if self.tokens:
+            for index, ids in zip(self.rows, zip(*self.tokens, strict=True), strict=True):
+                self.open[index].ids.extend(ids)
+            self.tokens = []
 
     def _leave(self) -> None:
         """Drop the rows of generations that have all their tokens or were cancelled."""
         keep = [
-            i for i, index in enumerate(self.rows) if index in self.open and self.open[index].left
+            i
+            for i, index in enumerate(self.rows)
+            if index in self.open and self.open[index].end > self.steps
         ]
         if len(keep) < len(self.rows):
+            self._hand_out()
             self.batch.keep(keep)
             self.rows = [self.rows[i] for i in keep]
+        self.next_end = min((self.open[index].end for index in self.rows), default=0)
 
 
 Inference = Generator
