@@ -112,7 +112,11 @@ def test_auto_chooses_characters_for_formatted_strings_and_unigram_for_prose():
     dates = [
         f"{rng.choice(month)} {rng.randint(1, 28)}, {rng.randint(1990, 1999)}" for _ in range(2000)
     ]
-    assert choose_kind(dates) == ("char", "lines are short (12 characters on average)")
+    assert choose_kind(dates) == (
+        "char",
+        "lines are short (12 characters on average) with 40 kinds of recurring words: "
+        "formatted strings",
+    )
     words = [
         "the",
         "a",
@@ -130,7 +134,26 @@ def test_auto_chooses_characters_for_formatted_strings_and_unigram_for_prose():
     ]
     prose = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)]
     kind, why = choose_kind(prose)
-    assert kind == "unigram" and why.startswith("words recur (100% occur 3 times or more)")
+    assert kind == "unigram" and why.startswith("words recur (100% occur 3 times or more, 13")
+
+
+def test_auto_reads_short_natural_sentences_in_subwords_wherever_they_sit_in_the_file():
+    """Everyday sentences of 3 to 5 words (about 25 characters) drawn from 4,000 words
+    (Zipf): short lines, but a vocabulary, not a format. A file ordered by length gives
+    the decision of the whole, not of its shortest lines."""
+    import random
+
+    from seqtool.tokenizer import choose_kind
+
+    rng = random.Random(1)
+    vocabulary = [f"w{chr(97 + i % 26)}{i}" for i in range(4000)]
+    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    lines = [" ".join(rng.choices(vocabulary, weights, k=rng.randint(3, 5))) for _ in range(60_000)]
+    kind, why = choose_kind(lines)
+    assert kind == "unigram" and "kinds) in lines of 2" in why, why
+    by_length = sorted(lines, key=len)
+    assert choose_kind(by_length)[0] == "unigram"
+    assert choose_kind(by_length[:20_000])[0] == "unigram"  # the shortest alone: still words
 
 
 def test_unset_vocabulary_size_counts_the_recurring_words():
