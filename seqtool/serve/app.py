@@ -150,13 +150,15 @@ async def pieces(stream: Stream, get=None):
 
 
 # -- what the routes depend on: the app's state, set by create_app ---------------------
+# async, so that FastAPI runs them on the event loop: a plain def would cost every
+# request a hop to its thread pool and back
 
 
-def _workers(request: Request) -> dict[str, Worker]:
+async def _workers(request: Request) -> dict[str, Worker]:
     return request.app.state.workers
 
 
-def _limits(request: Request) -> Limits:
+async def _limits(request: Request) -> Limits:
     return request.app.state.limits
 
 
