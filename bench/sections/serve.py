@@ -2,8 +2,8 @@
 
 A live server on 127.0.0.1 and 32 client threads in this process, each sending one
 sentence (or one stream) per request: translate (test2016, beam 5), classify (SST-2
-test) and generate (300-character streams, fp32 and `--quantize int8`), with batching on
-and off (`--max-batch 1`), each speed-up beside the in-process ceiling of its model
+test) and generate (300-character streams); translate and generate in fp32 and with
+`--quantize int8`; with batching on and off (`--max-batch 1`), each speed-up beside the in-process ceiling of its model
 calls; the server's resident memory over many requests; the largest request the
 default limits allow, per task (peak memory and time); and a soak: 64 clients of mixed
 traffic (valid, invalid, leaving early, streaming) for ten minutes.
@@ -188,6 +188,15 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         speedups["int8"] = streams(sec, server, "serve_int8")
     finally:
         server.stop()
+    for batching, options in (("on", []), ("off", ["--max-batch", 1])):
+        server = Server({"de-en": runs["de-en"]}, "--quantize", "int8", *options)
+        sec.commands[f"serve_int8_{batching}"] = " ".join(server.argv)
+        try:
+            load(server, translate[:CLIENTS])  # warm-up
+            wall, _, _ = load(server, translate)
+            rates[f"translate_int8_{batching}"] = len(german) / wall
+        finally:
+            server.stop()
     ceiling = ceilings(sec, runs, source)
     kinds = (("none", "fp32", "serve_on"), ("int8", "int8", "serve_int8"))
     for quantize, weights, command in kinds:
@@ -195,10 +204,15 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
                 f"server (ref: the ceiling, {CLIENTS} rows of Batch.step over one)", "x",
                 speedups[quantize], ceiling[quantize], "ratio >= 0.9",
                 [command, f"rows_{quantize}"])  # fmt: skip
-    sec.add(f"translate beam 5: speed-up of {CLIENTS} clients with batching over without "
-            f"(ref: the ceiling, batches of {CLIENTS} over one sentence at a time)", "x",
-            rates["translate_on"] / rates["translate_off"], ceiling["translate"],
-            "ratio >= 0.9", ["serve_on", "serve_off", "batches"])  # fmt: skip
+    for weights, key, on, off in (
+        ("fp32", "", "serve_on", "serve_off"),
+        ("int8", "_int8", "serve_int8_on", "serve_int8_off"),
+    ):
+        sec.add(f"translate beam 5 ({weights}): speed-up of {CLIENTS} clients with batching "
+                f"over without (ref: the ceiling, batches of {CLIENTS} over one sentence at a "
+                "time)", "x", rates[f"translate{key}_on"] / rates[f"translate{key}_off"],
+                ceiling[f"translate{key}"], "ratio >= 0.9",
+                [on, off, f"batches{key}"])  # fmt: skip
     worst(sec, runs, german)
     soak(sec, runs, german, english)
     n = len(german)
@@ -264,9 +278,9 @@ def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> No
 
 def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> dict[str, float]:
     """What the model calls allow before any HTTP: a generation step over 32 rows against
-    one (fp32 and int8), and translating in batches of 32 against one sentence at a time
-    (what 32 clients with batching on and off can at best give). Returns these speed-ups
-    by "none", "int8" and "translate"."""
+    one, and translating in batches of 32 against one sentence at a time (what 32 clients
+    with batching on and off can at best give), each in fp32 and int8. Returns these
+    speed-ups by "none", "int8", "translate" and "translate_int8"."""
     speedups = {}
     for quantize in ("none", "int8"):
         child = run([PYTHON, "bench/run.py", "probe-rows", runs["shakes"], quantize])
@@ -277,13 +291,15 @@ def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> dict[str, flo
                 "(ref: one row)", "chars/s", rate[str(CLIENTS)], rate["1"], "",
                 [f"rows_{quantize}"])  # fmt: skip
         speedups[quantize] = rate[str(CLIENTS)] / rate["1"]
-    child = run([PYTHON, "bench/run.py", "probe-batches", runs["de-en"], source])
-    sec.commands["batches"] = child.command
-    rate = json.loads(child.stdout)
-    sec.add(f"in-process ceiling, translate beam 5: batches of {CLIENTS} in file order "
-            "(ref: one sentence at a time)", "sentences/s", rate[str(CLIENTS)], rate["1"], "",
-            ["batches"])  # fmt: skip
-    speedups["translate"] = rate[str(CLIENTS)] / rate["1"]
+    for quantize, key in (("none", ""), ("int8", "_int8")):
+        child = run([PYTHON, "bench/run.py", "probe-batches", runs["de-en"], source, quantize])
+        sec.commands[f"batches{key}"] = child.command
+        rate = json.loads(child.stdout)
+        weights = "int8" if quantize == "int8" else "fp32"
+        sec.add(f"in-process ceiling, translate beam 5 ({weights}): batches of {CLIENTS} in "
+                "file order (ref: one sentence at a time)", "sentences/s", rate[str(CLIENTS)],
+                rate["1"], "", [f"batches{key}"])  # fmt: skip
+        speedups[f"translate{key}"] = rate[str(CLIENTS)] / rate["1"]
     return speedups
 
 
@@ -456,13 +472,13 @@ def probe_rows(run_dir: str, quantize: str) -> None:
     print(json.dumps(rates))
 
 
-def probe_batches(run_dir: str, source: str) -> None:
+def probe_batches(run_dir: str, source: str, quantize: str = "none") -> None:
     """Prints {batch size: sentences/s} of Translator.translate at beam 5 called on
     consecutive groups of the file's lines (the first 200 alone, every line by CLIENTS),
-    as the server calls it: no sorting across groups."""
+    as the server calls it: no sorting across groups; weights as `quantize` makes them."""
     import seqtool
 
-    translator = seqtool.load(run_dir, device="cpu")
+    translator = seqtool.load(run_dir, device="cpu", quantize=quantize)
     lines = Path(source).read_text(encoding="utf-8").splitlines()
     translator.translate(lines[:CLIENTS], beam_size=5)  # warm-up
     rates = {}
