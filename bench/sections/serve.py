@@ -3,10 +3,11 @@
 A live server on 127.0.0.1 and 32 client threads in this process, each sending one
 sentence (or one stream) per request: translate (test2016, beam 5), classify (SST-2
 test) and generate (300-character streams); translate and generate in fp32 and with
-`--quantize int8`; with batching on and off (`--max-batch 1`), each speed-up beside the in-process ceiling of its model
-calls; the server's resident memory over many requests; the largest request the
-default limits allow, per task (peak memory and time); and a soak: 64 clients of mixed
-traffic (valid, invalid, leaving early, streaming) for ten minutes.
+`--quantize int8`; with batching on and off (`--max-batch 1`), each speed-up beside
+the in-process ceiling of its model calls; the server's resident memory over many
+requests; the largest request the default limits allow, per task (peak memory and
+time); and a soak: 64 clients of mixed traffic (valid, invalid, leaving early,
+streaming) for ten minutes.
 """
 
 from __future__ import annotations
