@@ -107,6 +107,52 @@ def test_padding_does_not_change_a_prediction(pooling, cell):
         assert weights[0, 3:].abs().sum() == 0 and weights[0].sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("pooling", ["max", "last"])
+@pytest.mark.parametrize(("cell", "bidirectional", "layers"), [
+    ("lstm", True, 1), ("gru", True, 2), ("rnn", True, 1), ("lstm", False, 2),
+])  # fmt: skip
+def test_training_without_packing_computes_what_the_packed_layer_does(
+    pooling, cell, bidirectional, layers, monkeypatch
+):
+    """On the CPU a training step runs the fused layer over the padded batch, the
+    backward direction over rows reversed within their lengths (models.classifier.
+    run_padded); inference packs. Same logits and gradients, padding included."""
+    from seqtool.models import classifier as models
+
+    packs = []
+    pack = models.pack_padded_sequence
+    monkeypatch.setattr(
+        models, "pack_padded_sequence", lambda *a, **k: packs.append(1) or pack(*a, **k)
+    )
+    torch.manual_seed(0)
+    config = ClassifierConfig(
+        vocab_size=20,
+        labels=("a", "b", "c"),
+        cell=cell,
+        embedding_size=4,
+        hidden_size=6,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        dropout=0.0,
+    )
+    model = ClassifierModel(config)
+    tokens = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
+    lengths = torch.tensor([3, 5, 2])
+    results = []
+    for training in (True, False):
+        model.train(training)
+        model.zero_grad()
+        logits, _ = model(tokens, lengths)
+        logits.square().sum().backward()
+        results.append((logits, [p.grad.clone() for p in model.parameters()]))
+        assert len(packs) == (0 if training else 1)
+    (padded, padded_grads), (packed, packed_grads) = results
+    torch.testing.assert_close(padded, packed)
+    for a, b in zip(padded_grads, packed_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_ensemble_averages_its_members_probabilities(multi_label):
     torch.manual_seed(0)

