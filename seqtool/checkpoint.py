@@ -5,7 +5,8 @@ A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable wi
 
     format_version, seqtool_version, task, model_config, tokenizer_config, train_config,
     tokenizers {name: sentencepiece proto bytes}, model_state, progress, metrics,
-    task_options (classifier: metric, class_weights), data {train: path, sha256}
+    task_options (classifier: metric, class_weights), data {train: path, sha256},
+    sizing (what --max-time chose, where it chose: one line)
     (+ in last.ckpt: optimizer, scaler, rng, task_state)
 
 Every failure is a one-line CheckpointError naming the file: `load` for files that are
@@ -219,6 +220,7 @@ _PROGRESS = {
 }
 _TYPES = {
     "seqtool_version": str,
+    "sizing": str,
     "task_options": dict,
     "optimizer": dict,
     "scaler": dict,

@@ -38,6 +38,8 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "tokenizer_config": ckpt.get("tokenizer_config", {}),
         "train_config": ckpt.get("train_config", {}),
     }
+    if "sizing" in ckpt:  # what --max-time chose, and why
+        summary["sizing"] = ckpt["sizing"]
     if "averaged" in ckpt:  # written by `seqtool average` or --average-last
         summary["averaged"] = [str(path) for path in ckpt["averaged"]]
     if ckpt["task"] == "translator":  # checkpoints from before shortlists have none

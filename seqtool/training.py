@@ -357,6 +357,8 @@ class Trainer:
             "progress": dataclasses.asdict(self.progress),
             "metrics": _numbers(self.last_eval),
         }
+        if self.task.sizing:
+            payload["sizing"] = self.task.sizing
         if last:
             rng, task_state = self._local_state()
             payload |= {
@@ -443,6 +445,7 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.task.load_state_dict(task_state, self.device)
+        self.task.sizing = ckpt.get("sizing")
         self.progress = Progress(**ckpt["progress"])
         self.last_eval = {"step": self.progress.step, **ckpt.get("metrics", {})}
 
@@ -608,18 +611,28 @@ def train(
         distributed.shutdown()
 
 
-PROBE_STEPS = 5  # training steps timed to fit a model to --max-time
+PROBE_STEPS = 5  # training steps timed per model a task weighs against --max-time
 
 
 def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, given, notify) -> bool:
-    """Let a task that can (the classifier's ensemble) fit its model to --max-time, from
-    timed steps; True when it rebuilt its model. Not for a resumed run, nor when the
-    user chose the size (--ensemble)."""
+    """Let a task that can (the generator's size, the classifier's ensemble) fit its model
+    to --max-time, from training steps timed on this machine; True when it rebuilt its
+    model. Not for a resumed run, which keeps its model; the task leaves alone what the
+    user chose (`given`: option names)."""
     fit = getattr(task, "fit_to_budget", None)
-    if fit is None or not config.max_time or resume_ckpt is not None or "ensemble" in given:
+    if fit is None or not config.max_time or resume_ckpt is not None:
         return False
-    seconds = distributed.on_main(lambda: trainer.time_steps(PROBE_STEPS))
-    return fit(seconds, config.max_time, notify)
+
+    def step_seconds(model_config) -> float:
+        """Seconds per training step of the model `model_config` builds (the task's
+        model from then on)."""
+        probe = trainer
+        if model_config != task.model_config:
+            task.build(model_config)
+            probe = Trainer(task, config, trainer.run_dir)
+        return distributed.on_main(lambda: probe.time_steps(PROBE_STEPS))
+
+    return fit(step_seconds, config.max_time, set(given), notify)
 
 
 def _resumed_valid(job: Job, ckpt: dict[str, Any], notify: Callable[[str], None]) -> str | None:

@@ -260,12 +260,14 @@ def test_the_ensemble_shrinks_to_fit_a_short_budget(tmp_path):
     # per member for all 6 epochs affords 2 members
     step = 0.3
     budget = 2.5 * epochs * batches * step / 3
-    assert task.fit_to_budget(step, budget, notes.append)
+    assert task.fit_to_budget(lambda config: step, budget, set(), notes.append)
     assert task.model_config.members == 2 and "training 2" in notes[0]
+    assert task.sizing == notes[0]
     expected = prepare(2).model.state_dict()
     for name, value in task.model.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
-    assert not prepare(3).fit_to_budget(step, 10 * budget, notes.append)  # enough: keep 3
+    assert not prepare(3).fit_to_budget(lambda config: step, 10 * budget, set(), notes.append)
+    assert not prepare(3).fit_to_budget(lambda config: step, budget, {"ensemble"}, notes.append)
 
 
 def test_timing_steps_leaves_the_run_unchanged(tmp_path):
@@ -306,3 +308,78 @@ def test_a_tie_on_the_metric_goes_to_the_lower_loss(corpus, tmp_path):
     progress = Trainer(task, config(max_steps=20, eval_every=5), tmp_path).fit()
     assert (progress.best_step, progress.best_loss) == (20, 1.5)
     assert checkpoint.load(tmp_path / "best.ckpt")["progress"]["step"] == 20
+
+
+def test_the_generator_sizes_itself_to_the_budget(corpus, tmp_path):
+    """The largest size of SIZES that sees TOKENS_PER_PARAMETER tokens per parameter at
+    the timed speed, built as the options for it would build it; dropout only when the
+    budget goes over the text DROPOUT_EPOCHS times; what the user set is kept."""
+    from seqtool.tasks import generator
+
+    cfg = config(max_steps=None, max_time=60.0)
+    defaults = {"embedding_size": 8}  # the sizes are SIZES'
+    timed = []
+
+    def step_seconds(model_config):  # a step costs time in proportion to hidden * layers
+        timed.append((model_config.num_layers, model_config.hidden_size))
+        return 1e-7 * model_config.hidden_size**2 * model_config.num_layers
+
+    task, notes = make_task(corpus, tmp_path, cfg, model=defaults), []
+    window = cfg.batch_size * cfg.seq_len
+    assert task.fit_to_budget(step_seconds, cfg.max_time, set(), notes.append)
+    chosen = (task.model_config.num_layers, task.model_config.hidden_size)
+    assert chosen in generator.SIZES and timed == list(generator.SIZES[: len(timed)])
+
+    def per_parameter(size):
+        built = make_task(corpus, tmp_path, cfg, model={**defaults, "num_layers": size[0],
+                          "hidden_size": size[1]})  # fmt: skip
+        parameters = sum(p.numel() for p in built.model.parameters())
+        return cfg.max_time / step_seconds(built.model_config) * window / parameters
+
+    index = generator.SIZES.index(chosen)
+    assert index == 0 or per_parameter(chosen) >= generator.TOKENS_PER_PARAMETER
+    if index + 1 < len(generator.SIZES):
+        assert per_parameter(generator.SIZES[index + 1]) < generator.TOKENS_PER_PARAMETER
+    epochs = cfg.max_time / step_seconds(task.model_config) / task.num_batches()
+    dropout = 0.2 if epochs >= generator.DROPOUT_EPOCHS else 0.0
+    assert task.model_config.dropout == dropout
+    assert notes == [task.sizing] and f"a {chosen[0]}x{chosen[1]} LSTM" in task.sizing
+    options = {**defaults, "num_layers": chosen[0], "hidden_size": chosen[1], "dropout": dropout}
+    expected = make_task(corpus, tmp_path, cfg, model=options).model.state_dict()
+    for name, value in task.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+
+    # a short budget on a slow machine: the smallest size, no dropout
+    task = make_task(corpus, tmp_path, cfg, model=defaults)
+    assert task.fit_to_budget(lambda c: 10.0, 1.0, set(), notes.append)
+    assert (task.model_config.num_layers, task.model_config.hidden_size) == generator.SIZES[0]
+    assert task.model_config.dropout == 0.0
+    # the user's size is kept, only the dropout is chosen; all three set: nothing
+    task = make_task(corpus, tmp_path, cfg, model={**defaults, "hidden_size": 24})
+    assert task.fit_to_budget(step_seconds, 1e6, {"hidden_size"}, notes.append)
+    assert task.model_config.hidden_size == 24 and task.model_config.dropout == 0.2
+    given = {"hidden_size", "layers", "dropout"}
+    assert not make_task(corpus, tmp_path, cfg).fit_to_budget(step_seconds, 1.0, given, print)
+
+
+def test_a_sized_run_says_why_and_info_keeps_it(run_cli, corpus, tmp_path):
+    """`train generator --max-time` without size options prints the rule's choice, and
+    the checkpoint keeps it for `info`; with the sizes given there is no such line."""
+    out = tmp_path / "sized"
+    small = ["--batch-size", "4", "--seq-len", "16", "--embedding-size", "8"]
+    result = run_cli("train", "generator", "--train", corpus, "--out", out, *small,
+                     "--max-time", "2s")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    line = re.search(r"--max-time 2s: a (\d)x(\d+) LSTM .* dropout ([\d.]+) \(set", result.stderr)
+    assert line, result.stderr
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert line.group(0).startswith(info["sizing"][:40])
+    config = info["model_config"]
+    assert (config["num_layers"], config["hidden_size"]) == (int(line[1]), int(line[2]))
+    assert config["dropout"] == float(line[3])
+    assert "sizing " in run_cli("info", out).stdout
+    given = run_cli("train", "generator", "--train", corpus, "--out", tmp_path / "given",
+                    *small, "--max-time", "1s", "--hidden-size", "8", "--layers", "1",
+                    "--dropout", "0.1")  # fmt: skip
+    assert given.exit_code == 0 and "--max-time 1s: a" not in given.stderr
+    assert "sizing" not in json.loads(run_cli("info", tmp_path / "given", "--json").stdout)

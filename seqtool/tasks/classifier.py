@@ -55,6 +55,7 @@ VOCAB_RECUR = 1
 class ClassifierTask:
     name = "classifier"
     unit = "tokens"
+    sizing: str | None = None  # what --max-time chose (fit_to_budget), kept in checkpoints
 
     def __init__(
         self,
@@ -95,26 +96,41 @@ class ClassifierTask:
         return len(t) / (len(counts) * counts)
 
     def fit_to_budget(
-        self, step_seconds: float, budget: float, notify: Callable[[str], None]
+        self,
+        step_seconds: Callable[[ClassifierConfig], float],
+        budget: float,
+        given: set[str],
+        notify: Callable[[str], None],
     ) -> bool:
         """Fewer ensemble members when `budget` seconds would give each less than the
         epochs of the default budget: members cost time in proportion, and a member
         trained a third as long is worth less than the averaging gains (SST-2 on a CPU
-        without bf16: 75.3 with 3 members in 180 s). True when the model was rebuilt."""
+        without bf16: 75.3 with 3 members in 180 s). `step_seconds(config)` times a
+        training step of a model; nothing is chosen when the user set --ensemble. True
+        when the model was rebuilt."""
+        if "ensemble" in given:
+            return False
         members, epochs = self.model_config.members, DEFAULT_EPOCHS[self.name]
-        epoch_seconds = self.num_batches() * step_seconds / members  # one member's epoch
+        # one member's epoch
+        epoch_seconds = self.num_batches() * step_seconds(self.model_config) / members
         fitted = max(1, min(members, int(budget / (epochs * epoch_seconds))))
         if fitted == members:
             return False
-        notify(
+        self.sizing = (
             f"--max-time {budget:.0f}s gives each of {members} ensemble members "
             f"{budget / (members * epoch_seconds):.1f} of the {epochs} epochs it needs: "
             f"training {fitted} (set --ensemble to choose)"
         )
-        self.model_config = dataclasses.replace(self.model_config, members=fitted)
-        torch.manual_seed(self.config.seed)  # as if built with --ensemble {fitted}
-        self.model = build_model(self.model_config)
+        notify(self.sizing)
+        self.build(dataclasses.replace(self.model_config, members=fitted))
         return True
+
+    def build(self, model_config: ClassifierConfig) -> None:
+        """Make `model_config` the task's model, as `--ensemble` and the other options
+        would build it."""
+        self.model_config = model_config
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(model_config)
 
     def num_batches(self) -> int:
         return math.ceil(len(self.train_ids) / self.config.batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,12 +41,24 @@ if TYPE_CHECKING:  # looking inside is imported when used: start-up stays small
 
 SAMPLING = SamplingConfig()
 
+# The sizes --max-time chooses among, smallest first: (layers, hidden size). The largest
+# is the default, which a long budget keeps.
+SIZES = ((1, 128), (1, 256), (1, 512), (2, 512))
+# The rule (bench/analysis.md, from bench/sweep.py): the largest size that sees at least
+# this many training tokens per parameter in the budget, at the step speed measured on
+# this machine. Fewer, and a smaller model that sees more text ends better.
+TOKENS_PER_PARAMETER = 3.0
+# Dropout only pays once the budget goes over the training text this many times: in
+# less, every window is new and dropout only slows learning.
+DROPOUT_EPOCHS = 5.0
+
 
 class GeneratorTask:
     name = "generator"
     unit = "chars"
     metric = "loss"
     higher_is_better = False
+    sizing: str | None = None  # what --max-time chose (fit_to_budget), kept in checkpoints
 
     def __init__(
         self,
@@ -73,9 +86,64 @@ class GeneratorTask:
                 f"{distributed.world()} processes"
             )
         self.valid, self.config = valid, config
-        self.model = GeneratorModel(model_config)
-        self.model.init_output_bias(unigram_log_probs(train, model_config.vocab_size))
+        self.unigram = unigram_log_probs(train, model_config.vocab_size)
+        self.build(model_config)
         self.hidden = None  # carried from batch to batch within an epoch
+
+    def build(self, model_config: GeneratorConfig) -> None:
+        """Make `model_config` the task's model, as the options would build it."""
+        self.model_config = model_config
+        torch.manual_seed(self.config.seed)
+        self.model = GeneratorModel(model_config)
+        self.model.init_output_bias(self.unigram)
+
+    def fit_to_budget(
+        self,
+        step_seconds: Callable[[GeneratorConfig], float],
+        budget: float,
+        given: set[str],
+        notify: Notify,
+    ) -> bool:
+        """Choose the size (SIZES) and dropout for `budget` seconds: the largest size that
+        sees TOKENS_PER_PARAMETER tokens per parameter at the speed `step_seconds(config)`
+        measures, dropout only over DROPOUT_EPOCHS. What the user set (--hidden-size or
+        --layers; --dropout) is kept. True when the model was rebuilt."""
+        choose_size = not given & {"hidden_size", "layers"}
+        choose_dropout = "dropout" not in given
+        if not choose_size and not choose_dropout:
+            return False
+        sizes = (
+            SIZES
+            if choose_size
+            else ((self.model_config.num_layers, self.model_config.hidden_size),)
+        )
+        window = self.config.batch_size * self.config.seq_len  # tokens a step trains on
+        chosen = None
+        for layers, hidden in sizes:
+            candidate = dataclasses.replace(
+                self.model_config, num_layers=layers, hidden_size=hidden
+            )
+            seconds = step_seconds(candidate)
+            parameters = sum(p.numel() for p in self.model.parameters())
+            tokens = budget / seconds * window
+            if chosen is not None and tokens / parameters < TOKENS_PER_PARAMETER:
+                break
+            chosen = (candidate, parameters, tokens, seconds)
+        candidate, parameters, tokens, seconds = chosen
+        epochs = tokens / (self.num_batches() * window)
+        if choose_dropout:
+            dropout = self.model_config.dropout if epochs >= DROPOUT_EPOCHS else 0.0
+            candidate = dataclasses.replace(candidate, dropout=dropout)
+        size = f"{candidate.num_layers}x{candidate.hidden_size} {candidate.cell.upper()}"
+        self.sizing = (
+            f"--max-time {budget:.0f}s: a {size} ({parameters / 1e6:.2f}M parameters) "
+            f"sees about {tokens / 1e6:.1f}M tokens at the {seconds:.3f} s a step measured "
+            f"here ({tokens / parameters:.1f} per parameter, {epochs:.1f} epochs), "
+            f"dropout {candidate.dropout:g} (set --hidden-size, --layers or --dropout to choose)"
+        )
+        notify(self.sizing)
+        self.build(candidate)
+        return True
 
     def num_batches(self) -> int:
         return self.train_stream.num_batches

@@ -49,6 +49,7 @@ SEARCH = SearchConfig()
 class TranslatorTask:
     name = "translator"
     unit = "tokens"  # target tokens
+    sizing: str | None = None  # kept in checkpoints; a translator's size is the options'
 
     def __init__(
         self,
