@@ -106,8 +106,9 @@ class GeneratorTask:
     ) -> bool:
         """Choose the size (SIZES) and dropout for `budget` seconds: the largest size that
         sees TOKENS_PER_PARAMETER tokens per parameter at the speed `step_seconds(config)`
-        measures, dropout only over DROPOUT_EPOCHS. What the user set (--hidden-size or
-        --layers; --dropout) is kept. True when the model was rebuilt."""
+        measures (smallest first, until one falls short or comes close), dropout only
+        over DROPOUT_EPOCHS. What the user set (--hidden-size or --layers; --dropout) is
+        kept. True when the model was rebuilt."""
         choose_size = not given & {"hidden_size", "layers"}
         choose_dropout = "dropout" not in given
         if not choose_size and not choose_dropout:
@@ -129,6 +130,8 @@ class GeneratorTask:
             if chosen is not None and tokens / parameters < TOKENS_PER_PARAMETER:
                 break
             chosen = (candidate, parameters, tokens, seconds)
+            if tokens / parameters < 5 * TOKENS_PER_PARAMETER:
+                break  # each next size sees 5-10x fewer per parameter: not worth timing
         candidate, parameters, tokens, seconds = chosen
         epochs = tokens / (self.num_batches() * window)
         if choose_dropout:
