@@ -406,8 +406,17 @@ def test_a_new_run_on_the_same_corpus_reuses_tokenizer_and_cache(run_cli, corpus
 
 
 def seqtool_process(*args, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """seqtool in a child that gets Ctrl-C as a terminal's would: a suite started in the
+    background (`make test &`) passes on SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
     command = [sys.executable, "-m", "seqtool", *map(str, args)]
-    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def read_stdout(proc: subprocess.Popen, until, timeout: float = 60.0) -> bytes:
