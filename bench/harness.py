@@ -468,3 +468,19 @@ def render(results: dict, order: Iterable[str], quick: bool) -> str:
             lines += [f"- {note}" for note in sec["notes"]]
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(report: str, fresh: str, names: Iterable[str], order: Iterable[str]) -> str:
+    """`report` (an earlier BENCHMARKS.md) with the sections `names` taken from `fresh`
+    (a render of this run): what `--only` writes when bench/out/results.json, which
+    holds the other sections' figures, is not there (a fresh checkout)."""
+    headings = "|".join(re.escape(name) for name in order)
+    section = re.compile(rf"^## ({headings}): .*?(?=^## (?:{headings}): |\Z)", re.M | re.S)
+    have = {m.group(1): m.group(0) for m in section.finditer(report)}
+    new = {m.group(1): m.group(0) for m in section.finditer(fresh)}
+    for name in names:
+        if name in have:
+            report = report.replace(have[name], new[name])
+        else:
+            report = report.rstrip("\n") + "\n\n" + new[name]
+    return report.rstrip("\n") + "\n"

@@ -26,7 +26,8 @@ in parallel, since they time things on a few cores; each is a module in bench/se
     python bench/run.py --quick --out /tmp/bench.md      # smoke test, tiny sizes
 
 Raw results go to bench/out/results.json (bench/out/quick/ for --quick); with --only the
-other sections are kept from the previous results. `python bench/run.py probe-sample ...`,
+other sections are kept from the previous results, or, where there are none (a fresh
+checkout), as the report already has them. `python bench/run.py probe-sample ...`,
 `probe-tokenize ...`, `probe-shortlist ...`, `probe-inprocess ...`, `probe-rows ...` and
 `probe-batches ...` are the in-process measurements the sections run as children.
 """
@@ -52,6 +53,7 @@ from harness import (
     log,
     render,
     run_section,
+    splice,
 )
 from sections import SECTIONS, library
 from sections.memory import probe_tokenize
@@ -106,8 +108,10 @@ def main(argv: list[str]) -> int:
     report = report or (out / "BENCHMARKS.md" if args.quick else Path("BENCHMARKS.md"))
     results_path = out / "results.json"
     results = {"sections": {}}
+    # without the earlier results, --only keeps the report's other sections as written
+    earlier = report.read_text() if args.only and report.exists() else None
     if args.only and results_path.exists():
-        results = json.loads(results_path.read_text())
+        results, earlier = json.loads(results_path.read_text()), None
     results["env"] = environment()
     measures = {name: module.measure for name, module in SECTIONS.items()}
     for name in ("library", "quantize"):
@@ -117,7 +121,8 @@ def main(argv: list[str]) -> int:
         sec = run_section(name, title, measures[name], sizes, out, args.quick)
         results["sections"][name] = asdict(sec)
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # keep what is done
-    report.write_text(render(results, SECTIONS, args.quick))
+    fresh = render(results, SECTIONS, args.quick)
+    report.write_text(fresh if earlier is None else splice(earlier, fresh, args.names, SECTIONS))
     log(f"wrote {report} and {results_path}")
     failed = [n for n in args.names if results["sections"][n]["error"]]
     return 1 if failed else 0
