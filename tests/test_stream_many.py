@@ -108,6 +108,35 @@ def test_a_cancelled_generation_leaves_and_bad_options_never_join(gen):
     assert len(streams) == 0 and len(streams.batch) == 0
 
 
+def test_generations_added_together_each_get_their_text_and_a_bad_one_only_its_error(gen):
+    """add_many joins the generations of one sampling option in one call, mid-way too;
+    each gets the text `generate` gives it alone, and one whose values are wrong (even
+    one that only the model call refuses, a seed out of range) gets its own error while
+    the rest join."""
+    streams = gen.stream_many("the ", length=40, seed=1)
+    for _ in range(4):
+        streams.step()
+    asks = [
+        {"prompt": "to be", "length": 25, "temperature": 0.9, "seed": 2},
+        {"prompt": "a", "length": 30, "temperature": 0.9, "top_k": 3, "seed": 3},
+        {"prompt": "to be", "length": 20, "temperature": 0.9, "seed": 4},
+        {"prompt": "x", "temperature": -1},
+        {"prompt": "x", "temperature": 0.9, "seed": 2**64},
+        {"prompt": "x", "colour": "red"},
+        {"prompt": "", "length": 1, "temperature": 0.9, "seed": 5},
+    ]
+    added = streams.add_many(asks)
+    assert added[:3] == [1, 2, 3] and added[6] == 4
+    assert isinstance(added[3], ConfigError)
+    assert isinstance(added[4], ValueError | RuntimeError) and isinstance(added[5], TypeError)
+    assert len(streams.batch) == 4  # the first and three new; the length-1 one is done
+    texts = texts_of(streams)
+    for index, ask in zip(added, asks, strict=True):
+        if isinstance(index, int) and index:
+            options = {k: v for k, v in ask.items() if k != "prompt"}
+            assert texts[index] == gen.generate(ask["prompt"], **options), ask
+
+
 def test_no_prompts_no_events_and_options_checked_at_once(gen):
     assert list(gen.stream_many()) == []
     with pytest.raises(ConfigError, match="temperature"):

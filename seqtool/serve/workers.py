@@ -345,9 +345,13 @@ class GeneratorWorker(Worker):
         self.tokens = self.metrics.tokens.labels(self.name)
 
     def cycle(self, now: float) -> float | None:
-        joined = False
-        while len(self.streams) < self.max_batch and (stream := self.next_job()) is not None:
-            joined = self._join(stream) or joined
+        arrived = []
+        while (
+            len(self.streams) + len(arrived) < self.max_batch
+            and (stream := self.next_job()) is not None
+        ):
+            arrived.append(stream)
+        joined = bool(arrived) and self._join(arrived)
         if not self.streams:
             return None
         rows = len(self.generations.batch)  # a stream of length 1 has its one token already
@@ -371,21 +375,25 @@ class GeneratorWorker(Worker):
         self.generations = self.model.stream_many()  # the failed step may have left it half done
         self.streams = {}
 
-    def _join(self, stream: Stream) -> bool:
-        """Start the stream, or answer it with the error its own values caused: the
-        library refuses them before the stream joins the batch, which goes on without
-        it. True when it joined."""
-        try:
-            index = self.generations.add(
-                stream.prompt, length=stream.length, seed=stream.seed, **stream.options
-            )
-        except Exception as err:  # noqa: BLE001 - a request's fault is its own
-            log.exception("request failed", extra={"request_id": stream.request_id})
-            stream.reply.put("error", err)
-            return False
-        self.tokens.inc()
-        self.streams[index] = stream
-        return True
+    def _join(self, streams: list[Stream]) -> bool:
+        """Start the streams that arrived since the last step, together (one model call
+        per set of sampling options: 32 streams joining one at a time took a sixth of
+        their whole generation in int8), or answer each with the error its own values
+        caused: the library refuses them before they join the batch, which goes on
+        without them. True when one joined."""
+        requests = [
+            {"prompt": s.prompt, "length": s.length, "seed": s.seed, **s.options} for s in streams
+        ]
+        joined = False
+        for stream, added in zip(streams, self.generations.add_many(requests), strict=True):
+            if isinstance(added, Exception):
+                log.error("request failed", exc_info=added, extra={"request_id": stream.request_id})
+                stream.reply.put("error", added)
+                continue
+            self.tokens.inc()
+            self.streams[added] = stream
+            joined = True
+        return joined
 
     def _deliver(self, now: float) -> None:
         """Send every stream its new text, and "done" to those that ended, which are

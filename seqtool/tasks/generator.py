@@ -468,6 +468,20 @@ class Generator(Loaded):
         return neighbours(self.model.embedding.weight, self.tokenizer, piece, top_k)
 
 
+def _generation_request(
+    prompt: str = "",
+    *,
+    length: int = SAMPLING.length,
+    temperature: float = SAMPLING.temperature,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> tuple[str, int, decoding.Options, int | None]:
+    """One generation's values as `Streams.add` takes them (an unknown name is a
+    TypeError) -> prompt, length, sampling options, seed."""
+    return prompt, length, (temperature, top_k, top_p), seed
+
+
 class _Generation:
     """One generation of a Streams: its text decoder, the step at which it has all its
     tokens, and its tokens not yet decoded."""
@@ -515,7 +529,6 @@ class Streams:
         while self.open:
             yield from self.step()
 
-    @torch.inference_mode()
     def add(
         self,
         prompt: str = "",
@@ -530,15 +543,57 @@ class Streams:
         ... in the order added). Its prompt is read and its first token chosen now, its
         text comes with the next step. Bad options raise here (ConfigError), and nothing
         joins the batch unless all went well."""
-        SamplingConfig(length, temperature, top_k, top_p)
-        decoder, ids = StreamDecoder(self.generator.tokenizer), self.generator._ids(prompt)
+        request = {"prompt": prompt, "length": length, "temperature": temperature}
+        (added,) = self.add_many([{**request, "top_k": top_k, "top_p": top_p, "seed": seed}])
+        if isinstance(added, Exception):
+            raise added
+        return added
+
+    @torch.inference_mode()
+    def add_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
+        """`add` for several generations at once, each given as `add`'s keyword
+        arguments (and "prompt"): those with the same sampling options join the batch in
+        one model call, which reads each distinct prompt once. Returns each one's index,
+        or the error its own values raised (then nothing of it joined): a bad one never
+        keeps the others out."""
+        added: list[int | Exception | None] = [None] * len(requests)
+        groups: dict[decoding.Options, list[tuple[int, list[int], int, int]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                prompt, length, options, seed = _generation_request(**request)
+                SamplingConfig(length, *options)
+                ids = self.generator._ids(prompt)
+                (seed,) = decoding.seeds_for(1, seed)
+            except Exception as err:  # noqa: BLE001 - each request's fault is its own
+                added[i] = err
+                continue
+            groups.setdefault(options, []).append((i, ids, length, seed))
         self._hand_out()  # the rows are about to change
-        token = self.batch.join([ids], (temperature, top_k, top_p), decoding.seeds_for(1, seed))
-        index, self.added = self.added, self.added + 1
-        self.rows.append(index)
-        self.open[index] = _Generation(decoder, self.steps + length - 1, token.item())
-        self._leave()  # of length 1: it has its token
-        return index
+        joined: list[tuple[int, int, int]] = []  # (position, length, first token) by row
+        for options, members in groups.items():
+            try:
+                joined += self._join(options, members)
+            except Exception:  # noqa: BLE001 - one member's values: find it, keep the rest
+                for member in members:
+                    try:
+                        joined += self._join(options, [member])
+                    except Exception as err:  # noqa: BLE001
+                        added[member[0]] = err
+        # indices in the order asked; rows in the order joined
+        for i in sorted(i for i, _, _ in joined):
+            added[i], self.added = self.added, self.added + 1
+        for i, length, token in joined:
+            self.rows.append(added[i])
+            decoder = StreamDecoder(self.generator.tokenizer)
+            self.open[added[i]] = _Generation(decoder, self.steps + length - 1, token)
+        self._leave()  # those of length 1: they have their token
+        return added  # type: ignore[return-value]
+
+    def _join(self, options, members: list[tuple[int, list[int], int, int]]) -> list:
+        """Join `members` (position, prompt ids, length, seed) to the batch in one call:
+        their (position, length, first token); nothing changes if it raises."""
+        tokens = self.batch.join([m[1] for m in members], options, [m[3] for m in members])
+        return [(m[0], m[2], t) for m, t in zip(members, tokens.tolist(), strict=True)]
 
     @torch.inference_mode()
     def step(self) -> list[tuple[int, str]]:
