@@ -472,8 +472,7 @@ def render(results: dict, order: Iterable[str], quick: bool) -> str:
 
 def splice(report: str, fresh: str, names: Iterable[str], order: Iterable[str]) -> str:
     """`report` (an earlier BENCHMARKS.md) with the sections `names` taken from `fresh`
-    (a render of this run): what `--only` writes when bench/out/results.json, which
-    holds the other sections' figures, is not there (a fresh checkout)."""
+    (a render of this run), the others as written: what `--only` writes."""
     headings = "|".join(re.escape(name) for name in order)
     section = re.compile(rf"^## ({headings}): .*?(?=^## (?:{headings}): |\Z)", re.M | re.S)
     have = {m.group(1): m.group(0) for m in section.finditer(report)}

@@ -26,8 +26,8 @@ in parallel, since they time things on a few cores; each is a module in bench/se
     python bench/run.py --quick --out /tmp/bench.md      # smoke test, tiny sizes
 
 Raw results go to bench/out/results.json (bench/out/quick/ for --quick); with --only the
-other sections are kept from the previous results, or, where there are none (a fresh
-checkout), as the report already has them. `python bench/run.py probe-sample ...`,
+report's other sections are kept as it has them, and only the sections named are
+written anew. `python bench/run.py probe-sample ...`,
 `probe-tokenize ...`, `probe-shortlist ...`, `probe-inprocess ...`, `probe-rows ...` and
 `probe-batches ...` are the in-process measurements the sections run as children.
 """
@@ -108,10 +108,11 @@ def main(argv: list[str]) -> int:
     report = report or (out / "BENCHMARKS.md" if args.quick else Path("BENCHMARKS.md"))
     results_path = out / "results.json"
     results = {"sections": {}}
-    # without the earlier results, --only keeps the report's other sections as written
-    earlier = report.read_text() if args.only and report.exists() else None
     if args.only and results_path.exists():
-        results, earlier = json.loads(results_path.read_text()), None
+        results = json.loads(results_path.read_text())
+    # --only replaces its sections in the report and keeps the others as written: the
+    # results of earlier runs may be gone (a fresh checkout) or hold fewer sections
+    earlier = report.read_text() if args.only and report.exists() else None
     results["env"] = environment()
     measures = {name: module.measure for name, module in SECTIONS.items()}
     for name in ("library", "quantize"):
