@@ -22,8 +22,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from seqtool.tasks.generator import SIZES  # (layers, hidden), the sizes the rule weighs
+
 SEQTOOL = [sys.executable, "-m", "seqtool"]
-SIZES = [(1, 128), (1, 256), (1, 512), (2, 512)]  # (layers, hidden)
 DROPOUTS = (0.0, 0.2)
 
 
