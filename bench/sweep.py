@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +27,8 @@ SEQTOOL = [sys.executable, "-m", "seqtool"]
 DROPOUTS = (0.0, 0.2)
 
 
-def seqtool(*argv, env=None) -> str:
-    done = subprocess.run(
-        [*SEQTOOL, *map(str, argv)], capture_output=True, text=True, env=env, check=False
-    )
+def seqtool(*argv) -> str:
+    done = subprocess.run([*SEQTOOL, *map(str, argv)], capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"seqtool {' '.join(map(str, argv))} failed:\n{done.stderr}")
     return done.stdout
@@ -86,7 +83,6 @@ def main() -> int:
             + ([] if args.rule_only else [(s, d) for s in SIZES for d in DROPOUTS])
         )
     ]
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     with ThreadPoolExecutor(args.workers) as pool, args.out.open("a") as sink:
         for row in pool.map(lambda job: one(*job, args.runs), jobs):
             sink.write(json.dumps(row) + "\n")

@@ -626,10 +626,9 @@ def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, giv
     def step_seconds(model_config) -> float:
         """Seconds per training step of the model `model_config` builds (the task's
         model from then on)."""
-        probe = trainer
         if model_config != task.model_config:
             task.build(model_config)
-            probe = Trainer(task, config, trainer.run_dir)
+        probe = trainer if task.model is trainer.model else Trainer(task, config, trainer.run_dir)
         return distributed.on_main(lambda: probe.time_steps(PROBE_STEPS))
 
     return fit(step_seconds, config.max_time, set(given), notify)

@@ -83,20 +83,17 @@ def trained_classifier(run_cli, sentiment, tmp_path):
 # -- metrics and model ----------------------------------------------------------------------
 
 
+def tiny_config(**fields) -> ClassifierConfig:
+    """A classifier of 3 labels over 20 pieces, embedding 4, hidden 6, no dropout."""
+    base = {"vocab_size": 20, "labels": ("a", "b", "c"), "embedding_size": 4}
+    return ClassifierConfig(**{**base, "hidden_size": 6, "dropout": 0.0, **fields})
+
+
 @pytest.mark.parametrize("pooling", ["max", "mean", "last", "attention"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_padding_does_not_change_a_prediction(pooling, cell):
     torch.manual_seed(0)
-    config = ClassifierConfig(
-        vocab_size=20,
-        labels=("a", "b", "c"),
-        cell=cell,
-        embedding_size=4,
-        hidden_size=6,
-        pooling=pooling,
-        dropout=0.0,
-    )
-    model = ClassifierModel(config).eval()
+    model = ClassifierModel(tiny_config(cell=cell, pooling=pooling)).eval()
     short = torch.tensor([[5, 6, 7]])
     alone, _ = model(short, torch.tensor([3]))
     batch = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5]])
@@ -125,17 +122,7 @@ def test_training_without_packing_computes_what_the_packed_layer_does(
         models, "pack_padded_sequence", lambda *a, **k: packs.append(1) or pack(*a, **k)
     )
     torch.manual_seed(0)
-    config = ClassifierConfig(
-        vocab_size=20,
-        labels=("a", "b", "c"),
-        cell=cell,
-        embedding_size=4,
-        hidden_size=6,
-        num_layers=layers,
-        bidirectional=bidirectional,
-        pooling=pooling,
-        dropout=0.0,
-    )
+    config = tiny_config(cell=cell, num_layers=layers, bidirectional=bidirectional, pooling=pooling)
     model = ClassifierModel(config)
     tokens = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
     lengths = torch.tensor([3, 5, 2])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -468,20 +469,6 @@ class Generator(Loaded):
         return neighbours(self.model.embedding.weight, self.tokenizer, piece, top_k)
 
 
-def _generation_request(
-    prompt: str = "",
-    *,
-    length: int = SAMPLING.length,
-    temperature: float = SAMPLING.temperature,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-) -> tuple[str, int, decoding.Options, int | None]:
-    """One generation's values as `Streams.add` takes them (an unknown name is a
-    TypeError) -> prompt, length, sampling options, seed."""
-    return prompt, length, (temperature, top_k, top_p), seed
-
-
 class _Generation:
     """One generation of a Streams: its text decoder, the step at which it has all its
     tokens, and its tokens not yet decoded."""
@@ -543,8 +530,10 @@ class Streams:
         ... in the order added). Its prompt is read and its first token chosen now, its
         text comes with the next step. Bad options raise here (ConfigError), and nothing
         joins the batch unless all went well."""
-        request = {"prompt": prompt, "length": length, "temperature": temperature}
-        (added,) = self.add_many([{**request, "top_k": top_k, "top_p": top_p, "seed": seed}])
+        (added,) = self.add_many([
+            {"prompt": prompt, "length": length, "temperature": temperature, "top_k": top_k,
+             "top_p": top_p, "seed": seed}
+        ])  # fmt: skip
         if isinstance(added, Exception):
             raise added
         return added
@@ -560,10 +549,13 @@ class Streams:
         groups: dict[decoding.Options, list[tuple[int, list[int], int, int]]] = {}
         for i, request in enumerate(requests):
             try:
-                prompt, length, options, seed = _generation_request(**request)
-                SamplingConfig(length, *options)
-                ids = self.generator._ids(prompt)
-                (seed,) = decoding.seeds_for(1, seed)
+                ask = _ADD.bind(self, **request)  # an unknown name is a TypeError
+                ask.apply_defaults()
+                a = ask.arguments
+                options = (a["temperature"], a["top_k"], a["top_p"])
+                SamplingConfig(a["length"], *options)
+                ids, length = self.generator._ids(a["prompt"]), a["length"]
+                (seed,) = decoding.seeds_for(1, a["seed"])
             except Exception as err:  # noqa: BLE001 - each request's fault is its own
                 added[i] = err
                 continue
@@ -662,6 +654,9 @@ class Streams:
 
 
 Inference = Generator
+
+
+_ADD = inspect.signature(Streams.add)  # what add_many reads each request as
 
 
 def _detach(state):
