@@ -41,7 +41,9 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    # a checkpoint's strings may come from a stranger: control characters (a terminal's
+    # escape sequences) are shown, not sent
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
 
 
 class TrainingView:

@@ -431,3 +431,19 @@ def test_no_traceback_for_any_hostile_argument(runs, tmp_path, monkeypatch, comm
     if result.exit_code == 1:
         assert result.stderr.count("Error:") == 1
         assert result.stderr.splitlines()[-1].startswith("Error: "), result.stderr
+
+
+def test_info_shows_a_crafted_checkpoints_control_characters_instead_of_sending_them(
+    trained, run_cli, tmp_path
+):
+    """A string field of a stranger's checkpoint (here `sizing`) with a terminal escape
+    sequence: `info` prints it escaped, so it cannot drive the terminal."""
+    import torch
+
+    ckpt = torch.load(trained / "best.ckpt", weights_only=True)
+    ckpt["sizing"] = "\x1b[2J\x1b[31mred\x07 line"
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    result = run_cli("info", tmp_path / "crafted.ckpt")
+    assert result.exit_code == 0, result.output
+    assert "\\x1b[2J\\x1b[31mred\\x07 line" in result.stdout
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
