@@ -46,6 +46,8 @@ CLIENTS = 32
 STREAM_CHARS = 300
 SOAK_CLIENTS = 64
 SOAK_SECONDS = 600  # --quick: 20
+ROUNDS = 5  # --quick: 2; server and in-process ceiling alternate, the medians compared
+BATCHED, ALONE = 320, 96  # translate sentences per round with batching, without
 
 
 class Server:
@@ -179,41 +181,14 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
             if batching == "on":
                 wall, latency, _ = load(server, classify)
                 rates["classify"], latencies["classify"] = len(english) / wall, latency
-                speedups = {"none": streams(sec, server, "serve_on")}
                 memory(sec, sizes, server, english)
         finally:
             server.stop()
-    server = Server({"shakes": runs["shakes"]}, "--quantize", "int8")
-    sec.commands["serve_int8"] = " ".join(server.argv)
-    try:
-        speedups["int8"] = streams(sec, server, "serve_int8")
-    finally:
-        server.stop()
-    for batching, options in (("on", []), ("off", ["--max-batch", 1])):
-        server = Server({"de-en": runs["de-en"]}, "--quantize", "int8", *options)
-        sec.commands[f"serve_int8_{batching}"] = " ".join(server.argv)
-        try:
-            load(server, translate[:CLIENTS])  # warm-up
-            wall, _, _ = load(server, translate)
-            rates[f"translate_int8_{batching}"] = len(german) / wall
-        finally:
-            server.stop()
-    ceiling = ceilings(sec, runs, source)
-    kinds = (("none", "fp32", "serve_on"), ("int8", "int8", "serve_int8"))
-    for quantize, weights, command in kinds:
-        sec.add(f"generate ({weights}): speed-up of {CLIENTS} streams over one through the "
-                f"server (ref: the ceiling, {CLIENTS} rows of Batch.step over one)", "x",
-                speedups[quantize], ceiling[quantize], "ratio >= 0.9",
-                [command, f"rows_{quantize}"])  # fmt: skip
-    for weights, key, on, off in (
-        ("fp32", "", "serve_on", "serve_off"),
-        ("int8", "_int8", "serve_int8_on", "serve_int8_off"),
-    ):
-        sec.add(f"translate beam 5 ({weights}): speed-up of {CLIENTS} clients with batching "
-                f"over without (ref: the ceiling, batches of {CLIENTS} over one sentence at a "
-                "time)", "x", rates[f"translate{key}_on"] / rates[f"translate{key}_off"],
-                ceiling[f"translate{key}"], "ratio >= 0.9",
-                [on, off, f"batches{key}"])  # fmt: skip
+    rounds = 2 if sec.quick else ROUNDS
+    for quantize in ("none", "int8"):
+        streams(sec, runs["shakes"], quantize, rounds)
+    for quantize in ("none", "int8"):
+        batches(sec, runs["de-en"], source, translate, quantize, rounds)
     worst(sec, runs, german)
     soak(sec, runs, german, english)
     n = len(german)
@@ -234,34 +209,101 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def streams(sec: Section, server: Server, command: str) -> float:
+def weights_of(quantize: str) -> str:
+    return "int8" if quantize == "int8" else "fp32"
+
+
+def speedups(sec: Section, name: str, server: list[float], ceiling: list[float], commands):
+    """The speed-up through the server beside its in-process ceiling: the medians of
+    rounds that alternate the two, so both see the machine in the same minutes."""
+    sec.add(name, "x", statistics.median(server), statistics.median(ceiling), "ratio >= 0.9",
+            commands)  # fmt: skip
+    sec.notes.append(
+        f"{name.split(':')[0]}, round by round: through the server "
+        f"{', '.join(f'{s:.2f}' for s in server)}; ceiling {', '.join(f'{c:.2f}' for c in ceiling)}"
+    )
+
+
+def streams(sec: Section, run_dir: Path, quantize: str, rounds: int) -> None:
     """32 concurrent 300-character streams against one stream alone (continuous
-    batching); returns the speed-up."""
+    batching), on a server of the generator alone; each round also runs the in-process
+    ceiling (probe-rows) while the server idles."""
 
     def body(seed: int) -> dict:
         return {"model": "shakes", "prompt": "ROMEO:", "length": STREAM_CHARS, "seed": seed,
                 "stream": True}  # fmt: skip
 
-    server.first_and_total(body(0))  # warm-up
-    alone = [server.first_and_total(body(s)) for s in range(3)]
-    alone_rate = statistics.median(chars / total for _, total, chars in alone)
-    rates = []
-    for _ in range(3):  # a run takes under a second: the median of three, as for one alone
-        start = time.perf_counter()
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            together = list(pool.map(server.first_and_total, [body(s) for s in range(CLIENTS)]))
-        rates.append(sum(chars for _, _, chars in together) / (time.perf_counter() - start))
-    rate = statistics.median(rates)
-    weights = "int8" if command == "serve_int8" else "fp32"
+    weights, key = weights_of(quantize), f"serve_gen_{quantize}"
+    server = Server({"shakes": run_dir}, "--quantize", quantize)
+    sec.commands[key] = " ".join(server.argv)
+    probe = [PYTHON, "bench/run.py", "probe-rows", run_dir, quantize]
+    sec.commands[f"rows_{quantize}"] = " ".join(map(str, probe))
+    alone, together, rows, firsts = [], [], [], []
+    try:
+        server.first_and_total(body(0))  # warm-up
+        for _ in range(rounds):
+            times = [server.first_and_total(body(s)) for s in range(3)]
+            alone.append(statistics.median(chars / total for _, total, chars in times))
+            start = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                done = list(pool.map(server.first_and_total, [body(s) for s in range(CLIENTS)]))
+            together.append(sum(c for _, _, c in done) / (time.perf_counter() - start))
+            firsts.append((statistics.median(f for f, _, _ in times), [f for f, _, _ in done]))
+            rows.append({int(k): v for k, v in json.loads(run(probe).stdout).items()})
+    finally:
+        server.stop()
     sec.add(f"generate ({weights}): {CLIENTS} concurrent streams of {STREAM_CHARS} characters, "
-            "all streams together (ref: one stream alone)", "chars/s", rate, alone_rate,
-            "ratio >= 8", [command])  # fmt: skip
-    first, alone_first = [f for f, _, _ in together], statistics.median(f for f, _, _ in alone)
+            "all streams together (ref: one stream alone)", "chars/s", statistics.median(together),
+            statistics.median(alone), "ratio >= 8", [key])  # fmt: skip
+    sec.add(f"in-process ceiling, generate ({weights}): {CLIENTS} rows stepped together "
+            "(ref: one row)", "chars/s", statistics.median(r[CLIENTS] for r in rows),
+            statistics.median(r[1] for r in rows), "", [f"rows_{quantize}"])  # fmt: skip
+    speedups(sec, f"generate ({weights}): speed-up of {CLIENTS} streams over one through the "
+             f"server (ref: the ceiling, {CLIENTS} rows of Batch.step over one)",
+             [t / a for t, a in zip(together, alone, strict=True)],
+             [r[CLIENTS] / r[1] for r in rows], [key, f"rows_{quantize}"])  # fmt: skip
+    alone_first, first = firsts[-1]
     sec.notes.append(
-        f"generate ({weights}) time to the first character: alone {alone_first:.3f} s; with "
-        f"{CLIENTS} streams p50 {percentile(first, 50):.3f} s, p99 {percentile(first, 99):.3f} s"
+        f"generate ({weights}) time to the first character, last round: alone "
+        f"{alone_first:.3f} s; with {CLIENTS} streams p50 {percentile(first, 50):.3f} s, p99 "
+        f"{percentile(first, 99):.3f} s"
     )
-    return rate / alone_rate
+
+
+def batches(sec: Section, run_dir: Path, source: Path, translate: list, quantize: str,
+            rounds: int) -> None:  # fmt: skip
+    """32 translate clients with batching against without (--max-batch 1), two servers
+    of the translator alone, beside the in-process ceiling (probe-batches: batches of 32
+    against one sentence at a time, on the same sentences), round by round."""
+    weights, key = weights_of(quantize), f"serve_tr_{quantize}"
+    together, alone = translate[:BATCHED], translate[:ALONE]
+    probe = [PYTHON, "bench/run.py", "probe-batches", run_dir, source, quantize, len(alone),
+             len(together)]  # fmt: skip
+    sec.commands[f"batches_{quantize}"] = " ".join(map(str, probe))
+    servers = {}
+    try:
+        for batching, options in (("on", []), ("off", ["--max-batch", 1])):
+            servers[batching] = Server({"de-en": run_dir}, "--quantize", quantize, *options)
+            sec.commands[f"{key}_{batching}"] = " ".join(servers[batching].argv)
+            load(servers[batching], translate[:CLIENTS])  # warm-up
+        on, off, ceiling = [], [], []
+        for _ in range(rounds):
+            on.append(len(together) / load(servers["on"], together)[0])
+            off.append(len(alone) / load(servers["off"], alone)[0])
+            ceiling.append({int(k): v for k, v in json.loads(run(probe).stdout).items()})
+    finally:
+        for server in servers.values():
+            server.stop()
+    sec.add(f"in-process ceiling, translate beam 5 ({weights}): batches of {CLIENTS} in "
+            f"file order, the first {len(together)} sentences (ref: one sentence at a time, "
+            f"the first {len(alone)})", "sentences/s",
+            statistics.median(c[CLIENTS] for c in ceiling),
+            statistics.median(c[1] for c in ceiling), "", [f"batches_{quantize}"])  # fmt: skip
+    speedups(sec, f"translate beam 5 ({weights}): speed-up of {CLIENTS} clients with batching "
+             f"over without (ref: the ceiling, batches of {CLIENTS} over one sentence at a time)",
+             [a / b for a, b in zip(on, off, strict=True)],
+             [c[CLIENTS] / c[1] for c in ceiling],
+             [f"{key}_on", f"{key}_off", f"batches_{quantize}"])  # fmt: skip
 
 
 def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> None:
@@ -277,33 +319,6 @@ def memory(sec: Section, sizes: Sizes, server: Server, english: list[str]) -> No
     sec.add(f"server RSS after the last quarter of {len(requests):,} classify requests "
             "(ref: after the first quarter)", "MiB", peaks[-1], peaks[0], "ratio <= 1.05",
             ["serve_on"])  # fmt: skip
-
-
-def ceilings(sec: Section, runs: dict[str, Path], source: Path) -> dict[str, float]:
-    """What the model calls allow before any HTTP: a generation step over 32 rows against
-    one, and translating in batches of 32 against one sentence at a time (what 32 clients
-    with batching on and off can at best give), each in fp32 and int8. Returns these
-    speed-ups by "none", "int8", "translate" and "translate_int8"."""
-    speedups = {}
-    for quantize in ("none", "int8"):
-        child = run([PYTHON, "bench/run.py", "probe-rows", runs["shakes"], quantize])
-        sec.commands[f"rows_{quantize}"] = child.command
-        rate = json.loads(child.stdout)
-        weights = "int8" if quantize == "int8" else "fp32"
-        sec.add(f"in-process ceiling, generate ({weights}): {CLIENTS} rows stepped together "
-                "(ref: one row)", "chars/s", rate[str(CLIENTS)], rate["1"], "",
-                [f"rows_{quantize}"])  # fmt: skip
-        speedups[quantize] = rate[str(CLIENTS)] / rate["1"]
-    for quantize, key in (("none", ""), ("int8", "_int8")):
-        child = run([PYTHON, "bench/run.py", "probe-batches", runs["de-en"], source, quantize])
-        sec.commands[f"batches{key}"] = child.command
-        rate = json.loads(child.stdout)
-        weights = "int8" if quantize == "int8" else "fp32"
-        sec.add(f"in-process ceiling, translate beam 5 ({weights}): batches of {CLIENTS} in "
-                "file order (ref: one sentence at a time)", "sentences/s", rate[str(CLIENTS)],
-                rate["1"], "", [f"batches{key}"])  # fmt: skip
-        speedups[f"translate{key}"] = rate[str(CLIENTS)] / rate["1"]
-    return speedups
 
 
 def longest(lines: list[str], chars: int) -> str:
@@ -452,7 +467,8 @@ def same(got: bytes, want: bytes) -> bool:
 
 def probe_rows(run_dir: str, quantize: str) -> None:
     """Prints {rows: chars/s} of the server's running batch (decoding.Batch.step:
-    decode_step and each row's own sampling) with 1 and CLIENTS rows, 300 steps each."""
+    decode_step and each row's own sampling) for STREAM_CHARS steps: one row (the
+    median of three runs, as the server's one stream alone) and CLIENTS rows."""
     import torch
 
     import seqtool
@@ -460,32 +476,34 @@ def probe_rows(run_dir: str, quantize: str) -> None:
 
     generator = seqtool.load(run_dir, device="cpu", quantize=quantize)
     prompt = generator.tokenizer.encode("ROMEO:")
-    rates = {}
+
+    def rate(count: int) -> float:
+        rows = Batch(generator.model)
+        for seed in range(count):  # one at a time, as streams join
+            rows.join([prompt], (1.0, None, None), [seed])
+        for _ in range(20):  # warm-up
+            rows.step().tolist()
+        start = time.perf_counter()
+        for _ in range(STREAM_CHARS):
+            rows.step().tolist()  # read back each step, as the server does
+        return count * STREAM_CHARS / (time.perf_counter() - start)
+
     with torch.inference_mode():
-        for count in (1, CLIENTS):
-            rows = Batch(generator.model)
-            for seed in range(count):  # one at a time, as streams join
-                rows.join([prompt], (1.0, None, None), [seed])
-            for _ in range(20):  # warm-up
-                rows.step().tolist()
-            start = time.perf_counter()
-            for _ in range(STREAM_CHARS):
-                rows.step().tolist()  # read back each step, as the server does
-            rates[count] = count * STREAM_CHARS / (time.perf_counter() - start)
+        rates = {1: statistics.median(rate(1) for _ in range(3)), CLIENTS: rate(CLIENTS)}
     print(json.dumps(rates))
 
 
-def probe_batches(run_dir: str, source: str, quantize: str = "none") -> None:
-    """Prints {batch size: sentences/s} of Translator.translate at beam 5 called on
-    consecutive groups of the file's lines (the first 200 alone, every line by CLIENTS),
-    as the server calls it: no sorting across groups; weights as `quantize` makes them."""
+def probe_batches(run_dir: str, source: str, quantize: str, alone: str, together: str) -> None:
+    """Prints {batch size: sentences/s} of Translator.translate at beam 5: the file's
+    first `alone` lines one at a time, and its first `together` lines by CLIENTS, as the
+    server calls it (no sorting across groups); weights as `quantize` makes them."""
     import seqtool
 
     translator = seqtool.load(run_dir, device="cpu", quantize=quantize)
     lines = Path(source).read_text(encoding="utf-8").splitlines()
     translator.translate(lines[:CLIENTS], beam_size=5)  # warm-up
     rates = {}
-    for size, subset in ((1, lines[:200]), (CLIENTS, lines)):
+    for size, subset in ((1, lines[: int(alone)]), (CLIENTS, lines[: int(together)])):
         start = time.perf_counter()
         for i in range(0, len(subset), size):
             translator.translate(subset[i : i + size], beam_size=5, batch_size=size)
