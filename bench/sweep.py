@@ -43,7 +43,7 @@ TASKS = {
         "sizes": (64, 128, 256, 512),  # hidden = embedding size; 256 is the default
         "options": lambda size: ["--hidden-size", size, "--embedding-size", size],
         "dropouts": (0.1, 0.3),
-        "lrs": (1e-3, 3e-3),  # the default and its rule's short-budget rate
+        "lrs": (1e-3, 3e-3),  # the default and a short budget's candidate
         "ext": "tsv",
         "score": "bleu",
     },

@@ -593,7 +593,6 @@ def train(
             with allocating("--hidden-size, --embedding-size or --layers"):
                 trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
             if _fit_to_budget(task, trainer, config, resume_ckpt, job.given, notify):
-                config = task.config  # the budget may choose training settings too (lr)
                 trainer = Trainer(task, config, run_dir, callbacks)
             if main and held:
                 trainer.replaced = _move_aside(run_dir, held)
@@ -617,10 +616,9 @@ PROBE_STEPS = 5  # training steps timed per model a task weighs against --max-ti
 
 def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, given, notify) -> bool:
     """Let a task that can (the generator's size, the classifier's ensemble, the
-    translator's learning rate and dropout) fit its model to --max-time, from training
-    steps timed on this machine; True when it rebuilt its model (and maybe replaced
-    its TrainConfig). Not for a resumed run, which keeps its model; the task leaves
-    alone what the user chose (`given`: option names)."""
+    translator's dropout) fit its model to --max-time, from training steps timed on
+    this machine; True when it rebuilt its model. Not for a resumed run, which keeps
+    its model; the task leaves alone what the user chose (`given`: option names)."""
     fit = getattr(task, "fit_to_budget", None)
     if fit is None or not config.max_time or resume_ckpt is not None:
         return False

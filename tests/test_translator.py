@@ -513,11 +513,10 @@ def test_worker_threads_give_the_translations_of_one_thread(trained_translator, 
     assert [(t.text, t.score) for t in workers] == [(t.text, t.score) for t in alone]
 
 
-def test_the_budget_chooses_the_translators_learning_rate_and_dropout(run_cli, dates, tmp_path):
-    """Under SHORT_EPOCHS epochs in the budget (at the timed speed) the rate is SHORT_LR,
-    under DROPOUT_EPOCHS the dropout DROPOUT_SHORT, built as the options would build
-    them; a long budget keeps the defaults; what the user set is kept. A fitted run says
-    why, trains at the chosen rate, and `info` keeps the line."""
+def test_the_budget_chooses_the_translators_dropout(run_cli, dates, tmp_path):
+    """Under DROPOUT_EPOCHS epochs in the budget (at the timed speed) the dropout is
+    DROPOUT_SHORT, built as the options would build it; a longer budget keeps the
+    default; the user's --dropout is kept. A fitted run says why, and `info` keeps it."""
     from seqtool.config import TokenizerConfig, TrainConfig
     from seqtool.tasks import TrainRequest, translator
 
@@ -533,35 +532,25 @@ def test_the_budget_chooses_the_translators_learning_rate_and_dropout(run_cli, d
 
     step = 0.01
     epoch = task().num_batches() * step  # seconds
-    short, middle = translator.DROPOUT_EPOCHS / 2, translator.SHORT_EPOCHS / 1.5
-    assert middle > translator.DROPOUT_EPOCHS  # the three budgets test three cases
-    for epochs, lr, dropout in (
-        (short, translator.SHORT_LR, translator.DROPOUT_SHORT),
-        (middle, translator.SHORT_LR, 0.3),
-        (2 * translator.SHORT_EPOCHS, 1e-3, 0.3),
-    ):
+    for epochs, dropout in ((translator.DROPOUT_EPOCHS / 2, translator.DROPOUT_SHORT),
+                            (2 * translator.DROPOUT_EPOCHS, 0.3)):  # fmt: skip
         fitted, notes = task(), []
         rebuilt = fitted.fit_to_budget(lambda config: step, epochs * epoch, set(), notes.append)
-        assert rebuilt == (lr != 1e-3 or dropout != 0.3)
-        assert (fitted.config.lr, fitted.model_config.dropout) == (lr, dropout)
-        assert notes == [fitted.sizing] and f"lr {lr:g}, dropout {dropout:g}" in notes[0]
+        assert rebuilt == (dropout != 0.3) and fitted.model_config.dropout == dropout
+        assert fitted.config.lr == 1e-3
+        assert notes == [fitted.sizing] and f"dropout {dropout:g}" in notes[0]
         expected = task(dropout=dropout).model.state_dict()
         for name, value in fitted.model.state_dict().items():
             torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
-    fitted = task()
-    assert fitted.fit_to_budget(lambda config: step, short * epoch, {"lr"}, print)
-    assert (fitted.config.lr, fitted.model_config.dropout) == (1e-3, translator.DROPOUT_SHORT)
-    assert not task().fit_to_budget(lambda config: step, short * epoch, {"lr", "dropout"}, print)
+    assert not task().fit_to_budget(lambda config: step, epoch, {"dropout"}, print)
 
     out = tmp_path / "fitted"
     result = run_cli("train", "translator", "--train", dates[0], "--out", out, "--tokenizer",
                      "char", "--batch-size", "16", "--hidden-size", "8", "--embedding-size",
                      "8", "--max-time", "2s")  # fmt: skip
     assert result.exit_code == 0, result.output
-    line = re.search(r"--max-time 2s: about .* epochs .*: lr ([\d.e-]+), dropout ([\d.]+) \(set",
-                     result.stderr)  # fmt: skip
+    line = re.search(r"--max-time 2s: about .* epochs .*: dropout ([\d.]+) \(set", result.stderr)
     assert line, result.stderr
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert line.group(0).startswith(info["sizing"][:30])
-    assert info["train_config"]["lr"] == float(line[1])
-    assert info["model_config"]["dropout"] == float(line[2])
+    assert info["model_config"]["dropout"] == float(line[1])

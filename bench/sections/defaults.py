@@ -44,7 +44,7 @@ class Case:
 #   of three of 256 sees the data several times more often (max pooling, the default,
 #   is what spotting topic words needs).
 # - multi30k (40 s), prose, code, greek (20 s): no options by hand; the budget picks the
-#   generator's size and dropout, the translator's learning rate and dropout, and the
+#   generator's size and dropout, the translator's dropout, and the
 #   reference is the best of a sweep of sizes, dropouts and (translator) learning rates
 #   in the same budget (sweep_best).
 SMALL_SEQ = ("--dropout", "0.1", "--lr", "3e-3", "--label-smoothing", "0")
