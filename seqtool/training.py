@@ -617,11 +617,14 @@ PROBE_STEPS = 5  # training steps timed per model a task weighs against --max-ti
 def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, given, notify) -> bool:
     """Let a task that can (the generator's size, the classifier's ensemble, the
     translator's dropout) fit its model to --max-time, from training steps timed on
-    this machine; True when it rebuilt its model. Not for a resumed run, which keeps
-    its model; the task leaves alone what the user chose (`given`: option names)."""
+    this machine. True when the trainer must be built again: the task rebuilt its
+    model, or a probe stepped the trainer's own optimizer (time_steps puts the weights
+    back, not the optimizer's moments). Not for a resumed run, which keeps its model;
+    the task leaves alone what the user chose (`given`: option names)."""
     fit = getattr(task, "fit_to_budget", None)
     if fit is None or not config.max_time or resume_ckpt is not None:
         return False
+    stepped = []  # whether a probe ran on `trainer`
 
     def step_seconds(model_config) -> float:
         """Seconds per training step of the model `model_config` builds (the task's
@@ -629,9 +632,11 @@ def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, giv
         if model_config != task.model_config:
             task.build(model_config)
         probe = trainer if task.model is trainer.model else Trainer(task, config, trainer.run_dir)
+        stepped.append(probe is trainer)
         return distributed.on_main(lambda: probe.time_steps(PROBE_STEPS))
 
-    return fit(step_seconds, config.max_time, set(given), notify)
+    rebuilt = fit(step_seconds, config.max_time, set(given), notify)
+    return rebuilt or any(stepped)
 
 
 def _resumed_valid(job: Job, ckpt: dict[str, Any], notify: Callable[[str], None]) -> str | None:

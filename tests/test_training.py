@@ -383,3 +383,23 @@ def test_a_sized_run_says_why_and_info_keeps_it(run_cli, corpus, tmp_path):
                     "--dropout", "0.1")  # fmt: skip
     assert given.exit_code == 0 and "--max-time 1s: a" not in given.stderr
     assert "sizing" not in json.loads(run_cli("info", tmp_path / "given", "--json").stdout)
+
+
+def test_a_probe_on_the_runs_trainer_has_it_built_again(corpus, tmp_path):
+    """A task that times its own model's steps and then keeps that model still gets a
+    fresh Trainer: the probe moved the optimizer's moments, which time_steps does not
+    put back."""
+    from seqtool.training import _fit_to_budget
+
+    cfg = config(max_steps=None, max_time=60.0)
+    task = make_task(corpus, tmp_path, cfg)
+    trainer = Trainer(task, cfg, tmp_path)
+
+    def keep(step_seconds, budget, given, notify):  # times the model, changes nothing
+        assert step_seconds(task.model_config) > 0
+        return False
+
+    task.fit_to_budget = keep
+    assert _fit_to_budget(task, trainer, cfg, None, {}, print)
+    task.fit_to_budget = lambda step_seconds, budget, given, notify: False  # no probe
+    assert not _fit_to_budget(task, trainer, cfg, None, {}, print)

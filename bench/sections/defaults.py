@@ -44,9 +44,9 @@ class Case:
 #   of three of 256 sees the data several times more often (max pooling, the default,
 #   is what spotting topic words needs).
 # - multi30k (40 s), prose, code, greek (20 s): no options by hand; the budget picks the
-#   generator's size and dropout, the translator's dropout, and the
-#   reference is the best of a sweep of sizes, dropouts and (translator) learning rates
-#   in the same budget (sweep_best).
+#   generator's size and dropout and the translator's dropout, and the reference is the
+#   best of a sweep of sizes, dropouts and (translator) learning rates in the same
+#   budget (sweep_best).
 SMALL_SEQ = ("--dropout", "0.1", "--lr", "3e-3", "--label-smoothing", "0")
 SMALL_CLF = ("--ensemble", "1", "--hidden-size", "128", "--embedding-size", "128")
 CASES = [
@@ -117,12 +117,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         tuned, reference = None, "tuned options"
         tuned_labels = [f"{case.task}_tuned", f"{case.task}_tuned_test"]
         if case.sweep:  # the size the rule picks beside the best of them all
-            tuned, tuned_labels = sweep_best(sec, case, files, folder, time)
-            spec = TASKS[case.kind]
-            grid = [f"{len(SWEEP_SIZES.get(case.kind, spec['sizes']))} sizes",
-                    f"{len(spec['dropouts'])} dropouts"]  # fmt: skip
-            grid += [f"{len(spec['lrs'])} learning rates"] if len(spec["lrs"]) > 1 else []
-            reference = "the best of " + " x ".join(grid)
+            tuned, tuned_labels, reference = sweep_best(sec, case, files, folder, time)
         elif not case.target or missed or sizes.defaults_scale < 0.5:
             tuned, _ = train_and_test(
                 sec, case, files, folder / "tuned", "tuned", (*time, *case.tuned)
@@ -162,13 +157,15 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def sweep_best(sec: Section, case: Case, files, folder: Path, time) -> tuple[dict, list[str]]:
+def sweep_best(sec: Section, case: Case, files, folder: Path, time) -> tuple[dict, list, str]:
     """Train the case at every size of its task's sweep (bench/sweep.py's grid: the
     sizes, dropouts and learning rates), in the same budget: the scores of the one with
-    the best test score, and the command labels of the whole sweep."""
+    the best test score, the command labels of the whole sweep, and the grid in words."""
     spec = TASKS[case.kind]
     key, results, labels = spec["score"], {}, []
     sizes = SWEEP_SIZES.get(case.kind, spec["sizes"])
+    grid = [f"{len(sizes)} sizes", f"{len(spec['dropouts'])} dropouts"]
+    grid += [f"{len(spec['lrs'])} learning rates"] if len(spec["lrs"]) > 1 else []
     for size, dropout, lr in itertools.product(sizes, spec["dropouts"], spec["lrs"]):
         name = "x".join(map(str, size if isinstance(size, tuple) else [size]))
         name += f"_d{dropout:g}" + ("" if lr is None else f"_lr{lr:g}")
@@ -183,7 +180,7 @@ def sweep_best(sec: Section, case: Case, files, folder: Path, time) -> tuple[dic
         + ", ".join(f"{name} {r[key]:.3f}" for name, r in results.items())
         + f"; best {best}"
     )
-    return results[best], labels
+    return results[best], labels, "the best of " + " x ".join(grid)
 
 
 def _meets(value: float, target: str) -> bool:
