@@ -22,7 +22,8 @@ TOKENIZER, _ = Tokenizer.train(["abc def\n", "ghi"], "char")
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=300),
+    # no "\r": read_text turns CRLF into LF, which is not what this test is about
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r"), max_size=300),
     st.integers(min_value=4, max_value=16),
 )
 def test_blocks_join_to_the_whole_text(tmp_path_factory, text, block):
