@@ -593,6 +593,7 @@ def train(
             with allocating("--hidden-size, --embedding-size or --layers"):
                 trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
             if _fit_to_budget(task, trainer, config, resume_ckpt, job.given, notify):
+                config = task.config  # the budget may choose training settings too (lr)
                 trainer = Trainer(task, config, run_dir, callbacks)
             if main and held:
                 trainer.replaced = _move_aside(run_dir, held)
@@ -616,11 +617,12 @@ PROBE_STEPS = 5  # training steps timed per model a task weighs against --max-ti
 
 def _fit_to_budget(task, trainer: Trainer, config: TrainConfig, resume_ckpt, given, notify) -> bool:
     """Let a task that can (the generator's size, the classifier's ensemble, the
-    translator's dropout) fit its model to --max-time, from training steps timed on
-    this machine. True when the trainer must be built again: the task rebuilt its
-    model, or a probe stepped the trainer's own optimizer (time_steps puts the weights
-    back, not the optimizer's moments). Not for a resumed run, which keeps its model;
-    the task leaves alone what the user chose (`given`: option names)."""
+    translator's dropout and learning rate) fit its model to --max-time, from training
+    steps timed on this machine. True when the trainer must be built again (from
+    `task.config`, which the task may have replaced): the task rebuilt its model, or a
+    probe stepped the trainer's own optimizer (time_steps puts the weights back, not the
+    optimizer's moments). Not for a resumed run, which keeps its model; the task leaves
+    alone what the user chose (`given`: option names)."""
     fit = getattr(task, "fit_to_budget", None)
     if fit is None or not config.max_time or resume_ckpt is not None:
         return False

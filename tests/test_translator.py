@@ -513,44 +513,83 @@ def test_worker_threads_give_the_translations_of_one_thread(trained_translator, 
     assert [(t.text, t.score) for t in workers] == [(t.text, t.score) for t in alone]
 
 
-def test_the_budget_chooses_the_translators_dropout(run_cli, dates, tmp_path):
+WORDS = ["the", "a", "cat", "dog", "bird", "sat", "ran", "on", "under", "mat", "tree",
+         "house", "garden", "quickly", "slowly"]  # fmt: skip
+
+
+def write_words(directory: Path) -> Path:
+    """300 pairs of short sentences of whole words: a target a unigram tokenizer reads
+    in pieces of several characters."""
+    rng, lines = random.Random(0), []
+    for _ in range(300):
+        words = rng.choices(WORDS, k=rng.randint(3, 8))
+        lines.append(f"{' '.join(reversed(words))}\t{' '.join(words)}\n")
+    path = directory / "words.tsv"
+    path.write_text("".join(lines))
+    return path
+
+
+def test_the_budget_chooses_the_translators_dropout_and_rate(run_cli, dates, tmp_path):
     """Under DROPOUT_EPOCHS epochs in the budget (at the timed speed) the dropout is
     DROPOUT_SHORT, built as the options would build it; a longer budget keeps the
-    default; the user's --dropout is kept. A fitted run says why, and `info` keeps it."""
+    default. Under SHORT_EPOCHS the rate is SHORT_LR when the target is read in pieces,
+    never for characters. What the user set is kept. A fitted run says why, and `info`
+    and a resumed run keep it."""
     from seqtool.config import TokenizerConfig, TrainConfig
     from seqtool.tasks import TrainRequest, translator
 
     cfg = TrainConfig(batch_size=16, max_time=60.0, device="cpu", precision="fp32",
                       batch_tokens=200, lr=1e-3)  # fmt: skip
+    words = write_words(tmp_path)
 
-    def task(**model):
+    def task(train=dates[0], tokenizer=None, **model):
+        tokenizer = tokenizer or TokenizerConfig("char")
         model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.3, **model}
-        request = TrainRequest(
-            str(dates[0]), str(dates[1]), tmp_path, TokenizerConfig("char"), model, cfg
-        )
+        request = TrainRequest(str(train), None, tmp_path, tokenizer, model, cfg)
         return translator.prepare(request, lambda message: None)
+
+    def pieces():
+        return task(words, TokenizerConfig("unigram", vocab_size=300))
 
     step = 0.01
     epoch = task().num_batches() * step  # seconds
     for epochs, dropout in ((translator.DROPOUT_EPOCHS / 2, translator.DROPOUT_SHORT),
                             (2 * translator.DROPOUT_EPOCHS, 0.3)):  # fmt: skip
         fitted, notes = task(), []
+        assert fitted.piece_chars < translator.PIECE_CHARS
         rebuilt = fitted.fit_to_budget(lambda config: step, epochs * epoch, set(), notes.append)
         assert rebuilt == (dropout != 0.3) and fitted.model_config.dropout == dropout
-        assert fitted.config.lr == 1e-3
-        assert notes == [fitted.sizing] and f"dropout {dropout:g}" in notes[0]
+        assert fitted.config.lr == 1e-3  # characters keep the rate
+        assert notes == [fitted.sizing] and f"lr 0.001, dropout {dropout:g}" in notes[0]
         expected = task(dropout=dropout).model.state_dict()
         for name, value in fitted.model.state_dict().items():
             torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
-    assert not task().fit_to_budget(lambda config: step, epoch, {"dropout"}, print)
+    assert not task().fit_to_budget(lambda config: step, epoch, {"dropout", "lr"}, print)
+
+    epoch = pieces().num_batches() * step
+    for epochs, lr in ((translator.SHORT_EPOCHS / 2, translator.SHORT_LR),
+                       (2 * translator.SHORT_EPOCHS, 1e-3)):  # fmt: skip
+        fitted = pieces()
+        assert fitted.piece_chars >= translator.PIECE_CHARS
+        fitted.fit_to_budget(lambda config: step, epochs * epoch, set(), print)
+        assert fitted.config.lr == lr
+    kept = pieces()
+    assert kept.fit_to_budget(lambda config: step, epoch, {"lr"}, print)  # the dropout
+    assert kept.config.lr == 1e-3 and kept.model_config.dropout == translator.DROPOUT_SHORT
 
     out = tmp_path / "fitted"
-    result = run_cli("train", "translator", "--train", dates[0], "--out", out, "--tokenizer",
-                     "char", "--batch-size", "16", "--hidden-size", "8", "--embedding-size",
-                     "8", "--max-time", "2s")  # fmt: skip
+    result = run_cli("train", "translator", "--train", words, "--out", out, "--tokenizer",
+                     "unigram", "--vocab-size", "300", "--batch-size", "16", "--hidden-size",
+                     "8", "--embedding-size", "8", "--max-time", "2s")  # fmt: skip
     assert result.exit_code == 0, result.output
-    line = re.search(r"--max-time 2s: about .* epochs .*: dropout ([\d.]+) \(set", result.stderr)
+    line = re.search(r"--max-time 2s: about .* epochs .*: lr ([\d.e-]+), dropout ([\d.]+) \(set",
+                     result.stderr)  # fmt: skip
     assert line, result.stderr
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert line.group(0).startswith(info["sizing"][:30])
-    assert info["model_config"]["dropout"] == float(line[1])
+    assert info["model_config"]["dropout"] == float(line[2])
+    assert info["train_config"]["lr"] == float(line[1]) == translator.SHORT_LR
+    resumed = run_cli("train", "translator", "--train", words, "--out", out, "--resume",
+                      "--max-time", "3s")  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(run_cli("info", out, "--json").stdout)["train_config"]["lr"] == 3e-3

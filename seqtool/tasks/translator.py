@@ -44,12 +44,18 @@ METRICS = ("bleu", "loss")
 DEFAULT_VOCAB = 4000
 # What --max-time chooses (bench/analysis.md, from bench/sweep.py --task translator on
 # 10,000 Multi30k pairs): not the size, since the default 256 ended as well as or better
-# than 64, 128 and 512 at 40 s and 5 minutes, but the dropout: under DROPOUT_EPOCHS
-# epochs DROPOUT_SHORT (0.1 beat 0.3 by 2 BLEU at one epoch; at nine 0.3 was ahead).
-# The sweep's lr 3e-3 beat 1e-3 on Multi30k at every budget, but cost the reverse task
-# its exact match (86-96% against 98-100% in 150 s): the rate stays the options'.
+# than 64, 128 and 512 at 40 s and 5 minutes, but the dropout and the learning rate.
+# Under DROPOUT_EPOCHS epochs DROPOUT_SHORT (0.1 beat 0.3 by 2 BLEU at one epoch; at
+# nine 0.3 was ahead). Under SHORT_EPOCHS epochs SHORT_LR, when the target is read in
+# pieces of PIECE_CHARS characters or more on average: 3e-3 beat the default 1e-3 on
+# Multi30k by 7 BLEU at one epoch, 4 at nine and 0.3 at 23, but a character-level
+# target lost by it (the reverse task, 5 epochs in 150 s: 86-96% exact match against
+# 99.8%), so characters keep the options' rate.
 DROPOUT_EPOCHS = 5.0
 DROPOUT_SHORT = 0.1
+SHORT_EPOCHS = 20.0
+SHORT_LR = 3e-3
+PIECE_CHARS = 2.0
 EXAMPLES = 3  # translations shown at each evaluation
 SEARCH = SearchConfig()
 
@@ -89,6 +95,9 @@ class TranslatorTask:
             tgt_tokenizer, [p.tgt for p in valid], limit, notify, "target lines"
         )
         self.valid = valid
+        # characters per target token: about 1 for characters, 3-5 for subword pieces
+        tokens = sum(len(t) for t in self.train_tgt)
+        self.piece_chars = sum(len(p.tgt) for p in train) / max(1, tokens)
         self.shortlist = Shortlist.count(
             self.train_src, self.train_tgt, model_config.src_vocab_size, model_config.tgt_vocab_size
         )
@@ -109,21 +118,30 @@ class TranslatorTask:
         given: set[str],
         notify: Notify,
     ) -> bool:
-        """Choose the dropout for `budget` seconds from the epochs it holds at the speed
-        `step_seconds(config)` measures: DROPOUT_SHORT under DROPOUT_EPOCHS, else the
-        default; nothing when the user set --dropout. True when the model was rebuilt."""
-        if "dropout" in given:
+        """Choose the dropout and learning rate for `budget` seconds from the epochs it
+        holds at the speed `step_seconds(config)` measures: DROPOUT_SHORT under
+        DROPOUT_EPOCHS; SHORT_LR under SHORT_EPOCHS when target tokens are pieces
+        (PIECE_CHARS); else the defaults. What the user set (--dropout, --lr) is kept. A
+        changed rate replaces the task's TrainConfig. True when the model was rebuilt."""
+        choose_lr, choose_dropout = "lr" not in given, "dropout" not in given
+        if not choose_lr and not choose_dropout:
             return False
         seconds = step_seconds(self.model_config)
         epochs = budget / (seconds * self.num_batches())
-        dropout = DROPOUT_SHORT if epochs < DROPOUT_EPOCHS else self.model_config.dropout
+        lr, dropout = self.config.lr, self.model_config.dropout
+        if choose_lr and epochs < SHORT_EPOCHS and self.piece_chars >= PIECE_CHARS:
+            lr = SHORT_LR
+        if choose_dropout and epochs < DROPOUT_EPOCHS:
+            dropout = DROPOUT_SHORT
         self.sizing = (
             f"--max-time {budget:.0f}s: about {epochs:.1f} epochs at the {seconds:.3f} s a "
-            f"step measured here: dropout {dropout:g} (set --dropout to choose)"
+            f"step measured here, target tokens of {self.piece_chars:.1f} characters: lr "
+            f"{lr:g}, dropout {dropout:g} (set --lr or --dropout to choose)"
         )
         notify(self.sizing)
-        if dropout == self.model_config.dropout:
+        if (lr, dropout) == (self.config.lr, self.model_config.dropout):
             return False
+        self.config = dataclasses.replace(self.config, lr=lr)
         self.build(dataclasses.replace(self.model_config, dropout=dropout))
         return True
 
