@@ -2,10 +2,10 @@
 
 A live server on 127.0.0.1 and 32 client threads in this process, each sending one
 sentence (or one stream) per request: translate (test2016, beam 5), classify (SST-2
-test) and generate (streams of the API's default length); translate and generate in fp32 and with
-`--quantize int8`; with batching on and off (`--max-batch 1`), each speed-up beside
-the in-process ceiling of its model calls; the server's resident memory over many
-requests; the largest request the default limits allow, per task (peak memory and
+test) and generate (streams of the API's default length); translate and generate in
+fp32 and with `--quantize int8`; with batching on and off (`--max-batch 1`), each
+speed-up beside the in-process ceiling of its model calls; the server's resident memory
+over many requests; the largest request the default limits allow, per task (peak memory and
 time); and a soak: 64 clients of mixed traffic (valid, invalid, leaving early,
 streaming) for ten minutes.
 """
@@ -47,7 +47,7 @@ CLIENTS = 32
 STREAM_CHARS = SamplingConfig().length  # the API's default length
 SOAK_CLIENTS = 64
 SOAK_SECONDS = 600  # --quick: 20
-ROUNDS = 5  # --quick: 2; server and in-process ceiling alternate, the medians compared
+ROUNDS = 5  # --quick: 2; server and in-process ceiling alternate, their ratios' median
 BATCHED, ALONE = 320, 96  # translate sentences per round with batching, without
 
 
@@ -253,8 +253,8 @@ def speedups(sec: Section, name: str, server: list[float], ceiling: list[float],
 
 
 def streams(sec: Section, run_dir: Path, quantize: str, rounds: int) -> None:
-    """32 concurrent streams of STREAM_CHARS characters against one stream alone (continuous
-    batching), on a server of the generator alone; each round also runs the in-process
+    """32 concurrent streams of STREAM_CHARS characters against one stream alone
+    (continuous batching), on a server of the generator alone; each round also runs the in-process
     ceiling (probe-rows) while the server idles."""
 
     def body(seed: int) -> dict:
@@ -443,7 +443,7 @@ def soak(sec: Section, runs: dict[str, Path], german: list[str], english: list[s
                         server.ask("/v1/generate", body, timeout=0.05)
                     ok = True
                 else:
-                    _, first, _, chars = server.first_and_total(
+                    *_, chars = server.first_and_total(
                         {"model": "shakes", "length": 200, "seed": seed, "stream": True}
                     )
                     ok = chars > 0
