@@ -47,7 +47,7 @@ CLIENTS = 32
 STREAM_CHARS = SamplingConfig().length  # the API's default length
 SOAK_CLIENTS = 64
 SOAK_SECONDS = 600  # --quick: 20
-ROUNDS = 5  # --quick: 2; server and in-process ceiling alternate, their ratios' median
+ROUNDS = 9  # --quick: 2; server and in-process ceiling alternate, their ratios' median
 BATCHED, ALONE = 320, 96  # translate sentences per round with batching, without
 
 
