@@ -30,7 +30,7 @@ import seqtool  # noqa: E402
 from seqtool.cli import cli  # noqa: E402
 from seqtool.serve import Limits  # noqa: E402
 from seqtool.serve.app import create_app  # noqa: E402
-from seqtool.serve.workers import HOLD, BatchWorker, Job  # noqa: E402
+from seqtool.serve.workers import HOLD, RECENT, BatchWorker, Job  # noqa: E402
 from tests.conftest import TEXT, TINY  # noqa: E402
 from tests.test_classifier import sentiment_lines, train_classifier  # noqa: E402
 from tests.test_translator import date_lines, train_translator, write_dates  # noqa: E402
@@ -323,24 +323,24 @@ def test_a_batch_waits_out_gaps_between_requests_up_to_a_limit(models):
         worker.submit(Job(["3 march 2021"], options, answers, queued=t))
         return answers
 
-    t = 1000.0
+    t = 1000.0  # requests that keep coming: at most HOLD x max_wait
+    for k in range(6):
+        queue_at(t + 0.008 * k)
+    assert worker.cycle(t + 0.039) == pytest.approx(t + HOLD * 0.010)
+    worker.cycle(t + HOLD * 0.010)
+    assert list(worker.batch_sizes) == [6]
+
+    t = worker.ended + 1.0
     first = queue_at(t)
     assert worker.cycle(t + 0.005) == pytest.approx(t + 0.010)  # waits for more
     queue_at(t + 0.008)
     assert worker.cycle(t + 0.012) == pytest.approx(t + 0.018)  # a gap of 10 ms from the last
     queue_at(t + 0.016)
-    worker.cycle(t + 0.026)
-    assert list(worker.batch_sizes) == [3]
+    worker.cycle(t + 0.027)
+    assert list(worker.batch_sizes) == [6, 3]
     assert first.items[0][0] == "result"
     own = models["tr"].translate("3 march 2021", **options).to_dict()
     assert close(first.items[0][1]["results"][0], own)  # merged: see close()
-
-    t = worker.ended + 1.0  # requests that keep coming: at most HOLD x max_wait
-    for k in range(6):
-        queue_at(t + 0.008 * k)
-    assert worker.cycle(t + 0.039) == pytest.approx(t + HOLD * 0.010)
-    worker.cycle(t + HOLD * 0.010)
-    assert list(worker.batch_sizes) == [3, 6]
 
     early = worker.ended - 1.0  # queued while a batch ran: the wait starts at its end
     queue_at(early)
@@ -349,6 +349,33 @@ def test_a_batch_waits_out_gaps_between_requests_up_to_a_limit(models):
         queue_at(worker.ended)
     worker.cycle(worker.ended)
     assert list(worker.batch_sizes)[-1] == 8
+
+
+def test_a_batch_as_large_as_the_recent_ones_goes_at_once(models):
+    """Clients that send their next request when answered come back together: once as
+    many sentences wait as the largest of the last RECENT batches, none is waited for."""
+    worker = BatchWorker("tr", models["tr"], max_batch=16, max_queue=32, max_wait_ms=10)
+    options = {"beam_size": 2}
+
+    def queue(n: int, t: float) -> None:
+        for _ in range(n):
+            worker.submit(Job(["3 march 2021"], options, Answers(), queued=t))
+
+    t = 1000.0
+    queue(5, t)
+    assert worker.cycle(t) == pytest.approx(t + 0.010)  # no batch yet to go by: the gap
+    worker.cycle(t + 0.010)
+    queue(5, worker.ended)
+    worker.cycle(worker.ended)  # as many as the last batch: at once
+    assert list(worker.batch_sizes) == [5, 5]
+    queue(4, worker.ended)  # fewer: the gap, as before
+    assert worker.cycle(worker.ended) == pytest.approx(worker.ended + 0.010)
+    assert list(worker.batch_sizes) == [5, 5]
+    queue(RECENT, worker.ended)  # a larger batch raises the bar
+    worker.cycle(worker.ended)
+    assert list(worker.batch_sizes)[-1] == 4 + RECENT
+    queue(5, worker.ended)
+    assert worker.cycle(worker.ended) == pytest.approx(worker.ended + 0.010)
 
 
 def test_one_engine_thread_runs_every_model_call(models):
