@@ -478,8 +478,8 @@ def splice(report: str, fresh: str, names: Iterable[str], order: Iterable[str]) 
     have = {m.group(1): m.group(0) for m in section.finditer(report)}
     new = {m.group(1): m.group(0) for m in section.finditer(fresh)}
     for name in names:
-        if name in have:
-            report = report.replace(have[name], new[name])
+        if name in have:  # a blank line before the next section's heading
+            report = report.replace(have[name], new[name].rstrip("\n") + "\n\n")
         else:
             report = report.rstrip("\n") + "\n\n" + new[name]
     return report.rstrip("\n") + "\n"
