@@ -69,6 +69,7 @@ class Sizes:
         str, str, str
     ]  # quantize: --max-time of translator, classifier, generator
     quantize_extra: tuple[str, ...]  # quantize: options of its three models beyond the defaults
+    peers_time: str  # peers: the training budget of seqtool's translator and Marian's
 
 
 FULL = Sizes(
@@ -99,6 +100,7 @@ FULL = Sizes(
     inspect_chars=10_000,
     quantize_train=("3m", "1m", "1m"),
     quantize_extra=(),
+    peers_time="45m",
 )
 # fmt: off
 QUICK = Sizes(
@@ -132,6 +134,7 @@ QUICK = Sizes(
     inspect_chars=500,
     quantize_train=("10s", "5s", "5s"),
     quantize_extra=("--hidden-size", "32", "--embedding-size", "32"),
+    peers_time="20s",
 )
 # fmt: on
 
@@ -204,10 +207,12 @@ def run(
     timeout: float = CHILD_TIMEOUT,
     stdin: Path | None = None,
     env: dict[str, str] | None = None,
+    codes: tuple[int, ...] = (0,),
 ) -> Child:
     """Run a child to completion; wall time and peak RSS (os.wait4's ru_maxrss, KiB on
     Linux) are its own. Output goes to temporary files, so nothing blocks on a pipe.
-    `env` is added to this process's environment and shown before the command."""
+    `env` is added to this process's environment and shown before the command; an exit
+    code outside `codes` raises BenchError."""
     argv = [str(a) for a in argv]
     assignments = [f"{key}={value}" for key, value in (env or {}).items()]
     command = shlex.join(assignments + argv) + (f" < {stdin}" if stdin else "")
@@ -233,10 +238,31 @@ def run(
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
+    if proc.returncode not in codes:
         tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
         raise BenchError(f"`{command}` exited with {proc.returncode}: {tail}")
     return Child(command, stdout, stderr, wall, usage.ru_maxrss / 1024)
+
+
+def side_python(sec: Section, out: Path, name: str, packages: list[str], check: str) -> str | None:
+    """A Python for a peer that is never seqtool's dependency: a virtual environment at
+    out/NAME with `packages`, made once and kept; `check` (Python code) must then run in
+    it. None, with a note saying why, when it cannot be had (offline, a package that
+    does not install)."""
+    python = out / name / "bin" / "python"
+    try:
+        if not python.exists():
+            run([PYTHON, "-m", "venv", out / name])
+        sec.commands[f"{name}_install"] = run(
+            [python, "-m", "pip", "install", "--quiet", *packages]
+        ).command
+        run([python, "-c", check])
+    except BenchError as err:
+        sec.notes.append(
+            f"{' '.join(packages)} could not be installed, so its rows are absent: {err}"
+        )
+        return None
+    return display_path(python)
 
 
 @contextmanager

@@ -35,6 +35,7 @@ written anew. `python bench/run.py probe-sample ...`,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -83,6 +84,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"{library.BASELINE}, the code before the library, server and int8 work)."
     )
     parser.add_argument("--baseline", default=library.BASELINE, metavar="REV", help=baseline_help)
+    peers_help = "Training budget of the peers section (default 45m; 20s with --quick)."
+    parser.add_argument("--peers-time", metavar="TIME", help=peers_help)
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
@@ -103,6 +106,8 @@ def main(argv: list[str]) -> int:
         need = f"{CORPUS} and {REF_TRAIN.parent}/ref_*.py"
         sys.exit(f"bench: {need} not found; ../shared must sit beside the repository")
     sizes = QUICK if args.quick else FULL
+    if args.peers_time:
+        sizes = dataclasses.replace(sizes, peers_time=args.peers_time)
     out = Path("bench/out/quick" if args.quick else "bench/out")
     out.mkdir(parents=True, exist_ok=True)
     report = report or (out / "BENCHMARKS.md" if args.quick else Path("BENCHMARKS.md"))

@@ -6,6 +6,7 @@ from . import (
     inspection,
     library,
     memory,
+    peers,
     quality,
     quantize,
     sampling,
@@ -30,4 +31,5 @@ SECTIONS = {  # name -> module, in the report's order
     "serve": serve,
     "inspect": inspection,
     "quantize": quantize,
+    "peers": peers,
 }

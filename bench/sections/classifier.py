@@ -8,7 +8,17 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness import PYTHON, SEQTOOL, SST2, BenchError, Section, Sizes, display_path, last_json, run
+from harness import (
+    PYTHON,
+    SEQTOOL,
+    SST2,
+    BenchError,
+    Section,
+    Sizes,
+    last_json,
+    run,
+    side_python,
+)
 
 TITLE = "Text classification (SST-2)"
 FASTTEXT = "fasttext-wheel==0.9.2"  # the reference; never a dependency of seqtool
@@ -23,20 +33,7 @@ def fasttext_python(sec: Section, out: Path) -> str | None:
         run([PYTHON, "-c", "import fasttext"])
         return PYTHON
     except BenchError:
-        pass
-    env = out / "fasttext-env"
-    python = env / "bin" / "python"
-    try:
-        if not python.exists():
-            run([PYTHON, "-m", "venv", env])
-        sec.commands["fasttext_install"] = run(
-            [python, "-m", "pip", "install", "--quiet", FASTTEXT]
-        ).command
-        run([python, "-c", "import fasttext"])
-    except BenchError as err:
-        sec.notes.append(f"fastText rows skipped: {FASTTEXT} could not be installed ({err})")
-        return None
-    return display_path(python)
+        return side_python(sec, out, "fasttext-env", [FASTTEXT], "import fasttext")
 
 
 def fasttext_reference(sec: Section, out: Path) -> float | None:
