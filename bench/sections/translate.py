@@ -1,5 +1,6 @@
-"""`seqtool translate` speed (greedy, beam 1/5/10) against bench/ref_beam.py and JoeyNMT's
-time from the issue, and memory while streaming many lines from stdin."""
+"""`seqtool translate` speed (greedy, beam 1/5/10) against bench/ref_beam.py, and memory
+while streaming many lines from stdin. Peers translating the same file on the same
+machine are in the peers section."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from harness import MULTI30K, PYTHON, SEQTOOL, Section, Sizes, key_values, run
 from sections.translation import translator_run
 
 TITLE = "Translation speed and memory"
-JOEYNMT_SECONDS = 23.6  # JoeyNMT translating test2016 at beam 5, batch 64, here
 
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     """`seqtool translate` on test2016, whole process, beside bench/ref_beam.py (the same
-    model, one sentence and one hypothesis at a time) and JoeyNMT's time from the issue."""
+    model, one sentence and one hypothesis at a time)."""
     import sacrebleu
 
     model = translator_run(out, "bahdanau")
@@ -58,14 +58,6 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         ref_rate,
         target="ratio >= 5",
         commands=["beam5", "ref"],
-    )
-    sec.add(
-        f"beam 5, whole process (ref: JoeyNMT 2.3, {JOEYNMT_SECONDS} s here, from the issue)",
-        "sentences/s",
-        count / walls[5],
-        count / JOEYNMT_SECONDS,
-        target="ratio > 1.0",
-        commands=["beam5"],
     )
     sec.notes.append(
         "test2016 BLEU of the same model: "
