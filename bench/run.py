@@ -62,6 +62,9 @@ from sections.quantize import probe_inprocess, probe_shortlist
 from sections.sampling import probe_sample
 from sections.serve import probe_batches, probe_rows
 
+from seqtool.config import parse_duration
+from seqtool.errors import ConfigError
+
 PROBES = {
     "probe-sample": probe_sample,
     "probe-tokenize": probe_tokenize,
@@ -87,6 +90,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     peers_help = "Training budget of the peers section (default 45m; 20s with --quick)."
     parser.add_argument("--peers-time", metavar="TIME", help=peers_help)
     args = parser.parse_args(argv)
+    if args.peers_time:
+        try:
+            parse_duration(args.peers_time)
+        except ConfigError as err:
+            parser.error(f"--peers-time: {err}")
     names = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:

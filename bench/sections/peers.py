@@ -28,6 +28,8 @@ from harness import (
     side_python,
 )
 
+from seqtool.config import parse_duration
+
 TITLE = "Peers: Marian beside seqtool (Multi30k de->en, same machine, same run)"
 PYMARIAN = "pymarian==1.12.42"
 JOEYNMT = "joeynmt==2.3.0"
@@ -49,12 +51,6 @@ MARIAN_RECIPE = [
 ]  # fmt: skip
 DECODE = ["-b", 5, "--normalize", 1, "--mini-batch", 64, "--maxi-batch", 10,
           "--maxi-batch-sort", "src", "--quiet"]  # fmt: skip
-
-
-def seconds(budget: str) -> int:
-    """'45m', '90s', '1h' -> seconds."""
-    value, unit = float(budget[:-1]), budget[-1]
-    return round(value * {"s": 1, "m": 60, "h": 3600}[unit])
 
 
 def score(sec: Section, label: str, hypotheses: Path) -> dict[str, float]:
@@ -105,7 +101,7 @@ def marian(sec: Section, sizes: Sizes, work: Path, size: dict) -> dict | None:
         old.unlink()
     vocabs = [model_dir / "vocab.de.spm", model_dir / "vocab.en.spm"]
     train = run([
-        "timeout", "-s", "TERM", seconds(sizes.peers_time), program, *MARIAN_RECIPE,
+        "timeout", "-s", "TERM", round(parse_duration(sizes.peers_time)), program, *MARIAN_RECIPE,
         "--model", model_dir / "model.npz", "--train-sets", MULTI30K / "train.de",
         MULTI30K / "train.en", "--valid-sets", MULTI30K / "valid.de", MULTI30K / "valid.en",
         "--vocabs", *vocabs, "--dim-vocabs", size["src"], size["tgt"],

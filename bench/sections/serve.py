@@ -5,8 +5,8 @@ sentence (or one stream) per request: translate (test2016, beam 5), classify (SS
 test) and generate (streams of the API's default length); translate and generate in
 fp32 and with `--quantize int8`; with batching on and off (`--max-batch 1`), each
 speed-up beside the in-process ceiling of its model calls; the server's resident memory
-over many requests; the largest request the default limits allow, per task (peak memory and
-time); and a soak: 64 clients of mixed traffic (valid, invalid, leaving early,
+over many requests; the largest request the default limits allow, per task (peak memory
+and time); and a soak: 64 clients of mixed traffic (valid, invalid, leaving early,
 streaming) for ten minutes.
 """
 
@@ -254,8 +254,8 @@ def speedups(sec: Section, name: str, server: list[float], ceiling: list[float],
 
 def streams(sec: Section, run_dir: Path, quantize: str, rounds: int) -> None:
     """32 concurrent streams of STREAM_CHARS characters against one stream alone
-    (continuous batching), on a server of the generator alone; each round also runs the in-process
-    ceiling (probe-rows) while the server idles."""
+    (continuous batching), on a server of the generator alone; each round also runs the
+    in-process ceiling (probe-rows) while the server idles."""
 
     def body(seed: int) -> dict:
         return {"model": "shakes", "prompt": "ROMEO:", "length": STREAM_CHARS, "seed": seed,

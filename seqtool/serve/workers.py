@@ -194,9 +194,9 @@ class BatchWorker(Worker):
     options. A batch forms when it is full (max_batch sentences) or as large as the
     largest of the last RECENT batches, or when no request has come for max_wait_ms, or
     at the latest HOLD x max_wait_ms after its first request came; time spent on the
-    previous batch does not count. A formed batch then runs at
-    most max_batch sentences per cycle, so a large request shares the engine with the
-    other models instead of holding it until it is done.
+    previous batch does not count. A formed batch then runs at most max_batch sentences
+    per cycle, so a large request shares the engine with the other models instead of
+    holding it until it is done.
 
     Waiting out a gap, rather than max_wait_ms after the first request, keeps concurrent
     clients in one batch: they send their next requests over several milliseconds after
