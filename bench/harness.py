@@ -265,6 +265,29 @@ def side_python(sec: Section, out: Path, name: str, packages: list[str], check: 
     return display_path(python)
 
 
+FASTTEXT = "fasttext-wheel==0.9.2"  # the classifiers' reference; never seqtool's dependency
+
+
+def fasttext(sec: Section, out: Path, files: dict, work: Path, label: str) -> dict | None:
+    """fastText tuned on files["valid"] by bench/fasttext_ref.py's grid and scored on
+    files["test"], in this run: its report (test_accuracy a fraction, setting,
+    train_seconds, ...). It runs in this Python when that has fasttext, else in
+    out/fasttext-env; None, with a note, when neither can be had (offline, say)."""
+    try:
+        run([PYTHON, "-c", "import fasttext"])
+        python = PYTHON
+    except BenchError:
+        python = side_python(sec, out, "fasttext-env", [FASTTEXT], "import fasttext")
+    if python is None:
+        return None
+    ref = run([
+        python, "bench/fasttext_ref.py", "--train", files["train"], "--valid", files["valid"],
+        "--test", files["test"], "--work", work, *(["--quick"] if sec.quick else []),
+    ])  # fmt: skip
+    sec.commands[label] = ref.command
+    return last_json(ref.stdout)
+
+
 @contextmanager
 def worktree(sec: Section, tree: Path, revision: str) -> Iterator[str]:
     """`revision` checked out at `tree` (`git worktree add --detach`) for the duration,

@@ -8,47 +8,20 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness import (
-    PYTHON,
-    SEQTOOL,
-    SST2,
-    BenchError,
-    Section,
-    Sizes,
-    last_json,
-    run,
-    side_python,
-)
+from harness import SEQTOOL, SST2, Section, Sizes, fasttext, last_json, run
 
 TITLE = "Text classification (SST-2)"
-FASTTEXT = "fasttext-wheel==0.9.2"  # the reference; never a dependency of seqtool
 # the issue's budgets and its absolute target for the longer one (test accuracy, %)
 BUDGETS = {60: None, 180: 83.0}
-
-
-def fasttext_python(sec: Section, out: Path) -> str | None:
-    """A Python that imports fasttext: this one, else a separate environment made now
-    (out/fasttext-env); None, with a note, when neither can be had (offline, say)."""
-    try:
-        run([PYTHON, "-c", "import fasttext"])
-        return PYTHON
-    except BenchError:
-        return side_python(sec, out, "fasttext-env", [FASTTEXT], "import fasttext")
 
 
 def fasttext_reference(sec: Section, out: Path) -> float | None:
     """fastText's SST-2 test accuracy (%), tuned on valid by bench/fasttext_ref.py's grid
     in this run; None when fasttext cannot be installed."""
-    python = fasttext_python(sec, out)
-    if python is None:
+    files = {part: SST2 / f"{part}.tsv" for part in ("train", "valid", "test")}
+    report = fasttext(sec, out, files, out / "fasttext", "fasttext")
+    if report is None:
         return None
-    ref = run([
-        python, "bench/fasttext_ref.py", "--train", SST2 / "train.tsv",
-        "--valid", SST2 / "valid.tsv", "--test", SST2 / "test.tsv",
-        "--work", out / "fasttext", *(["--quick"] if sec.quick else []),
-    ])  # fmt: skip
-    sec.commands["fasttext"] = ref.command
-    report = last_json(ref.stdout)
     accuracy = 100 * report["test_accuracy"]
     sec.add("fastText tuned on valid: SST-2 test accuracy", "%", accuracy, commands=["fasttext"])
     sec.add(

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PYTHON, SEQTOOL, SHARED, Section, Sizes, last_json, log, run
+from harness import PYTHON, SEQTOOL, SHARED, Section, Sizes, fasttext, last_json, log, run
 from sweep import TASKS
 
 TITLE = "Defaults on tasks nobody tuned them for"
@@ -137,6 +137,8 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
                 target=target,
                 commands=labels,
             )
+        if case.kind == "classifier":
+            beside_fasttext(sec, case, files, folder, default, out, time[1])
         log(f"  {case.task}: default {default[first]:.4g}, tuned "
             f"{'-' if tuned is None else format(tuned[first], '.4g')}")  # fmt: skip
     sec.notes.append(
@@ -155,6 +157,28 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         sec.notes.append(
             "tuned options not run (the default met its target): " + ", ".join(tuned_skipped)
         )
+
+
+def beside_fasttext(sec: Section, case: Case, files, folder: Path, default, out, budget) -> None:
+    """The classifier's defaults beside fastText tuned on the same task's valid split in
+    this run (bench/fasttext_ref.py, the same grid for every task)."""
+    label = f"{case.task}_fasttext"
+    report = fasttext(sec, out, files, folder / "fasttext", label)
+    if report is None:
+        return
+    sec.add(
+        f"{case.task} (classifier, {budget}): test accuracy, defaults (ref: fastText tuned on "
+        "valid, this run)",
+        "fraction",
+        float(default["accuracy"]),
+        report["test_accuracy"],
+        target="ratio >= 1.0",
+        commands=[f"{case.task}_default", f"{case.task}_default_test", label],
+    )
+    sec.notes.append(
+        f"{case.task}: fastText {report['setting']} chosen on valid of "
+        f"{report['settings_tried']}; it trains in {report['train_seconds']:.2f} s on one thread"
+    )
 
 
 def sweep_best(sec: Section, case: Case, files, folder: Path, time) -> tuple[dict, list, str]:
