@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,8 +240,12 @@ def run(
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
     if proc.returncode not in codes:
+        code = proc.returncode
+        ended = f"exited with {code}"
+        if code < 0:
+            ended = f"was killed by signal {-code} ({signal.strsignal(-code)})"
         tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
-        raise BenchError(f"`{command}` exited with {proc.returncode}: {tail}")
+        raise BenchError(f"`{command}` {ended}" + (f": {tail}" if tail else ""))
     return Child(command, stdout, stderr, wall, usage.ru_maxrss / 1024)
 
 

@@ -4,6 +4,7 @@ same bytes for the same seed, with the documented sizes."""
 from __future__ import annotations
 
 import importlib.util
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,21 @@ def test_classification_tasks_are_labelled_lines(name, tmp_path):
         assert any(len(e.labels) > 1 for e in examples)
         for e in examples:  # each label's topic words are in the text
             assert all(set(tasks.TOPICS[label]) & set(e.text.split()) for label in e.labels)
+
+
+def test_questions_ask_for_nouns_training_never_saw():
+    words = {w for slot in tasks.SLOTS.values() for fill in slot for w in fill.split()}
+    words |= {w for t in [*tasks.ASK, *sum(tasks.QUESTIONS.values(), [])] for w in t.split()}
+    held = {n for nouns in tasks.CUES.values() for n in nouns[round(tasks.SEEN * len(nouns)) :]}
+    held -= words  # nouns that only a cue can bring into a question
+
+    def nouns(unseen: bool) -> set[str]:
+        rng = random.Random(0)
+        return {w for _ in range(3000) for w in tasks.question(rng, unseen).split()} & held
+
+    assert len(held) >= 20
+    assert nouns(unseen=False) == set()
+    assert nouns(unseen=True) == held
 
 
 @pytest.mark.parametrize("name", [n for n, t in tasks.TASKS.items() if t.kind == "generation"])
