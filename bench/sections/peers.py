@@ -104,8 +104,9 @@ def marian(sec: Section, sizes: Sizes, work: Path, size: dict) -> dict | None:
     program = str(Path(python).parent / "pymarian")
     model_dir = work / "marian"
     model_dir.mkdir(parents=True, exist_ok=True)
-    for old in model_dir.glob("model*"):  # a fresh model: Marian resumes from one it finds
-        old.unlink()
+    # a fresh model (Marian resumes from one it finds) and a fresh log (it appends)
+    for old in [*model_dir.glob("model*"), model_dir / "train.log"]:
+        old.unlink(missing_ok=True)
     vocabs = [model_dir / "vocab.de.spm", model_dir / "vocab.en.spm"]
     train = run([
         "timeout", "-s", "TERM", round(parse_duration(sizes.peers_time)), program, *MARIAN_RECIPE,
