@@ -21,7 +21,7 @@ from seqtool.errors import CheckpointError, ConfigError
 
 # what only last.ckpt holds, for --resume: an averaged model was never trained with that
 # optimizer or data position, so an averaged checkpoint holds weights only
-_RESUME_STATE = ("optimizer", "scaler", "rng", "task_state")
+_RESUME_STATE = ("optimizer", "scaler", "rng", "task_state", "train_weights")
 
 
 def average(runs: Sequence[str | os.PathLike]) -> dict[str, Any]:

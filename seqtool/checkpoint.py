@@ -7,7 +7,8 @@ A checkpoint is a plain dict of tensors, numbers, strings and bytes, loadable wi
     tokenizers {name: sentencepiece proto bytes}, model_state, progress, metrics,
     task_options (classifier: metric, class_weights), data {train: path, sha256},
     sizing (what --max-time chose, where it chose: one line)
-    (+ in last.ckpt: optimizer, scaler, rng, task_state)
+    (+ in last.ckpt: optimizer, scaler, rng, task_state, and with --ema train_weights:
+    the trained weights, where model_state holds their moving average)
 
 Every failure is a one-line CheckpointError naming the file: `load` for files that are
 not checkpoints, `tokenizer` and `restore_model` for checkpoints whose contents are
@@ -226,6 +227,7 @@ _TYPES = {
     "scaler": dict,
     "rng": (dict, list),
     "task_state": (dict, list),
+    "train_weights": dict,
     "averaged": list,
 }  # a translator's shortlist is checked whole by Shortlist.from_state
 
@@ -304,7 +306,7 @@ def restore_model(
             skeleton = build(config)
     except (ConfigError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: model_config is invalid ({_first_line(err)})") from None
-    difference = _first_difference(skeleton.state_dict(), ckpt["model_state"])
+    difference = first_difference(skeleton.state_dict(), ckpt["model_state"])
     if difference is None:
         model = build(config)
         try:
@@ -362,10 +364,12 @@ def _has_type(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _first_difference(expected: dict[str, torch.Tensor], state: Any) -> str | None:
+def first_difference(
+    expected: dict[str, torch.Tensor], state: Any, name: str = "model_state"
+) -> str | None:
     """How `state` differs from the model's state_dict (`expected`) in keys or shapes."""
     if not isinstance(state, dict):
-        return f"model_state is a {type(state).__name__}, not a dict"
+        return f"{name} is a {type(state).__name__}, not a dict"
     for key, tensor in expected.items():
         if key not in state:
             return f"{key} is missing from the weights"

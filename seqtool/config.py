@@ -171,6 +171,7 @@ class TrainConfig(_Config):
     precision: str = "auto"
     threads: int | None = None
     average_last: int = 0  # keep the last N evaluations' weights, average them at the end
+    ema: float = 0.0  # decay of the moving average of the weights that is validated and saved
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "log_every"):
@@ -182,6 +183,7 @@ class TrainConfig(_Config):
         _check(self.clip >= 0, "--clip must be >= 0")
         _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
         _check(self.average_last >= 0, "--average-last must be >= 0")
+        _check(0.0 <= self.ema < 1.0, "--ema must be in [0, 1)")
         _check(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}")
         _check(is_device(self.device), f"unknown device {self.device!r}")
         _check(self.precision in PRECISIONS, f"unknown precision {self.precision!r}")
@@ -218,6 +220,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "eval_every": 500,
         "label_smoothing": 0.1,
+        "ema": 0.9999,
     },
 }
 

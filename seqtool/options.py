@@ -141,6 +141,14 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
             "mean to RUN_DIR/averaged.ckpt at the end; 0 turns it off.",
             metavar="N",
         ),
+        number(
+            "--ema",
+            Finite(0, 1, max_open=True),
+            run["ema"],
+            "Validate and save an exponential moving average of the weights, updated each "
+            "step with decay min(DECAY, (step + 1) / (step + 10)); 0 turns it off.",
+            metavar="DECAY",
+        ),
         _option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
         _option(
             "--max-epochs",

@@ -4,7 +4,9 @@ AdamW, gradient clipping by norm, warmup then cosine decay driven by the budget 
 epochs or wall time, whichever runs out first), validation every `eval_every` steps,
 early stopping, `best.ckpt` on improvement and `last.ckpt` at every evaluation, and
 `metrics.jsonl`; with `average_last` N, the weights of the last N evaluations in
-`recent/` and their mean in `averaged.ckpt` at the end. SIGINT, SIGTERM and SIGHUP
+`recent/` and their mean in `averaged.ckpt` at the end. With `ema` a moving average of
+the weights is what is validated and saved (`model_state`); last.ckpt keeps the trained
+weights under `train_weights` for --resume. SIGINT, SIGTERM and SIGHUP
 finish the current step, save `last.ckpt` and raise TrainingInterrupted. A resumed run restores
 optimizer, scaler, RNG, data position and task state, so it reaches the same weights as
 an uninterrupted one (on CPU).
@@ -33,7 +35,13 @@ import torch
 from seqtool import averaging, checkpoint, distributed, files, tasks
 from seqtool.config import DEFAULT_EPOCHS, OPTION_FIELDS, TokenizerConfig, TrainConfig
 from seqtool.device import allocating, autocast, pick_device, pick_precision
-from seqtool.errors import ConfigError, TrainingError, TrainingInterrupted, warn
+from seqtool.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingError,
+    TrainingInterrupted,
+    warn,
+)
 from seqtool.tasks import TrainRequest
 
 RECENT = "recent"  # the run directory's folder of the last evaluations' weights
@@ -90,6 +98,8 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        # the exponential moving average of the parameters, in their order (--ema)
+        self.ema = [p.detach().clone() for p in self.model.parameters()] if config.ema else None
         self.progress = Progress()
         self.last_eval: dict[str, Any] = {}
         # steps between evaluations: fixed, or (eval_every None) fitted to --max-time
@@ -175,6 +185,7 @@ class Trainer:
             lr = self.learning_rate()
             loss, tokens = self._step(self.network, p.batch, lr)
             self._advance(tokens)
+            self._smooth()
             p.elapsed = start_elapsed + time.perf_counter() - started
             window.add(loss, tokens)
             self._call("on_step", self)
@@ -208,6 +219,37 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value, tokens
+
+    def _smooth(self) -> None:
+        """Move the average towards the weights. The decay starts low, as Marian's
+        exponential smoothing does, so that the average forgets the random start: its
+        window is about a ninth of the steps so far, up to 1 / (1 - ema) steps."""
+        if self.ema is None:
+            return
+        step = self.progress.step
+        weight = 1.0 - min(self.config.ema, (step + 1) / (step + 10))
+        with torch.no_grad():
+            for average, param in zip(self.ema, self.model.parameters(), strict=True):
+                average.lerp_(param, weight)
+
+    @contextlib.contextmanager
+    def _smoothed(self):
+        """Inside, the model holds the averaged weights (the trained ones without --ema);
+        they are copied in and back, which costs little beside an evaluation."""
+        if self.ema is None:
+            yield
+            return
+        params = list(self.model.parameters())
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in params]
+            for param, average in zip(params, self.ema, strict=True):
+                param.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, weights in zip(params, trained, strict=True):
+                    param.copy_(weights)
 
     def _advance(self, tokens: int) -> None:
         """Count a step; at the end of an epoch, start the next."""
@@ -289,7 +331,8 @@ class Trainer:
         metrics = {}
         if self.main:
             began = time.perf_counter()
-            metrics = self._validate(self.model)
+            with self._smoothed():
+                metrics = self._validate(self.model)
             self.model.train()
             self._fit_eval_cost(time.perf_counter() - began)
         if c.eval_every is None and self.eval_every is not None:
@@ -353,7 +396,7 @@ class Trainer:
             **self.task.checkpoint_info(),
             "data": self.task.data,
             "train_config": self.config.to_dict(),
-            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_state": self._weights(smoothed=True),
             "progress": dataclasses.asdict(self.progress),
             "metrics": _numbers(self.last_eval),
         }
@@ -367,7 +410,15 @@ class Trainer:
                 "rng": rng,
                 "task_state": task_state,
             }
+            if self.ema is not None:
+                payload["train_weights"] = self._weights(smoothed=False)
         return payload
+
+    def _weights(self, smoothed: bool) -> dict[str, torch.Tensor]:
+        """A copy of the model's state on the CPU: the averaged weights if `smoothed`
+        (and --ema), else the trained ones."""
+        with self._smoothed() if smoothed else contextlib.nullcontext():
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def _local_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """This process's RNG and task state (the generator's hidden state, say)."""
@@ -439,6 +490,8 @@ class Trainer:
         if isinstance(rng, list):
             rng, task_state = rng[distributed.rank()], task_state[distributed.rank()]
         self.model.load_state_dict(ckpt["model_state"])
+        if self.ema is not None:
+            self._restore_average(ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(rng["cpu"])
@@ -448,6 +501,21 @@ class Trainer:
         self.task.sizing = ckpt.get("sizing")
         self.progress = Progress(**ckpt["progress"])
         self.last_eval = {"step": self.progress.step, **ckpt.get("metrics", {})}
+
+    def _restore_average(self, ckpt: dict[str, Any]) -> None:
+        """The average from model_state, the trained weights from train_weights."""
+        self.ema = [p.detach().clone() for p in self.model.parameters()]
+        trained = ckpt.get("train_weights")
+        if trained is None:
+            raise CheckpointError(
+                f"{ckpt['path']}: holds no train_weights to resume a run with --ema from"
+            )
+        difference = checkpoint.first_difference(self.model.state_dict(), trained, "train_weights")
+        if difference is not None:
+            raise CheckpointError(
+                f"{ckpt['path']}: train_weights do not match the model ({difference})"
+            )
+        self.model.load_state_dict(trained)
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ def test_the_largest_seed_trains(runs, tmp_path, task):
         ("translate", "RUN", "--text", "x", "--length-penalty", "nan"),
         ("train", "generator", "--train", "x", "--out", "y", "--weight-decay", "nan"),
         ("train", "generator", "--train", "x", "--out", "y", "--lr", "inf"),
+        ("train", "translator", "--train", "x", "--out", "y", "--ema", 1),
+        ("train", "translator", "--train", "x", "--out", "y", "--ema", "nan"),
         ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
         ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
     ],
@@ -384,7 +386,7 @@ TABLE = {
         ["--train", "V", "--out", "OUT"], ["--train", "TEXT", "--out", "F"],
         *(["--train", "TEXT", "--out", "OUT", option, "V"] for option in (
             "--hidden-size", "--lr", "--dropout", "--weight-decay", "--clip", "--seed",
-            "--max-time", "--vocab-size", "--max-steps", "--seq-len", "--max-epochs",
+            "--max-time", "--vocab-size", "--max-steps", "--seq-len", "--max-epochs", "--ema",
         )),
     ],
     "train classifier": [

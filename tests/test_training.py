@@ -93,6 +93,63 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(corpus, tmp_path, 
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
 
 
+class Recorder:
+    """The trained weights before the first step and after each."""
+
+    def __init__(self):
+        self.weights = []
+
+    def on_start(self, trainer):
+        self.on_step(trainer)
+
+    def on_step(self, trainer):
+        self.weights.append({k: v.clone() for k, v in trainer.model.named_parameters()})
+
+
+def test_ema_validates_and_saves_the_moving_average(corpus, tmp_path):
+    """With ema, checkpoints hold the average (its decay rising as Marian's does) and
+    validation scores it; last.ckpt keeps the trained weights to resume from."""
+    from seqtool import checkpoint
+
+    cfg = config(max_steps=10, eval_every=10, lr=1e-2, ema=0.6)
+    recorder = Recorder()
+    trainer = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path, callbacks=recorder)
+    trainer.fit()
+    average = dict(recorder.weights[0])
+    for step, weights in enumerate(recorder.weights[1:], start=1):
+        decay = min(0.6, (step + 1) / (step + 10))
+        average = {k: decay * v + (1 - decay) * weights[k] for k, v in average.items()}
+    last = checkpoint.load(tmp_path / "last.ckpt")
+    trained = dict(trainer.model.named_parameters())
+    for name, value in average.items():
+        torch.testing.assert_close(last["model_state"][name], value)
+        torch.testing.assert_close(last["train_weights"][name], trained[name].detach())
+    assert not torch.equal(last["model_state"]["out.weight"], last["train_weights"]["out.weight"])
+    # the validation loss recorded is the average's: the same model scored again
+    model = make_task(corpus, tmp_path / "again", cfg).model
+    model.load_state_dict(last["model_state"])
+    assert trainer._validate(model)["loss"] == pytest.approx(last["metrics"]["loss"], rel=1e-6)
+
+
+def test_resuming_an_ema_run_needs_its_trained_weights(corpus, tmp_path):
+    from seqtool import checkpoint
+    from seqtool.errors import CheckpointError
+
+    cfg = config(max_steps=5, ema=0.9)
+    Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path).fit()
+    ckpt = checkpoint.load(tmp_path / "last.ckpt")
+    longer = config(max_steps=10, ema=0.9)
+    for damage, message in (
+        (lambda c: c.pop("train_weights"), "holds no train_weights to resume a run with --ema"),
+        (lambda c: c["train_weights"].pop("out.weight"), "out.weight is missing"),
+        (lambda c: c["train_weights"].update(x=torch.zeros(1)), "x is not in the model"),
+    ):
+        crafted = {**ckpt, "train_weights": dict(ckpt["train_weights"])}
+        damage(crafted)
+        with pytest.raises(CheckpointError, match=message):
+            Trainer(make_task(corpus, tmp_path, longer, crafted), longer, tmp_path, resume=crafted)
+
+
 def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(corpus, tmp_path):
     cfg = config(max_steps=30, eval_every=5)
     trainer = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path)

@@ -310,7 +310,8 @@ def test_n_best_above_beam_size(run_cli, trained_translator):
 
 
 def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
-    """Stopped mid-epoch in the second epoch, resumed: the same weights as one run."""
+    """Stopped mid-epoch in the second epoch, resumed: the same trained weights and the
+    same moving average of them (--ema) as one run."""
     from seqtool import checkpoint
     from seqtool.config import TokenizerConfig, TrainConfig
     from seqtool.errors import TrainingInterrupted
@@ -320,7 +321,7 @@ def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
 
     cfg = TrainConfig(
         batch_size=16, max_steps=40, eval_every=10, device="cpu", precision="fp32",
-        label_smoothing=0.1, batch_tokens=200,
+        label_smoothing=0.1, batch_tokens=200, ema=0.9,
     )  # fmt: skip
     model = {"embedding_size": 8, "hidden_size": 8, "dropout": 0.2, "cell": "lstm"}
 
@@ -341,6 +342,10 @@ def test_resumed_translator_equals_uninterrupted(dates, tmp_path):
     resumed.fit()
     for name, value in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+    saved = [checkpoint.load(tmp_path / run / "last.ckpt") for run in ("a", "b")]
+    for name, value in saved[0]["model_state"].items():
+        torch.testing.assert_close(saved[1]["model_state"][name], value, rtol=0, atol=0)
+        torch.testing.assert_close(saved[1]["train_weights"][name], whole.model.state_dict()[name])
 
 
 @pytest.mark.slow
