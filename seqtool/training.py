@@ -234,8 +234,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _smoothed(self):
-        """Inside, the model holds the averaged weights (the trained ones without --ema);
-        they are copied in and back, which costs little beside an evaluation."""
+        """Inside, the model holds the averaged weights (the trained ones without --ema)
+        to be validated; they are copied in and back, little beside an evaluation."""
         if self.ema is None:
             yield
             return
@@ -415,10 +415,14 @@ class Trainer:
         return payload
 
     def _weights(self, smoothed: bool) -> dict[str, torch.Tensor]:
-        """A copy of the model's state on the CPU: the averaged weights if `smoothed`
-        (and --ema), else the trained ones."""
-        with self._smoothed() if smoothed else contextlib.nullcontext():
-            return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        """The model's state on the CPU, each parameter's average in its place if
+        `smoothed` (and --ema). Looked up by parameter, not by name: a tied weight is
+        one parameter under two names."""
+        average = {}
+        if smoothed and self.ema is not None:
+            average = {id(p): a for p, a in zip(self.model.parameters(), self.ema, strict=True)}
+        state = self.model.state_dict(keep_vars=True)
+        return {k: average.get(id(v), v).detach().cpu() for k, v in state.items()}
 
     def _local_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """This process's RNG and task state (the generator's hidden state, say)."""

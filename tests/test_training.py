@@ -131,6 +131,18 @@ def test_ema_validates_and_saves_the_moving_average(corpus, tmp_path):
     assert trainer._validate(model)["loss"] == pytest.approx(last["metrics"]["loss"], rel=1e-6)
 
 
+def test_ema_saves_a_tied_weight_averaged_under_both_names(corpus, tmp_path):
+    from seqtool import checkpoint
+
+    cfg = config(max_steps=6, eval_every=6, lr=1e-2, ema=0.6)
+    model = {**MODEL, "tie_embeddings": True}
+    Trainer(make_task(corpus, tmp_path, cfg, model=model), cfg, tmp_path).fit()
+    last = checkpoint.load(tmp_path / "last.ckpt")
+    state, trained = last["model_state"], last["train_weights"]
+    assert torch.equal(state["out.weight"], state["embedding.weight"])
+    assert not torch.equal(state["out.weight"], trained["out.weight"])
+
+
 def test_resuming_an_ema_run_needs_its_trained_weights(corpus, tmp_path):
     from seqtool import checkpoint
     from seqtool.errors import CheckpointError
