@@ -26,7 +26,7 @@ class Case:
     tuned: tuple[str, ...]  # the hand-chosen options beside the defaults
     metric: str = ""  # the figure the target is on; "" the kind's first in METRICS
     sweep: bool = False  # the reference is the best of the sizing rule's sweep (sweep_best)
-    name: str = ""  # the run's folder and command labels where a task runs twice
+    name: str = ""  # the runs' folder and command labels where a task runs twice
 
     @property
     def key(self) -> str:
@@ -108,15 +108,18 @@ def train_and_test(
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
     tuned_skipped, chosen_lines = [], []
+    fasttext_reports: dict[str, dict | None] = {}  # per task: a task run twice has one
     for case in CASES:
         folder = out / "defaults" / case.key
-        make = run([
-            PYTHON, MAKE_TASKS, case.task, folder / "data", "--shared", SHARED / "corpora",
-            *sizes.defaults_data,
-        ])  # fmt: skip
-        sec.commands[f"{case.key}_data"] = make.command
-        ext = "tsv" if (folder / "data" / "train.tsv").exists() else "txt"
-        files = {part: folder / "data" / f"{part}.{ext}" for part in ("train", "valid", "test")}
+        data = out / "defaults" / case.task / "data"  # a task's data, made once
+        if f"{case.task}_data" not in sec.commands:
+            make = run([
+                PYTHON, MAKE_TASKS, case.task, data, "--shared", SHARED / "corpora",
+                *sizes.defaults_data,
+            ])  # fmt: skip
+            sec.commands[f"{case.task}_data"] = make.command
+        ext = "tsv" if (data / "train.tsv").exists() else "txt"
+        files = {part: data / f"{part}.{ext}" for part in ("train", "valid", "test")}
         time = ("--max-time", budget(case, sizes))
         default, chosen = train_and_test(sec, case, files, folder / "default", "default", time)
         if chosen:
@@ -148,7 +151,7 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
                 commands=labels,
             )
         if case.kind == "classifier":
-            beside_fasttext(sec, case, files, folder, default, out, time[1])
+            beside_fasttext(sec, case, files, default, out, time[1], fasttext_reports)
         log(f"  {case.key}: default {default[first]:.4g}, tuned "
             f"{'-' if tuned is None else format(tuned[first], '.4g')}")  # fmt: skip
     sec.notes.append(
@@ -169,11 +172,21 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def beside_fasttext(sec: Section, case: Case, files, folder: Path, default, out, budget) -> None:
+def beside_fasttext(sec: Section, case: Case, files, default, out, budget, reports) -> None:
     """The classifier's defaults beside fastText tuned on the same task's valid split in
-    this run (bench/fasttext_ref.py, the same grid for every task)."""
-    label = f"{case.key}_fasttext"
-    report = fasttext(sec, out, files, folder / "fasttext", label)
+    this run (bench/fasttext_ref.py, the same grid for every task), trained once per task
+    (`reports`)."""
+    label = f"{case.task}_fasttext"
+    if case.task not in reports:
+        work = out / "defaults" / case.task / "fasttext"
+        report = reports[case.task] = fasttext(sec, out, files, work, label)
+        if report is not None:
+            sec.notes.append(
+                f"{case.task}: fastText {report['setting']} chosen on valid of "
+                f"{report['settings_tried']}; it trains in {report['train_seconds']:.2f} s on "
+                "one thread"
+            )
+    report = reports[case.task]
     if report is None:
         return
     sec.add(
@@ -184,10 +197,6 @@ def beside_fasttext(sec: Section, case: Case, files, folder: Path, default, out,
         report["test_accuracy"],
         target="ratio >= 1.0",
         commands=[f"{case.key}_default", f"{case.key}_default_test", label],
-    )
-    sec.notes.append(
-        f"{case.task} ({budget}): fastText {report['setting']} chosen on valid of "
-        f"{report['settings_tried']}; it trains in {report['train_seconds']:.2f} s on one thread"
     )
 
 
