@@ -1,6 +1,7 @@
 """The benchmark sections, one module each: a TITLE and `measure(sec, sizes, out)`."""
 
 from . import (
+    budgets,
     classifier,
     defaults,
     inspection,
@@ -28,6 +29,7 @@ SECTIONS = {  # name -> module, in the report's order
     "translate": translate,
     "library": library,
     "defaults": defaults,
+    "budgets": budgets,
     "serve": serve,
     "inspect": inspection,
     "quantize": quantize,

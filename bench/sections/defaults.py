@@ -27,6 +27,10 @@ class Case:
     metric: str = ""  # the figure the target is on; "" the kind's first in METRICS
     sweep: bool = False  # the reference is the best of the sizing rule's sweep (sweep_best)
     name: str = ""  # the runs' folder and command labels where a task runs twice
+    # the sweep's grid where it is not its task's (bench/sweep.py TASKS, SWEEP_SIZES)
+    sizes: tuple = ()
+    dropouts: tuple = ()
+    lrs: tuple = ()
 
     @property
     def key(self) -> str:
@@ -107,11 +111,25 @@ def train_and_test(
 
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
+    measure_cases(sec, sizes, out, "defaults", CASES)
+    sec.notes.append(
+        "budgets: the issue's (translation 150 s, classification 180 s) for the tasks "
+        "with its absolute targets (numbers, reverse, dates: exact match >= 0.99; SST-2 "
+        ">= 0.83), where the tuned options run only when the default misses; cut budgets "
+        "(multi30k 40 s, SST-2 and questions 60 s, topics 30 s, generation 20 s instead of "
+        "120 s) for the others, which always run both, to keep the section near 45 "
+        "minutes on 2 cores (the budgets section runs the longer ones)"
+    )
+
+
+def measure_cases(sec: Section, sizes: Sizes, out: Path, section: str, cases) -> None:
+    """Each case's defaults beside its reference (tuned options, a sweep, fastText), in
+    out/SECTION/CASE; a task's data is made once, in out/SECTION/TASK/data."""
     tuned_skipped, chosen_lines = [], []
     fasttext_reports: dict[str, dict | None] = {}  # per task: a task run twice has one
-    for case in CASES:
-        folder = out / "defaults" / case.key
-        data = out / "defaults" / case.task / "data"  # a task's data, made once
+    for case in cases:
+        folder = out / section / case.key
+        data = out / section / case.task / "data"  # a task's data, made once
         if f"{case.task}_data" not in sec.commands:
             make = run([
                 PYTHON, MAKE_TASKS, case.task, data, "--shared", SHARED / "corpora",
@@ -151,20 +169,13 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
                 commands=labels,
             )
         if case.kind == "classifier":
-            beside_fasttext(sec, case, files, default, out, time[1], fasttext_reports)
+            work = out / section / case.task / "fasttext"
+            beside_fasttext(sec, case, files, default, out, work, time[1], fasttext_reports)
         log(f"  {case.key}: default {default[first]:.4g}, tuned "
             f"{'-' if tuned is None else format(tuned[first], '.4g')}")  # fmt: skip
     sec.notes.append(
         "tokenizers chosen by the defaults (`--tokenizer auto`; a generator's is char and "
         "prints no line): " + " | ".join(chosen_lines)
-    )
-    sec.notes.append(
-        "budgets: the issue's (translation 150 s, classification 180 s) for the tasks "
-        "with its absolute targets (numbers, reverse, dates: exact match >= 0.99; SST-2 "
-        ">= 0.83), where the tuned options run only when the default misses; cut budgets "
-        "(multi30k 40 s, SST-2 and questions 60 s, topics 30 s, generation 20 s instead of "
-        "120 s) for the others, which always run both, to keep the section near 45 "
-        "minutes on 2 cores"
     )
     if tuned_skipped:
         sec.notes.append(
@@ -172,13 +183,12 @@ def measure(sec: Section, sizes: Sizes, out: Path) -> None:
         )
 
 
-def beside_fasttext(sec: Section, case: Case, files, default, out, budget, reports) -> None:
+def beside_fasttext(sec: Section, case: Case, files, default, out, work, budget, reports) -> None:
     """The classifier's defaults beside fastText tuned on the same task's valid split in
     this run (bench/fasttext_ref.py, the same grid for every task), trained once per task
     (`reports`)."""
     label = f"{case.task}_fasttext"
     if case.task not in reports:
-        work = out / "defaults" / case.task / "fasttext"
         report = reports[case.task] = fasttext(sec, out, files, work, label)
         if report is not None:
             sec.notes.append(
@@ -206,10 +216,11 @@ def sweep_best(sec: Section, case: Case, files, folder: Path, time) -> tuple[dic
     the best test score, the command labels of the whole sweep, and the grid in words."""
     spec = TASKS[case.kind]
     key, results, labels = spec["score"], {}, []
-    sizes = SWEEP_SIZES.get(case.kind, spec["sizes"])
-    grid = [f"{len(sizes)} sizes", f"{len(spec['dropouts'])} dropouts"]
-    grid += [f"{len(spec['lrs'])} learning rates"] if len(spec["lrs"]) > 1 else []
-    for size, dropout, lr in itertools.product(sizes, spec["dropouts"], spec["lrs"]):
+    sizes = case.sizes or SWEEP_SIZES.get(case.kind, spec["sizes"])
+    dropouts, lrs = case.dropouts or spec["dropouts"], case.lrs or spec["lrs"]
+    grid = [f"{len(sizes)} sizes", f"{len(dropouts)} dropouts"]
+    grid += [f"{len(lrs)} learning rates"] if len(lrs) > 1 else []
+    for size, dropout, lr in itertools.product(sizes, dropouts, lrs):
         name = "x".join(map(str, size if isinstance(size, tuple) else [size]))
         name += f"_d{dropout:g}" + ("" if lr is None else f"_lr{lr:g}")
         options = (*spec["options"](size), "--dropout", dropout)
