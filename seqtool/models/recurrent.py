@@ -14,9 +14,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from seqtool.models.dropout import dropout
+
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h, or (h, c): (layers, batch, hidden)
 
 _LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# the fused kernel behind each layer, called as the layer itself calls it
+FUSED = {nn.LSTM: torch._VF.lstm, nn.GRU: torch._VF.gru, nn.RNN: torch._VF.rnn_tanh}
 
 
 def make_rnn(
@@ -37,6 +41,34 @@ def make_rnn(
         dropout=dropout if num_layers > 1 else 0.0,
         bidirectional=bidirectional,
     )
+
+
+def run_layers(rnn: nn.RNNBase, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    """rnn(x, state) for a unidirectional layer: in training on the CPU with dropout
+    between its layers, one fused call per layer with seqtool's dropout between them
+    (the fused call's own draws its mask as slowly as torch's CPU dropout: models/
+    dropout.py); otherwise the layer itself. x (time, batch, features) or (batch, time,
+    features) as the layer reads it -> outputs, final state (layers, batch, hidden)."""
+    if not (rnn.training and rnn.dropout and rnn.num_layers > 1 and x.device.type == "cpu"):
+        return rnn(x, state)
+    lstm, batch = isinstance(rnn, nn.LSTM), x.size(0 if rnn.batch_first else 1)
+    if state is None:
+        zeros = x.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
+        state = (zeros, zeros) if lstm else zeros
+    rnn.check_forward_args(x, state, None)  # the fused kernel itself trusts the shapes
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if rnn.bias else 2]
+    finals = []
+    for layer in range(rnn.num_layers):
+        if layer:
+            x = dropout(x, rnn.dropout, True)
+        weights = [getattr(rnn, f"{name}_l{layer}") for name in names]
+        start = state[0][layer : layer + 1], state[1][layer : layer + 1]
+        hx = start if lstm else state[layer : layer + 1]
+        x, *final = FUSED[type(rnn)](x, hx, weights, rnn.bias, 1, 0.0, True, False, rnn.batch_first)
+        finals.append(final)
+    if lstm:
+        return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
+    return x, torch.cat([h for (h,) in finals])
 
 
 class Affine:

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import TranslatorConfig
 from seqtool.models.attention import make_attention
+from seqtool.models.dropout import Dropout
 from seqtool.models.recurrent import RecurrentStep, State, make_rnn, step_path
 
 
@@ -76,7 +77,7 @@ class TranslatorModel(nn.Module):
         self.attention = make_attention(c.attention, c.hidden_size, enc_size)
         context_size = enc_size if self.attention is not None else 0
         self.combine = nn.Linear(c.hidden_size + context_size, out_size)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.out = nn.Linear(out_size, c.tgt_vocab_size)
         if c.tie_embeddings:
             self.out.weight = self.tgt_embedding.weight
