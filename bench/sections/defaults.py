@@ -111,20 +111,21 @@ def train_and_test(
 
 
 def measure(sec: Section, sizes: Sizes, out: Path) -> None:
-    measure_cases(sec, sizes, out, "defaults", CASES)
-    sec.notes.append(
+    measure_cases(
+        sec, sizes, out, "defaults", CASES,
         "budgets: the issue's (translation 150 s, classification 180 s) for the tasks "
         "with its absolute targets (numbers, reverse, dates: exact match >= 0.99; SST-2 "
         ">= 0.83), where the tuned options run only when the default misses; cut budgets "
         "(multi30k 40 s, SST-2 and questions 60 s, topics 30 s, generation 20 s instead of "
         "120 s) for the others, which always run both, to keep the section near 45 "
-        "minutes on 2 cores (the budgets section runs the longer ones)"
-    )
+        "minutes on 2 cores (the budgets section runs the longer ones)",
+    )  # fmt: skip
 
 
-def measure_cases(sec: Section, sizes: Sizes, out: Path, section: str, cases) -> None:
+def measure_cases(sec: Section, sizes: Sizes, out: Path, section: str, cases, note: str) -> None:
     """Each case's defaults beside its reference (tuned options, a sweep, fastText), in
-    out/SECTION/CASE; a task's data is made once, in out/SECTION/TASK/data."""
+    out/SECTION/CASE; a task's data is made once, in out/SECTION/TASK/data. `note` (the
+    budgets and why) ends the section's notes."""
     tuned_skipped, chosen_lines = [], []
     fasttext_reports: dict[str, dict | None] = {}  # per task: a task run twice has one
     for case in cases:
@@ -177,6 +178,7 @@ def measure_cases(sec: Section, sizes: Sizes, out: Path, section: str, cases) ->
         "tokenizers chosen by the defaults (`--tokenizer auto`; a generator's is char and "
         "prints no line): " + " | ".join(chosen_lines)
     )
+    sec.notes.append(note)
     if tuned_skipped:
         sec.notes.append(
             "tuned options not run (the default met its target): " + ", ".join(tuned_skipped)

@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import ClassifierConfig
 from seqtool.models.dropout import Dropout, dropout
-from seqtool.models.recurrent import FUSED, make_rnn
+from seqtool.models.recurrent import FUSED, layer_weights, make_rnn
 
 
 def reverse_index(lengths: torch.Tensor, time: int) -> torch.Tensor:
@@ -36,12 +36,11 @@ def run_padded(rnn: nn.RNNBase, inputs: torch.Tensor, lengths: torch.Tensor) -> 
     batch, time = inputs.shape[:2]
     index = reverse_index(lengths.to(inputs.device), time)[..., None]
     fused, lstm = FUSED[type(rnn)], isinstance(rnn, nn.LSTM)
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if rnn.bias else 2]
     x = inputs
     for layer in range(rnn.num_layers):
         outputs = []
         for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
-            weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+            weights = layer_weights(rnn, layer, suffix)
             source = x.gather(1, index.expand(-1, -1, x.size(-1))) if suffix else x
             h0 = source.new_zeros(1, batch, rnn.hidden_size)
             state = (h0, h0) if lstm else h0

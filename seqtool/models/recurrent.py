@@ -43,6 +43,13 @@ def make_rnn(
     )
 
 
+def layer_weights(rnn: nn.RNNBase, layer: int, suffix: str = "") -> list[torch.Tensor]:
+    """One layer's parameters (`suffix` "_reverse": its backward direction's) in the
+    order the fused kernel takes them: weight_ih, weight_hh and the biases if any."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if rnn.bias else 2]
+    return [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+
+
 def run_layers(rnn: nn.RNNBase, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
     """rnn(x, state) for a unidirectional layer: in training on the CPU with dropout
     between its layers, one fused call per layer with seqtool's dropout between them
@@ -56,14 +63,13 @@ def run_layers(rnn: nn.RNNBase, x: torch.Tensor, state: State | None) -> tuple[t
         zeros = x.new_zeros(rnn.num_layers, batch, rnn.hidden_size)
         state = (zeros, zeros) if lstm else zeros
     rnn.check_forward_args(x, state, None)  # the fused kernel itself trusts the shapes
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if rnn.bias else 2]
     finals = []
     for layer in range(rnn.num_layers):
         if layer:
             x = dropout(x, rnn.dropout, True)
-        weights = [getattr(rnn, f"{name}_l{layer}") for name in names]
         start = state[0][layer : layer + 1], state[1][layer : layer + 1]
         hx = start if lstm else state[layer : layer + 1]
+        weights = layer_weights(rnn, layer)
         x, *final = FUSED[type(rnn)](x, hx, weights, rnn.bias, 1, 0.0, True, False, rnn.batch_first)
         finals.append(final)
     if lstm:
