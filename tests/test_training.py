@@ -382,16 +382,21 @@ def test_a_tie_on_the_metric_goes_to_the_lower_loss(corpus, tmp_path):
 def test_the_generator_sizes_itself_to_the_budget(corpus, tmp_path):
     """The largest size of SIZES that sees TOKENS_PER_PARAMETER tokens per parameter at
     the timed speed, built as the options for it would build it; dropout only when the
-    budget goes over the text DROPOUT_EPOCHS times; what the user set is kept."""
+    budget goes over the text DROPOUT_EPOCHS times in DROPOUT_STEPS steps or more, as
+    timed without it; what the user set is kept (and timed)."""
     from seqtool.tasks import generator
 
     cfg = config(max_steps=None, max_time=60.0)
     defaults = {"embedding_size": 8}  # the sizes are SIZES'
-    timed = []
+    timed, timed_dropout = [], set()
 
-    def step_seconds(model_config):  # a step costs time in proportion to hidden * layers
-        timed.append((model_config.num_layers, model_config.hidden_size))
+    def cost(model_config):  # a step costs time in proportion to hidden * layers
         return 1e-7 * model_config.hidden_size**2 * model_config.num_layers
+
+    def step_seconds(model_config):
+        timed.append((model_config.num_layers, model_config.hidden_size))
+        timed_dropout.add(model_config.dropout)
+        return cost(model_config)
 
     task, notes = make_task(corpus, tmp_path, cfg, model=defaults), []
     window = cfg.batch_size * cfg.seq_len
@@ -403,14 +408,17 @@ def test_the_generator_sizes_itself_to_the_budget(corpus, tmp_path):
         built = make_task(corpus, tmp_path, cfg, model={**defaults, "num_layers": size[0],
                           "hidden_size": size[1]})  # fmt: skip
         parameters = sum(p.numel() for p in built.model.parameters())
-        return cfg.max_time / step_seconds(built.model_config) * window / parameters
+        return cfg.max_time / cost(built.model_config) * window / parameters
 
     index = generator.SIZES.index(chosen)
     assert index == 0 or per_parameter(chosen) >= generator.TOKENS_PER_PARAMETER
     if index + 1 < len(generator.SIZES):
         assert per_parameter(generator.SIZES[index + 1]) < generator.TOKENS_PER_PARAMETER
-    epochs = cfg.max_time / step_seconds(task.model_config) / task.num_batches()
-    dropout = 0.2 if epochs >= generator.DROPOUT_EPOCHS else 0.0
+    assert timed_dropout == {0.0}  # whether dropout pays is judged from the speed without
+    steps = cfg.max_time / cost(task.model_config)
+    epochs = steps / task.num_batches()
+    assert steps >= generator.DROPOUT_STEPS and epochs >= generator.DROPOUT_EPOCHS
+    dropout = 0.2
     assert task.model_config.dropout == dropout
     assert notes == [task.sizing] and f"a {chosen[0]}x{chosen[1]} LSTM" in task.sizing
     options = {**defaults, "num_layers": chosen[0], "hidden_size": chosen[1], "dropout": dropout}
@@ -427,6 +435,18 @@ def test_the_generator_sizes_itself_to_the_budget(corpus, tmp_path):
     task = make_task(corpus, tmp_path, cfg, model={**defaults, "hidden_size": 24})
     assert task.fit_to_budget(step_seconds, 1e6, {"hidden_size"}, notes.append)
     assert task.model_config.hidden_size == 24 and task.model_config.dropout == 0.2
+    # many epochs in few steps: still learning fast, no dropout; one step more than the
+    # threshold at the same speed: dropout
+    for steps, dropout in ((generator.DROPOUT_STEPS - 1, 0.0), (generator.DROPOUT_STEPS, 0.2)):
+        task = make_task(corpus, tmp_path, cfg, model={**defaults, "hidden_size": 24})
+        assert steps / task.num_batches() >= generator.DROPOUT_EPOCHS
+        task.fit_to_budget(lambda c: 0.01, steps * 0.01, {"hidden_size"}, print)
+        assert task.model_config.dropout == dropout
+    # the user's dropout is the one the sizes are timed with
+    timed_dropout.clear()
+    task = make_task(corpus, tmp_path, cfg, model={**defaults, "dropout": 0.3})
+    assert task.fit_to_budget(step_seconds, cfg.max_time, {"dropout"}, print)
+    assert timed_dropout == {0.3} and task.model_config.dropout == 0.3
     given = {"hidden_size", "layers", "dropout"}
     assert not make_task(corpus, tmp_path, cfg).fit_to_budget(step_seconds, 1.0, given, print)
 
