@@ -245,6 +245,14 @@ OWN_TRAINING = {
         ),
         _option("--valid", help="Validation file; without it a random 10% of --train is held out."),
         _flag("bidirectional", defaults(ClassifierConfig)["bidirectional"]),
+        _option(
+            "--word-dropout",
+            type=Finite(0, 1, max_open=True),
+            default=defaults(ClassifierConfig)["word_dropout"],
+            show_default=True,
+            help="Share of a training line's pieces left out at random (their embedding "
+            "zeroed), on top of --dropout.",
+        ),
         _choice(
             "--pooling",
             POOLINGS,

@@ -84,9 +84,12 @@ def trained_classifier(run_cli, sentiment, tmp_path):
 
 
 def tiny_config(**fields) -> ClassifierConfig:
-    """A classifier of 3 labels over 20 pieces, embedding 4, hidden 6, no dropout."""
+    """A classifier of 3 labels over 20 pieces, embedding 4, hidden 6, no dropout of
+    either kind."""
     base = {"vocab_size": 20, "labels": ("a", "b", "c"), "embedding_size": 4}
-    return ClassifierConfig(**{**base, "hidden_size": 6, "dropout": 0.0, **fields})
+    return ClassifierConfig(
+        **{**base, "hidden_size": 6, "dropout": 0.0, "word_dropout": 0.0, **fields}
+    )
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean", "last", "attention"])
@@ -138,6 +141,34 @@ def test_training_without_packing_computes_what_the_packed_layer_does(
     torch.testing.assert_close(padded, packed)
     for a, b in zip(padded_grads, packed_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_word_dropout_leaves_out_whole_pieces_in_training_only():
+    torch.manual_seed(0)
+    model = ClassifierModel(tiny_config(word_dropout=0.3))
+    seen = []
+    model.dropout.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    tokens = torch.randint(1, 20, (64, 50))
+    lengths = torch.full((64,), 50)
+    model.train()(tokens, lengths)
+    embedded = seen[0]
+    dropped = (embedded == 0).all(-1)
+    assert 0.25 < dropped.float().mean().item() < 0.35  # whole pieces, about 30% of them
+    kept = ~dropped
+    torch.testing.assert_close(embedded[kept], model.embedding(tokens)[kept])
+    seen.clear()
+    model.eval()(tokens, lengths)
+    torch.testing.assert_close(seen[0], model.embedding(tokens))  # none left out in use
+
+
+def test_word_dropout_is_trained_with_and_kept(run_cli, sentiment, tmp_path):
+    out = tmp_path / "wd"
+    result = train_classifier(run_cli, sentiment, out, "--max-steps", 150, "--word-dropout", 0.3)
+    assert result.exit_code == 0, result.output
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["model_config"]["word_dropout"] == 0.3
+    scores = json.loads(run_cli("evaluate", out, "--data", sentiment[1], "--json").stdout)
+    assert scores["accuracy"] >= 0.9
 
 
 @pytest.mark.parametrize("multi_label", [False, True])

@@ -67,7 +67,7 @@ def data(tmp_path):
 
 TASK_OPTIONS = {
     "generator": ["--batch-size", "8", "--seq-len", "16"],
-    "classifier": ["--batch-size", "16", "--vocab-size", "60"],
+    "classifier": ["--batch-size", "16", "--vocab-size", "60", "--word-dropout", "0"],
     "translator": ["--batch-size", "16", "--tokenizer", "char", "--label-smoothing", "0.1"],
 }
 

@@ -121,6 +121,8 @@ def test_the_largest_seed_trains(runs, tmp_path, task):
         ("train", "generator", "--train", "x", "--out", "y", "--lr", "inf"),
         ("train", "translator", "--train", "x", "--out", "y", "--ema", 1),
         ("train", "translator", "--train", "x", "--out", "y", "--ema", "nan"),
+        ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", 1),
+        ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", "nan"),
         ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
         ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
     ],
@@ -392,6 +394,7 @@ TABLE = {
     "train classifier": [
         ["--train", "V", "--out", "OUT"], ["--train", "LABELS", "--valid", "V", "--out", "OUT"],
         ["--train", "LABELS", "--out", "OUT", "--max-length", "V"],
+        ["--train", "LABELS", "--out", "OUT", "--word-dropout", "V"],
     ],
     "train translator": [
         ["--train", "V", "--out", "OUT"], ["--train", "PAIRS", "--out", "OUT", "--src-lang", "W"],

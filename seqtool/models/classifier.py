@@ -91,7 +91,12 @@ class ClassifierModel(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
         """tokens (batch, time), lengths (batch,) -> logits (batch, labels), and the
         attention weights (batch, time) with attention pooling, else None."""
-        embedded = self.dropout(self.embedding(tokens))
+        embedded = self.embedding(tokens)
+        if self.training and self.config.word_dropout:
+            # whole pieces blanked (a zero vector): the line must be read without them
+            keep = torch.rand(tokens.shape, device=tokens.device) >= self.config.word_dropout
+            embedded = embedded * keep.unsqueeze(-1).to(embedded.dtype)
+        embedded = self.dropout(embedded)
         if self.training and tokens.device.type == "cpu":
             outputs = run_padded(self.rnn, embedded, lengths)
         else:  # inference (the layer as loaded, int8 too) and cuDNN, which packs natively
