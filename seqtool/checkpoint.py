@@ -217,6 +217,7 @@ _PROGRESS = {
     "best": (*_NUMBER, type(None)),
     "best_step": (int, type(None)),
     "best_loss": (*_NUMBER, type(None)),
+    "best_tie": (*_NUMBER, type(None)),
     "bad_evals": int,
 }
 _TYPES = {

@@ -379,6 +379,26 @@ def test_a_tie_on_the_metric_goes_to_the_lower_loss(corpus, tmp_path):
     assert checkpoint.load(tmp_path / "best.ckpt")["progress"]["step"] == 20
 
 
+def test_a_tie_goes_to_the_tie_break_metric_before_the_loss(corpus, tmp_path):
+    """A translator's tie on BLEU goes to the higher chrF, even where the loss rose (a
+    model growing sure of itself while its exact match still climbs); on a tie of both,
+    to the lower loss."""
+    from seqtool import checkpoint
+
+    task = make_task(corpus, tmp_path, config(max_steps=25, eval_every=5))
+    scores = iter([(3.0, 50.0), (1.0, 90.0), (1.2, 99.0), (1.4, 99.0), (1.3, 99.0)])
+    task.metric, task.higher_is_better, task.tie_break = "bleu", True, "chrf"
+
+    def evaluate(model, device):
+        loss, chrf = next(scores)
+        return {"loss": loss, "chrf": chrf, "bleu": 0.0}
+
+    task.evaluate = evaluate
+    progress = Trainer(task, config(max_steps=25, eval_every=5), tmp_path).fit()
+    assert (progress.best_step, progress.best_tie, progress.best_loss) == (15, 99.0, 1.2)
+    assert checkpoint.load(tmp_path / "best.ckpt")["progress"]["best_tie"] == 99.0
+
+
 def test_the_generator_sizes_itself_to_the_budget(corpus, tmp_path):
     """The largest size of SIZES that sees TOKENS_PER_PARAMETER tokens per parameter at
     the timed speed, built as the options for it would build it; dropout only when the

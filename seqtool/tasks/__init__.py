@@ -30,6 +30,7 @@ class Task(Protocol):
     unit: str  # what the throughput counts ("chars", "tokens")
     metric: str  # the validation key that picks best.ckpt
     higher_is_better: bool
+    tie_break: str | None  # a validation key, higher is better, deciding a tie on metric
     data: dict[str, str]  # the training data: {"train": path as given, "sha256": digest}
 
     def num_batches(self) -> int:

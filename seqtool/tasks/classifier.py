@@ -72,6 +72,7 @@ class ClassifierTask:
         self.model_config, self.tokenizer = model_config, tokenizer
         self.tokenizer_config, self.config = tokenizer_config, config
         self.metric, self.higher_is_better = metric, metric != "loss"
+        self.tie_break = None
         self.train_ids = encode_lines(
             tokenizer, [e.text for e in train], model_config.max_length, notify
         )

@@ -63,6 +63,7 @@ class GeneratorTask:
     unit = "chars"
     metric = "loss"
     higher_is_better = False
+    tie_break = None
     sizing: str | None = None  # what --max-time chose (fit_to_budget), kept in checkpoints
 
     def __init__(

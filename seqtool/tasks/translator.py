@@ -81,6 +81,9 @@ class TranslatorTask:
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.tokenizer_config = tokenizer_config
         self.metric, self.higher_is_better = metric, metric != "loss"
+        # BLEU ties at 0 when every target is one word (ids, dates, reversed strings);
+        # chrF still tells a better model from a worse one there
+        self.tie_break = "chrf" if metric == "bleu" else None
         limit = model_config.max_length
         self.train_src = encode_lines(
             src_tokenizer, [p.src for p in train], limit, notify, "source lines"
