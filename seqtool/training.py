@@ -59,7 +59,7 @@ class Progress:
     best: float | None = None
     best_step: int | None = None
     best_loss: float | None = None  # the validation loss at the best score: breaks ties
-    best_tie: float | None = None  # the task's tie_break metric at the best score: first
+    best_tie: float | None = None  # the task's tie_break metric there: decides a tie first
     bad_evals: int = 0  # evaluations since the last improvement
 
 
