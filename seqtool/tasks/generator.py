@@ -136,14 +136,14 @@ class GeneratorTask:
             )
             seconds = step_seconds(candidate)
             parameters = sum(p.numel() for p in self.model.parameters())
-            tokens = budget / seconds * window
-            if chosen is not None and tokens / parameters < TOKENS_PER_PARAMETER:
+            steps = budget / seconds
+            if chosen is not None and steps * window / parameters < TOKENS_PER_PARAMETER:
                 break
-            chosen = (candidate, parameters, tokens, seconds)
-            if tokens / parameters < 5 * TOKENS_PER_PARAMETER:
+            chosen = (candidate, parameters, steps, seconds)
+            if steps * window / parameters < 5 * TOKENS_PER_PARAMETER:
                 break  # each next size sees 5-10x fewer per parameter: not worth timing
-        candidate, parameters, tokens, seconds = chosen
-        steps, epochs = budget / seconds, tokens / (self.num_batches() * window)
+        candidate, parameters, steps, seconds = chosen
+        tokens, epochs = steps * window, steps / self.num_batches()
         if choose_dropout:
             long_enough = epochs >= DROPOUT_EPOCHS and steps >= DROPOUT_STEPS
             candidate = dataclasses.replace(candidate, dropout=dropout if long_enough else 0.0)
