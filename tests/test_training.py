@@ -304,6 +304,42 @@ def test_evaluations_are_spread_over_max_time(run_cli, corpus, tmp_path):
     assert all(s % 5 == 0 for s in steps[:-1])
 
 
+def test_a_run_too_short_to_overfit_validates_at_its_end_only(
+    run_cli, corpus, tmp_path, monkeypatch
+):
+    """Under FINAL_ONLY_EPOCHS predicted epochs, the fitted plan has no evaluation
+    before the one at the end (the tiny corpus holds many epochs: the threshold is
+    raised instead)."""
+    from tests.conftest import TINY
+
+    monkeypatch.setattr(Trainer, "FINAL_ONLY_EPOCHS", 1e9)
+    at = TINY.index("--eval-every")
+    out = tmp_path / "run"
+    result = run_cli("train", "generator", "--train", corpus, "--out", out,
+                     *TINY[:at], *TINY[at + 2 :], "--max-time", "3s")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert re.search(r"validating at the end only \([\d.]+ epochs, too few to overfit\)",
+                     result.stderr), result.stderr  # fmt: skip
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["step"] for r in records if r.get("split") == "valid"]
+    assert evals == [records[-1]["step"]] and evals[0] > Trainer.PLAN_STEPS
+
+
+def test_no_evaluation_is_due_just_before_the_last(corpus, tmp_path):
+    """A planned evaluation with under half a spacing of steps left waits for the one at
+    the end; with more left it runs."""
+    cfg = config(max_steps=None, max_time=10.0, eval_every=None)
+    trainer = Trainer(make_task(corpus, tmp_path, cfg), cfg, tmp_path)
+    trainer.eval_every, trainer.steps_per_s = 10, 100.0  # as _plan leaves them
+    trainer.progress.step = 10
+    trainer.progress.elapsed = 10.0 - 4 / 100  # 4 steps left
+    assert not trainer._eval_due(0.0, 0)
+    trainer.progress.elapsed = 10.0 - 6 / 100  # 6 steps left
+    assert trainer._eval_due(0.0, 0)
+    trainer.last_eval, trainer.progress.step = {"step": 10}, 19  # 9 steps since it
+    assert not trainer._eval_due(0.0, 0)
+
+
 def test_the_ensemble_shrinks_to_fit_a_short_budget(tmp_path):
     """Members cost time in proportion: a budget that gives each fewer than the default
     epochs gets fewer members, built as `--ensemble k` would build them."""
