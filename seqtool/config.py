@@ -30,6 +30,9 @@ POOLINGS = ("max", "mean", "last", "attention")
 ATTENTIONS = ("bahdanau", "luong", "none")
 QUANTIZATIONS = ("none", "int8")
 
+# the longest --max-time: the clock it shows (datetime.timedelta) stays in range
+MAX_TIME = 365 * 24 * 3600.0
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 
 
@@ -38,7 +41,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ConfigError(f"cannot read {text!r} as a duration; use a form like 90s, 10m or 2h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if seconds > MAX_TIME:
+        raise ConfigError(f"{text!r} is longer than a year, the most --max-time takes")
+    return seconds
 
 
 def _check(condition: bool, message: str) -> None:
@@ -198,6 +204,7 @@ class TrainConfig(_Config):
         for name in ("max_steps", "max_epochs", "max_time", "patience", "threads", "batch_tokens"):
             value = getattr(self, name)
             _check(value is None or value > 0, f"{name} must be positive")
+        _check(self.max_time is None or self.max_time <= MAX_TIME, "--max-time is at most a year")
 
     @property
     def has_budget(self) -> bool:

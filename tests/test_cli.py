@@ -521,3 +521,16 @@ def test_output_that_cannot_be_written_is_one_error_line(trained, command):
         )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == "Error: could not write the output (No space left on device)\n"
+
+
+@pytest.mark.parametrize("value", ["8761h", "99999999999999h", "1" + "0" * 30])
+def test_a_max_time_past_a_year_is_refused(run_cli, corpus, tmp_path, value):
+    """The clock and the plan's step counts overflowed past it (a traceback before)."""
+    out = tmp_path / "r"
+    result = run_cli("train", "generator", "--train", corpus, "--out", out, "--max-time", value)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '--max-time': {value!r} is longer than a year, the most "
+        "--max-time takes"
+    )
+    assert not out.exists()
