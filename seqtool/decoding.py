@@ -4,6 +4,7 @@ greedy and batched beam search for translators."""
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -78,9 +79,11 @@ def cat_states(states: list):
 
 def seeds_for(count: int, seed: int | None) -> list[int]:
     """Row i of a batch draws from its own generator seeded `seed + i`, so that a row's
-    text does not depend on the rows sampled beside it; without a seed, fresh ones."""
+    text does not depend on the rows sampled beside it; without a seed, fresh ones,
+    under 2**63 as --seed and the API take them back (torch.seed() draws 64 bits and
+    reseeds torch's global generator)."""
     if seed is None:
-        return [torch.seed() for _ in range(count)]
+        return [secrets.randbits(63) for _ in range(count)]
     return [seed + i for i in range(count)]
 
 

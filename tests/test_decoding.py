@@ -57,6 +57,15 @@ def test_sample_equals_a_plain_loop_of_decode_steps(cell):
     assert got.shape == (length, batch)
 
 
+def test_fresh_seeds_are_ones_seed_options_take_back():
+    """Without a seed each row gets a fresh one under 2**63 (--seed's and the API's
+    range: a reply's seed can be sent back), and torch's global generator is untouched."""
+    state = torch.get_rng_state()
+    seeds = decoding.seeds_for(200, None)
+    assert all(0 <= s < 2**63 for s in seeds) and len(set(seeds)) == 200
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_a_row_samples_the_same_text_alone_or_in_a_batch():
     model = tiny_generator("gru")
     prompts = [[1, 2, 3], [4], [5, 6]]

@@ -204,6 +204,8 @@ def test_generate_and_stream_give_the_librarys_text(server, models):
     assert got[-1] == {"done": True, "tokens": 60, "seed": 7}
     unseeded = client.post("/v1/generate", json={"model": "gen", "length": 5}).json()
     assert unseeded["text"] == models["gen"].generate("", length=5, seed=unseeded["seed"])
+    again = {"model": "gen", "length": 5, "seed": unseeded["seed"]}  # a seed it takes back
+    assert client.post("/v1/generate", json=again).json()["text"] == unseeded["text"]
 
 
 # -- bad input ---------------------------------------------------------------------------
