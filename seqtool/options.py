@@ -443,12 +443,12 @@ def as_json(help: str) -> click.Option:
 def _limit(flag: str, help: str | None = None) -> click.Option:
     """An option of `serve` for the Limits field of the same name, with its default:
     milliseconds may be 0, counts and other numbers are positive."""
-    from seqtool.serve import Limits  # imports neither fastapi nor torch
+    from seqtool.serve import MAX_MS, Limits  # imports neither fastapi nor torch
 
     default = defaults(Limits)[flag[2:].replace("-", "_")]
-    kind = click.FloatRange(min=0) if flag.endswith("-ms") else POSITIVE
+    kind = Finite(0, MAX_MS) if flag.endswith("-ms") else POSITIVE
     if isinstance(default, float) and not flag.endswith("-ms"):
-        kind = click.FloatRange(min=0, min_open=True)
+        kind = Finite(min=0, min_open=True)
     return _option(flag, type=kind, default=default, show_default=True, help=help)
 
 
@@ -643,6 +643,8 @@ AVERAGE = [
 def serve() -> list[click.Parameter]:
     """The options of `serve`: built when the command line is, so that importing this
     module (as seqtool.train does) does not import the server's package."""
+    from seqtool.serve import MAX_GRACE_SECONDS
+
     return [
         _option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
         _option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True),
@@ -684,7 +686,7 @@ def serve() -> list[click.Parameter]:
         ),
         _option(
             "--grace-seconds",
-            type=click.FloatRange(min=0),
+            type=Finite(0, MAX_GRACE_SECONDS),
             default=30.0,
             show_default=True,
             help="On SIGTERM or Ctrl-C, how long the whole stop may take (requests in flight, "

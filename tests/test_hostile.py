@@ -383,7 +383,10 @@ TABLE = {
     "plot": [["V", "--out", "OUT"], ["G", "--out", "F"], ["G", "--out", "OUT", "--x", "V"]],
     "neighbours": [["V", "a"], ["G", "W"], ["G", "a", "--top-k", "V"]],
     "average": [["V", "G", "--out", "OUT"], ["G", "G", "--out", "F"]],
-    "serve": [["V"], ["G", "--port", "V"], ["G", "--max-batch", "V"]],
+    "serve": [["V"], *(["G", option, "V"] for option in (
+        "--port", "--max-batch", "--max-wait-ms", "--stream-interval-ms", "--grace-seconds",
+        "--max-length-ratio",
+    ))],
     "train generator": [
         ["--train", "V", "--out", "OUT"], ["--train", "TEXT", "--out", "F"],
         *(["--train", "TEXT", "--out", "OUT", option, "V"] for option in (

@@ -28,7 +28,8 @@ uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installe
 
 import seqtool  # noqa: E402
 from seqtool.cli import cli  # noqa: E402
-from seqtool.serve import Limits  # noqa: E402
+from seqtool.errors import ConfigError  # noqa: E402
+from seqtool.serve import Limits, serve  # noqa: E402
 from seqtool.serve.app import create_app  # noqa: E402
 from seqtool.serve.workers import HOLD, RECENT, BatchWorker, Job  # noqa: E402
 from tests.conftest import TEXT, TINY  # noqa: E402
@@ -726,3 +727,20 @@ def test_max_generate_length_is_the_limit_and_max_length_its_old_name(runs):
     old = run_cli("serve", runs["gen"], "--max-length", 0)
     assert old.exit_code == 2 and "'--max-generate-length'" in old.output, old.output
     assert "--max-length is deprecated" in old.output
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--max-wait-ms", "60001"), ("--stream-interval-ms", "1e300"), ("--grace-seconds", "86401")],
+)
+def test_waits_past_their_bound_are_refused_before_anything_loads(runs, option, value):
+    """A wait of 1e300 ms passed threading's limit and killed the engine thread at the
+    first request (every request then hung); the options and Limits refuse such waits."""
+    result = run_cli("serve", runs["gen"], option, value)
+    assert result.exit_code == 2 and option in result.output, result.output
+    for field in ("max_wait_ms", "stream_interval_ms"):
+        for wrong in (float("inf"), float("nan"), 60_001.0, -1.0):
+            with pytest.raises(ConfigError, match=f"{field} must be in"):
+                Limits(**{field: wrong})
+    with pytest.raises(ConfigError, match="grace_seconds must be in"):
+        serve([str(runs["gen"])], grace_seconds=float("inf"))

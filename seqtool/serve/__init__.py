@@ -17,6 +17,10 @@ from seqtool.errors import ConfigError, SeqtoolError
 
 MISSING = "seqtool serve needs the serve extra: pip install -e '.[serve]' in the seqtool repository"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+# the longest wait a batch or a stream may be told to take: a minute is no batching
+# policy already, and a wait past threading.TIMEOUT_MAX (about 292 years) stops the engine
+MAX_MS = 60_000.0
+MAX_GRACE_SECONDS = 86_400.0  # a day; the stop's waits must stay within what time_t holds
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,8 @@ class Limits:
             if not 0 < getattr(self, name) < float("inf"):
                 raise ConfigError(f"{name} must be positive and finite")
         for name in ("max_wait_ms", "stream_interval_ms"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0")
+            if not 0 <= getattr(self, name) <= MAX_MS:
+                raise ConfigError(f"{name} must be in [0, {MAX_MS:.0f}]")
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -104,6 +108,8 @@ def serve(
     """Load every model (converted for `quantize`, see seqtool.quantize), then answer
     HTTP until SIGINT/SIGTERM: uvicorn stops accepting, lets requests in flight finish,
     then the engine stops; all of it within grace_seconds (server.py)."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ConfigError(f"grace_seconds must be in [0, {MAX_GRACE_SECONDS:.0f}]")
     log_level = os.environ.get("SEQTOOL_LOG_LEVEL", "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"SEQTOOL_LOG_LEVEL {log_level!r}: choose one of {', '.join(LOG_LEVELS)}")
