@@ -32,6 +32,14 @@ QUANTIZATIONS = ("none", "int8")
 
 # the longest --max-time: the clock it shows (datetime.timedelta) stays in range
 MAX_TIME = 365 * 24 * 3600.0
+# Counts a model or a run is built from in a loop, bounded so that a huge one is refused
+# at once instead of looping for hours: layers, classifier members and torch threads,
+# far beyond any useful setting. A sentencepiece vocabulary past MAX_VOCAB pieces makes
+# its trainer loop forever (2**31 - 1 does); no corpus here needs more.
+MAX_LAYERS = 64
+MAX_MEMBERS = 64
+MAX_THREADS = 1024
+MAX_VOCAB = 1_000_000
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 
@@ -79,6 +87,7 @@ def _check_model(config, *sizes: str) -> None:
     _check(cell in CELLS, f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
     for name in ("embedding_size", "hidden_size", "num_layers", *sizes):
         _check(getattr(config, name) > 0, f"{name} must be positive")
+    _check(config.num_layers <= MAX_LAYERS, f"num_layers must be at most {MAX_LAYERS}")
     _check(0.0 <= config.dropout < 1.0, "dropout must be in [0, 1)")
 
 
@@ -92,7 +101,10 @@ class TokenizerConfig(_Config):
     def __post_init__(self) -> None:
         object.__setattr__(self, "chosen", tuple(self.chosen))  # a list after a checkpoint
         _check(self.kind in TOKENIZERS, f"unknown tokenizer {self.kind!r}")
-        _check(self.vocab_size is None or self.vocab_size > 0, "--vocab-size must be positive")
+        _check(
+            self.vocab_size is None or 0 < self.vocab_size <= MAX_VOCAB,
+            f"--vocab-size must be in [1, {MAX_VOCAB}]",
+        )
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,7 @@ class ClassifierConfig(_Config):
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))  # a list after a checkpoint
         _check_model(self, "vocab_size", "max_length", "members")
+        _check(self.members <= MAX_MEMBERS, f"members must be at most {MAX_MEMBERS}")
         _check(self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}")
         _check(0.0 <= self.word_dropout < 1.0, "word_dropout must be in [0, 1)")
         _check(len(self.labels) >= 2 or self.multi_label, "a classifier needs two labels or more")
@@ -205,6 +218,10 @@ class TrainConfig(_Config):
             value = getattr(self, name)
             _check(value is None or value > 0, f"{name} must be positive")
         _check(self.max_time is None or self.max_time <= MAX_TIME, "--max-time is at most a year")
+        _check(
+            self.threads is None or self.threads <= MAX_THREADS,
+            f"--threads is at most {MAX_THREADS}",
+        )
 
     @property
     def has_budget(self) -> bool:

@@ -276,8 +276,12 @@ class Hypothesis:
 
 
 def length_penalty(length: int, alpha: float) -> float:
-    """GNMT's ((5 + length) / 6) ** alpha (Wu et al., 2016); alpha 0 scores raw log-prob."""
-    return ((5 + length) / 6) ** alpha
+    """GNMT's ((5 + length) / 6) ** alpha (Wu et al., 2016); alpha 0 scores raw log-prob.
+    Past a float's range (an alpha in the hundreds) it is inf, and every score 0."""
+    try:
+        return ((5 + length) / 6) ** alpha
+    except OverflowError:
+        return math.inf
 
 
 def max_lengths(src_lengths: torch.Tensor, ratio: float) -> list[int]:

@@ -4,6 +4,7 @@ inference."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -33,6 +34,15 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU threads, at most one per CPU of this machine: more only slow torch
+    down, and a thousand fail to start (in the middle of the first parallel step)."""
+    cpus = os.cpu_count() or 1
+    if not 1 <= threads <= cpus:
+        raise ConfigError(f"--threads {threads}: this machine has {cpus} CPUs; give 1 to {cpus}")
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

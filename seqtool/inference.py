@@ -13,10 +13,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from seqtool import checkpoint, tasks
-from seqtool.device import pick_device
+from seqtool.device import pick_device, set_threads
 from seqtool.errors import ConfigError
 from seqtool.loaded import describe
 
@@ -39,8 +37,8 @@ def load(
     faster inference on the CPU (see seqtool.quantize); "none" keeps fp32.
     Raises CheckpointError or ConfigError (SeqtoolErrors) with a one-line message.
     """
-    if threads:
-        torch.set_num_threads(threads)
+    if threads is not None:
+        set_threads(threads)
     runs = [run] if isinstance(run, str | os.PathLike) else list(run)
     if not runs:
         raise ConfigError("no run to load: give a run directory or a .ckpt file")

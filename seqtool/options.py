@@ -21,7 +21,11 @@ from seqtool.config import (
     CELLS,
     DEFAULT_MEMBERS,
     DEFAULT_TOKENIZER,
+    MAX_LAYERS,
     MAX_LENGTH_RATIO,
+    MAX_MEMBERS,
+    MAX_THREADS,
+    MAX_VOCAB,
     POOLINGS,
     PRECISIONS,
     QUANTIZATIONS,
@@ -46,6 +50,7 @@ from seqtool.errors import ConfigError, warn
 POSITIVE = click.IntRange(1, 2**31 - 1)
 # what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
 SEED = click.IntRange(0, 2**63 - 1)
+THREADS = click.IntRange(1, MAX_THREADS)
 SEARCH = defaults(SearchConfig)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
 TRANSLATOR_METRICS = ("bleu", "loss")
@@ -113,7 +118,7 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
             help="Run directory for checkpoints, metrics.jsonl and config.yaml.",
         ),
         _choice("--cell", CELLS, model["cell"], "Recurrent cell; rnn is the basic Elman network."),
-        number("--layers", POSITIVE, model["num_layers"]),
+        number("--layers", click.IntRange(1, MAX_LAYERS), model["num_layers"]),
         number("--hidden-size", POSITIVE, model["hidden_size"]),
         number("--embedding-size", POSITIVE, model["embedding_size"]),
         number("--dropout", Finite(0, 1, max_open=True), model["dropout"]),
@@ -177,11 +182,11 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
             run["precision"],
             "auto: bf16 where the hardware runs it natively, else fp32.",
         ),
-        _option("--threads", type=POSITIVE, help="CPU threads for torch."),
+        _option("--threads", type=THREADS, help="CPU threads for torch."),
         _choice("--tokenizer", TOKENIZERS, DEFAULT_TOKENIZER[task]),
         _option(
             "--vocab-size",
-            type=POSITIVE,
+            type=click.IntRange(1, MAX_VOCAB),
             help="Sentencepiece vocabulary size (adjusted with a warning if it does not fit "
             "the corpus).",
         ),
@@ -279,7 +284,7 @@ OWN_TRAINING = {
         _max_length(ClassifierConfig, "line"),
         _option(
             "--ensemble",
-            type=POSITIVE,
+            type=click.IntRange(1, MAX_MEMBERS),
             default=DEFAULT_MEMBERS,
             show_default=True,
             help="Classifiers trained side by side, probabilities averaged; each costs as "
@@ -423,7 +428,7 @@ INFERENCE = [
         show_default=True,
         help="auto: a GPU when there is one, else the CPU.",
     ),
-    _option("--threads", type=POSITIVE, help="CPU threads for torch."),
+    _option("--threads", type=THREADS, help="CPU threads for torch."),
 ]
 
 QUANTIZE = _option(

@@ -18,6 +18,7 @@ from itertools import islice
 import sentencepiece as spm
 
 from seqtool import distributed
+from seqtool.config import MAX_VOCAB
 from seqtool.errors import DataError
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -278,7 +279,7 @@ def _fit(
     if vocab_size is None:
         # char: an upper bound only, so every distinct character gets its piece;
         # subword: as large as the corpus allows, up to default_size (fitted silently)
-        vocab_size = 1_000_000 if kind == "char" else default_size
+        vocab_size = MAX_VOCAB if kind == "char" else default_size
     vocab_size = max(vocab_size, META_PIECES)
     try:
         return _train_proto(lines, kind, vocab_size, prefix), _resized(requested, vocab_size)

@@ -34,7 +34,7 @@ import torch
 
 from seqtool import averaging, checkpoint, distributed, files, tasks
 from seqtool.config import DEFAULT_EPOCHS, OPTION_FIELDS, TokenizerConfig, TrainConfig
-from seqtool.device import allocating, autocast, pick_device, pick_precision
+from seqtool.device import allocating, autocast, pick_device, pick_precision, set_threads
 from seqtool.errors import (
     CheckpointError,
     ConfigError,
@@ -685,10 +685,10 @@ def train(
                 job.train, job.valid, run_dir, job.tokenizer, job.model, config, resume_ckpt,
                 job.options,
             )  # fmt: skip
+            if config.threads:
+                set_threads(config.threads)
             with allocating("--hidden-size, --embedding-size or --layers"):
                 task = tasks.get(job.task).prepare(request, notify)
-            if config.threads:
-                torch.set_num_threads(config.threads)
             with allocating("--hidden-size, --embedding-size or --layers"):
                 trainer = Trainer(task, config, run_dir, callbacks, resume_ckpt)
             if _fit_to_budget(task, trainer, config, resume_ckpt, job.given, notify):

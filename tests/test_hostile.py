@@ -125,6 +125,12 @@ def test_the_largest_seed_trains(runs, tmp_path, task):
         ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", "nan"),
         ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
         ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
+        # counts built in a loop: 2**31 - 1 of them looped for hours
+        ("train", "generator", "--train", "x", "--out", "y", "--layers", 65),
+        ("train", "classifier", "--train", "x", "--out", "y", "--ensemble", 65),
+        ("train", "translator", "--train", "x", "--out", "y", "--vocab-size", 10**6 + 1),
+        ("train", "generator", "--train", "x", "--out", "y", "--threads", 1025),
+        ("generate", "RUN", "--threads", 2**31 - 1),
     ],
 )
 def test_values_out_of_reach_are_usage_errors(runs, args):
@@ -148,9 +154,47 @@ def test_a_model_too_large_to_allocate_names_the_options(runs, tmp_path):
     )
 
 
-def test_a_beam_too_large_to_allocate_names_the_option(runs):
-    result = invoke("translate", runs["translator"], "--text", "ein 1", "--beam-size", 2**31 - 1)
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_a_beam_too_large_to_allocate_names_the_option(runs, command):
+    pairs = runs["generator"].parent / "pairs.tsv"
+    data = ["--text", "ein 1"] if command == "translate" else ["--data", pairs]
+    result = invoke(command, runs["translator"], *data, "--beam-size", 2**31 - 1)
     assert error(result) == "Error: out of memory; lower --beam-size or --batch-size"
+
+
+def test_a_length_penalty_past_a_floats_range_scores_every_hypothesis_0(runs):
+    from seqtool.decoding import length_penalty
+
+    assert length_penalty(10, 1e308) == float("inf")  # it was an OverflowError
+    result = invoke("translate", runs["translator"], "--text", "ein 1", "--length-penalty", 1e308)
+    assert result.exit_code == 0, result.output
+
+
+def test_counts_in_a_crafted_checkpoint_or_call_are_bounded():
+    """What the options bound, the configs a checkpoint is read into bound too."""
+    import seqtool
+    from seqtool.config import ClassifierConfig, GeneratorConfig, TokenizerConfig, TrainConfig
+    from seqtool.errors import ConfigError
+
+    for make, says in (
+        (lambda: GeneratorConfig(vocab_size=10, num_layers=65), "num_layers must be at most 64"),
+        (lambda: ClassifierConfig(10, ("a", "b"), members=65), "members must be at most 64"),
+        (lambda: TokenizerConfig("unigram", 10**6 + 1), "--vocab-size must be in"),
+        (lambda: TrainConfig(threads=1025), "--threads is at most 1024"),
+        (lambda: seqtool.load("no-such-run", threads=0), "--threads 0: this machine has"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            make()
+
+
+def test_more_threads_than_cpus_is_one_line(runs):
+    """A thousand torch threads failed to start in the middle of the first step."""
+    import os
+
+    cpus = os.cpu_count()
+    result = invoke("generate", runs["generator"], "--length", 3, "--threads", cpus + 1)
+    says = f"Error: --threads {cpus + 1}: this machine has {cpus} CPUs; give 1 to {cpus}"
+    assert error(result) == says
 
 
 @pytest.mark.parametrize("task", ["classifier", "translator"])

@@ -584,12 +584,13 @@ class Translator(Loaded):
         src = encode_lines(self.src_tokenizer, [p.src for p in pairs], limit, warn, "source lines")
         tgt = encode_lines(self.tgt_tokenizer, [p.tgt for p in pairs], limit, warn, "target lines")
         others = self._other_sources([p.src for p in pairs])
-        loss = mean_loss(self.model, src, tgt, batch_size, self.device, others)
         search = SearchConfig(beam_size, 1, length_penalty, batch_size=batch_size)
-        found = translate(
-            self.model, src, self.tgt_tokenizer, self.device, search, others=others,
-            shortlist=self._shortlist(shortlist),
-        )  # fmt: skip
+        with allocating("--beam-size or --batch-size"):
+            loss = mean_loss(self.model, src, tgt, batch_size, self.device, others)
+            found = translate(
+                self.model, src, self.tgt_tokenizer, self.device, search, others=others,
+                shortlist=self._shortlist(shortlist),
+            )  # fmt: skip
         hypotheses, references = [f[0][0] for f in found], [p.tgt for p in pairs]
         exact = sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(pairs)
         return {
@@ -621,7 +622,8 @@ class Translator(Loaded):
         ids = encode_lines(self.src_tokenizer, [text], self.config.max_length, warn, "source lines")
         with torch.inference_mode():
             search = SearchConfig(beam_size, 1, length_penalty, max_length_ratio, 1)
-            found = translate(self.model, ids, self.tgt_tokenizer, self.device, search)
+            with allocating("--beam-size"):
+                found = translate(self.model, ids, self.tgt_tokenizer, self.device, search)
             return inspect_translation(
                 self.model, self.src_tokenizer, self.tgt_tokenizer, ids[0], found[0][0]
             )
