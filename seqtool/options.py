@@ -770,6 +770,8 @@ def config_defaults(path: str, command: str, params: list[click.Parameter]) -> d
     options: what the command line then overrides."""
     found = read_config(path)
     task = found.pop("task", command)
+    if not isinstance(task, str):
+        raise ConfigError(f"{path}: task is a {type(task).__name__}; give {command}")
     if task != command:
         raise ConfigError(f"{path} is a config of a {task}, not of a {command}")
     table = {old[2:].replace("-", "_"): new[2:].replace("-", "_")
@@ -780,6 +782,15 @@ def config_defaults(path: str, command: str, params: list[click.Parameter]) -> d
     if unknown:
         flag = "--" + unknown[0].replace("_", "-")
         raise ConfigError(f"{path}: {unknown[0]!r} is not an option of train {command} ({flag})")
+    integers = {p.name for p in params if isinstance(p.type, click.types.IntParamType)}
+    for name, value in found.items():
+        # a list or a mapping is no option's value, and is never printed: YAML's aliases
+        # can make a small file into a structure of billions of items
+        if value is not None and not isinstance(value, str | int | float):
+            kind = type(value).__name__
+            raise ConfigError(f"{path}: {name.replace('_', '-')} is a {kind}; give one value")
+        if name in integers and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{path}: {name.replace('_', '-')} is {value}; give a whole number")
     return found
 
 

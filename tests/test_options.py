@@ -114,6 +114,16 @@ def test_a_toml_config(data, tmp_path):
     assert seqtool.info(tmp_path / "run")["steps"] == 2
 
 
+BOMB = (
+    "["
+    + ", ".join(
+        ['&a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+        + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    )
+    + "]"
+)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -123,6 +133,13 @@ def test_a_toml_config(data, tmp_path):
         ("task: generator\nhidden-size: [8\n", "cannot read the config"),
         ("- a list\n", "a config is a mapping of option names to values"),
         ("task: generator\nresume: true\n", "'resume' is not an option of train generator"),
+        ("task: generator\nhidden-size: [8, 16]\n", "hidden-size is a list; give one value"),
+        ("task: generator\nhidden-size: 8.5\n", "hidden-size is 8.5; give a whole number"),
+        ("task: generator\ndevice: {a: 1}\n", "device is a dict; give one value"),
+        ("task: [generator]\n", "task is a list; give generator"),
+        # aliases: a 400-byte file whose value is a billion strings, never to be printed
+        (f"task: generator\nseed: {BOMB}\n", "seed is a list; give one value"),
+        (f"task: generator\nprecision: {BOMB}\n", "precision is a list; give one value"),
     ],
 )
 def test_a_bad_config_is_one_error_line(text, message, data, tmp_path):
