@@ -312,12 +312,22 @@ def restore_model(
         model = build(config)
         try:
             model.load_state_dict(ckpt["model_state"])
-            return model.eval()
         except RuntimeError as err:
             difference = _first_line(err)
+        else:
+            _check_finite(ckpt["model_state"], path)
+            return model.eval()
     raise CheckpointError(
         f"{path}: the weights do not match the model config (first difference: {difference})"
     )
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Any) -> None:
+    """Training stops before its weights hold nan or inf; weights that do come from a
+    damaged or crafted file, and every answer of the model would be nan."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: the weights hold nan or inf ({name}): a damaged file")
 
 
 class _SkipInit(TorchFunctionMode):

@@ -430,4 +430,7 @@ def beam_search(
             memory, state = memory.select(index), state.select(beams)
             if attention is not None:
                 attention = attention[beams]
-    return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+    # no hypothesis ends where every score is nan or -inf (weights that overflow): an
+    # empty translation, as for an empty line, rather than none
+    empty = Hypothesis([], float("-inf"), float("-inf"), None)
+    return [sorted(f, key=lambda h: -h.score)[:n_best] or [empty] * n_best for f in finished]

@@ -115,3 +115,22 @@ def test_rows_that_join_and_leave_a_running_batch_sample_as_alone():
     for ask, (prompt, options, seed, _, length) in enumerate(asks):
         alone = decoding.sample(model, [prompt], length, *options, seeds=[seed])
         assert got[ask] == torch.cat(list(alone)).tolist(), ask
+
+
+def test_a_beam_search_whose_scores_are_all_nan_ends_empty():
+    """No hypothesis ever ends when every score is nan (weights that overflow): each
+    sentence gets n_best empty translations, not an empty list."""
+    from seqtool.config import TranslatorConfig
+    from seqtool.models.translator import TranslatorModel
+
+    model = TranslatorModel(TranslatorConfig(11, 11, embedding_size=8, hidden_size=8)).eval()
+    step = model.decode_step
+
+    def nan_step(*args):
+        log_probs, state, weights = step(*args)
+        return torch.full_like(log_probs, float("nan")), state, weights
+
+    model.decode_step = nan_step
+    src, lengths = torch.tensor([[5, 6, 7], [5, 6, 0]]), torch.tensor([3, 2])
+    found = decoding.beam_search(model, src, lengths, beam_size=3, n_best=2)
+    assert [[h.tokens for h in sentence] for sentence in found] == [[[], []], [[], []]]

@@ -244,6 +244,22 @@ def test_a_damaged_checkpoint_is_one_line_in_every_command(
     assert error(invoke(command, path)) == f"Error: {path}: not a seqtool checkpoint ({says})"
 
 
+@pytest.mark.parametrize("task", ["generator", "classifier", "translator"])
+def test_weights_of_nan_or_inf_are_one_line(runs, tmp_path, task):
+    """A translator of nan weights ended its beam search with no hypothesis: IndexError."""
+    import torch
+
+    ckpt = torch.load(runs[task] / "best.ckpt", weights_only=True)
+    name = next(iter(ckpt["model_state"]))
+    ckpt["model_state"][name] = torch.full_like(ckpt["model_state"][name], float("nan"))
+    path = tmp_path / "nan.ckpt"
+    torch.save(ckpt, path)
+    text = {"generator": ["--length", 3], "classifier": ["--text", "a"]}.get(task, ["--text", "a"])
+    command = {"generator": "generate", "classifier": "classify", "translator": "translate"}[task]
+    says = f"Error: {path}: the weights hold nan or inf ({name}): a damaged file"
+    assert error(invoke(command, path, *text)) == says
+
+
 # -- text that is not what it seems --------------------------------------------------------
 
 
