@@ -42,9 +42,13 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
-    if not path.exists():
+    try:
+        found, is_file = path.exists(), path.is_file()
+    except OSError as err:  # a name too long to look up, a loop of links
+        raise DataError(f"{path}: {err.strerror or err}") from None
+    if not found:
         raise DataError(f"{path}: no such file")
-    if not path.is_file():
+    if not is_file:
         raise DataError(f"{path}: not a file")
     try:
         path.open("rb").close()
@@ -464,7 +468,7 @@ def parallel_paths(data: str, src_lang: str | None, tgt_lang: str | None) -> lis
     if src_lang or tgt_lang:
         raise DataError("give both --src-lang and --tgt-lang, or neither for a TSV file")
     path = Path(data)
-    if not path.exists() and list(path.parent.glob(path.name + ".*")):
+    if not files.holds(path) and list(path.parent.glob(path.name + ".*")):
         raise DataError(f"{data}: no such file; for aligned files add --src-lang and --tgt-lang")
     return [check_file(path)]
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 from seqtool.errors import OutputError
+
+
+def holds(path: str | os.PathLike, test: Callable[[Path], bool] = Path.exists) -> bool:
+    """`test(path)` (Path.exists, Path.is_dir, ...), False for a name the system cannot
+    look up at all (longer than it takes, a loop of links), where pathlib raises."""
+    try:
+        return test(Path(path))
+    except OSError:
+        return False
 
 
 def temporary(path: Path) -> Path:
@@ -41,7 +50,7 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
             tmp.unlink()
         if not isinstance(err, OSError):
             raise
-        kept = f"; the previous {what} is kept" if path.exists() else ""
+        kept = f"; the previous {what} is kept" if holds(path) else ""
         raise OutputError(
             f"{path}: could not write the {what} ({_reason(path, err)}){kept}"
         ) from None
@@ -65,6 +74,6 @@ def append(path: str | os.PathLike, text: str, what: str) -> None:
 
 
 def _reason(path: Path, err: OSError) -> str:
-    if isinstance(err, FileNotFoundError) and not path.parent.is_dir():
+    if isinstance(err, FileNotFoundError) and not holds(path.parent, Path.is_dir):
         return f"no folder {path.parent}"
     return err.strerror or str(err)

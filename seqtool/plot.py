@@ -268,7 +268,7 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     before (close, not exact). Eval records take the tokens of the log record of their
     step or before."""
     path = Path(run)
-    path = path / "metrics.jsonl" if path.is_dir() else path
+    path = path / "metrics.jsonl" if files.holds(path, Path.is_dir) else path
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:

@@ -54,6 +54,33 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 # -- files that cannot be written ---------------------------------------------------------
 
 
+LONG = "a" * 300  # longer than a file name may be: pathlib's exists() raises for it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "generator", "--train", "LONG", "--out", "OUT"),
+        ("train", "generator", "--config", "LONG.yaml", "--train", "TEXT", "--out", "OUT"),
+        ("classify", "C", "LONG"),
+        ("translate", "T", "LONG"),
+        ("evaluate", "T", "--data", "LONG"),
+        ("evaluate", "T", "--data", "LONG", "--src-lang", "de", "--tgt-lang", "en"),
+        ("plot", "LONG", "--out", "OUT"),
+        ("plot", "G", "--out", "DIR/LONG.png"),
+        ("translate", "T", "--text", "ein 1", "--attention-plot", "DIR/LONG.png"),
+        ("inspect", "G", "--text", "a", "--html", "DIR/LONG.html"),
+        ("average", "G", "G", "--out", "DIR/LONG.ckpt"),
+    ],
+)
+def test_a_file_name_too_long_is_one_line(runs, tmp_path, args):
+    folder = runs["generator"].parent
+    places = {"TEXT": folder / "text.txt", "OUT": tmp_path / "out", "G": runs["generator"],
+              "C": runs["classifier"], "T": runs["translator"]}  # fmt: skip
+    args = [str(places.get(a, a)).replace("LONG", LONG).replace("DIR", str(tmp_path)) for a in args]
+    assert "File name too long" in error(invoke(*args))
+
+
 def test_inspect_html_into_a_missing_folder(runs, tmp_path):
     page = tmp_path / "nowhere" / "report.html"
     result = invoke("inspect", runs["generator"], "--text", "the fox", "--html", page)

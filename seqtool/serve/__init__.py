@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqtool import files
 from seqtool.errors import ConfigError, SeqtoolError
 
 MISSING = "seqtool serve needs the serve extra: pip install -e '.[serve]' in the seqtool repository"
@@ -86,7 +87,7 @@ def model_names(runs: list[str]) -> dict[str, str]:
             path = Path(arg)
             run = arg
             name = path.parent.name if path.stem in ("best", "last") else path.stem
-            name = path.resolve().name if path.is_dir() else name
+            name = path.resolve().name if files.holds(path, Path.is_dir) else name
         if not name or name in names:
             raise ConfigError(
                 f"{arg}: {'empty' if not name else 'duplicate'} model name; give NAME=RUN"
