@@ -4,6 +4,8 @@ A new file is written to a temporary file beside it, flushed, fsynced and rename
 it, so that readers (and a run killed meanwhile) see the old file or the new one, never
 a part. Every failure to write (a full disk, a file too large, a missing or read-only
 folder) becomes one OutputError naming the file, and the temporary file is removed.
+A symbolic link keeps pointing where it did (the file it names is replaced), and a
+device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to in place.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
     if not Path(path).name:  # "" or "/": nothing to rename into place
         raise OutputError(f"{os.fspath(path)!r} is not a file name; give the file for the {what}")
     path = Path(path)
+    if holds(path, Path.is_symlink):  # the file it names is replaced; the link stays
+        path = path.resolve()
+    if holds(path) and not holds(path, Path.is_file):
+        # a device or a pipe (/dev/null, /dev/stdout) is written to, never renamed over:
+        # run as root, a rename would put a plain file in place of /dev/null
+        with _writing(path, what), path.open("wb") as f:
+            yield f
+        return
     tmp = temporary(path)
     try:
         with tmp.open("wb") as f:
@@ -54,6 +64,15 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
         raise OutputError(
             f"{path}: could not write the {what} ({_reason(path, err)}){kept}"
         ) from None
+
+
+@contextlib.contextmanager
+def _writing(path: Path, what: str) -> Iterator[None]:
+    """OSErrors of writing `path` as one OutputError."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"{path}: could not write the {what} ({_reason(path, err)})") from None
 
 
 def write(path: str | os.PathLike, data: bytes, what: str) -> None:

@@ -81,6 +81,29 @@ def test_a_file_name_too_long_is_one_line(runs, tmp_path, args):
     assert "File name too long" in error(invoke(*args))
 
 
+def test_a_pipe_or_device_is_written_to_and_a_link_kept(runs, tmp_path):
+    """Output went to a temporary file renamed over the target: run as root, `--html
+    /dev/null` put a plain file in place of /dev/null. A FIFO stands in for a device."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = invoke("inspect", runs["generator"], "--text", "a b", "--html", fifo)
+    reader.join(60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and got[0].lstrip().startswith(b"<!DOCTYPE html>")
+    target, link = tmp_path / "report.html", tmp_path / "link.html"
+    target.write_text("old")
+    link.symlink_to(target)
+    assert invoke("inspect", runs["generator"], "--text", "a b", "--html", link).exit_code == 0
+    assert link.is_symlink() and target.read_text().lstrip().startswith("<!DOCTYPE html>")
+
+
 def test_inspect_html_into_a_missing_folder(runs, tmp_path):
     page = tmp_path / "nowhere" / "report.html"
     result = invoke("inspect", runs["generator"], "--text", "the fox", "--html", page)
