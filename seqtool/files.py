@@ -4,8 +4,9 @@ A new file is written to a temporary file beside it, flushed, fsynced and rename
 it, so that readers (and a run killed meanwhile) see the old file or the new one, never
 a part. Every failure to write (a full disk, a file too large, a missing or read-only
 folder) becomes one OutputError naming the file, and the temporary file is removed.
-A symbolic link keeps pointing where it did (the file it names is replaced), and a
-device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to in place.
+A device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to in place; a symbolic
+link to a plain file is replaced like a file, never followed, so that a link planted in
+a run directory cannot make a checkpoint overwrite another file.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
     if not Path(path).name:  # "" or "/": nothing to rename into place
         raise OutputError(f"{os.fspath(path)!r} is not a file name; give the file for the {what}")
     path = Path(path)
-    if holds(path, Path.is_symlink):  # the file it names is replaced; the link stays
-        path = path.resolve()
     if holds(path) and not holds(path, Path.is_file):
         # a device or a pipe (/dev/null, /dev/stdout) is written to, never renamed over:
         # run as root, a rename would put a plain file in place of /dev/null

@@ -81,9 +81,10 @@ def test_a_file_name_too_long_is_one_line(runs, tmp_path, args):
     assert "File name too long" in error(invoke(*args))
 
 
-def test_a_pipe_or_device_is_written_to_and_a_link_kept(runs, tmp_path):
+def test_a_pipe_or_device_is_written_to_and_a_link_not_followed(runs, tmp_path):
     """Output went to a temporary file renamed over the target: run as root, `--html
-    /dev/null` put a plain file in place of /dev/null. A FIFO stands in for a device."""
+    /dev/null` put a plain file in place of /dev/null. A FIFO stands in for a device. A
+    link to a plain file is replaced, its target left alone."""
     import os
     import stat
     import threading
@@ -101,7 +102,8 @@ def test_a_pipe_or_device_is_written_to_and_a_link_kept(runs, tmp_path):
     target.write_text("old")
     link.symlink_to(target)
     assert invoke("inspect", runs["generator"], "--text", "a b", "--html", link).exit_code == 0
-    assert link.is_symlink() and target.read_text().lstrip().startswith("<!DOCTYPE html>")
+    assert not link.is_symlink() and target.read_text() == "old"
+    assert link.read_text().lstrip().startswith("<!DOCTYPE html>")
 
 
 def test_inspect_html_into_a_missing_folder(runs, tmp_path):
