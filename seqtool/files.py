@@ -4,9 +4,8 @@ A new file is written to a temporary file beside it, flushed, fsynced and rename
 it, so that readers (and a run killed meanwhile) see the old file or the new one, never
 a part. Every failure to write (a full disk, a file too large, a missing or read-only
 folder) becomes one OutputError naming the file, and the temporary file is removed.
-A device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to in place; a symbolic
-link to a plain file is replaced like a file, never followed, so that a link planted in
-a run directory cannot make a checkpoint overwrite another file.
+A device or a pipe (/dev/null, /dev/stdout, a FIFO) is written to in place; any other
+symbolic link is replaced like a file, never followed (_in_place).
 """
 
 from __future__ import annotations
@@ -41,9 +40,7 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
     if not Path(path).name:  # "" or "/": nothing to rename into place
         raise OutputError(f"{os.fspath(path)!r} is not a file name; give the file for the {what}")
     path = Path(path)
-    if holds(path) and not holds(path, Path.is_file):
-        # a device or a pipe (/dev/null, /dev/stdout) is written to, never renamed over:
-        # run as root, a rename would put a plain file in place of /dev/null
+    if _in_place(path):
         with _writing(path, what), path.open("wb") as f:
             yield f
         return
@@ -63,6 +60,16 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
         raise OutputError(
             f"{path}: could not write the {what} ({_reason(path, err)}){kept}"
         ) from None
+
+
+def _in_place(path: Path) -> bool:
+    """Whether `path` is a device or a pipe (/dev/null, a FIFO) to write to, not a file to
+    rename over: run as root, a rename would put a plain file in place of /dev/null. A
+    link is followed only where /dev keeps its own (/dev/stdout, /dev/fd/N): one planted
+    in a run directory must not send a checkpoint into a disk."""
+    if holds(path, Path.is_symlink) and not path.absolute().is_relative_to("/dev"):
+        return False
+    return holds(path) and not holds(path, Path.is_file)
 
 
 @contextlib.contextmanager

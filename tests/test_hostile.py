@@ -104,6 +104,12 @@ def test_a_pipe_or_device_is_written_to_and_a_link_not_followed(runs, tmp_path):
     assert invoke("inspect", runs["generator"], "--text", "a b", "--html", link).exit_code == 0
     assert not link.is_symlink() and target.read_text() == "old"
     assert link.read_text().lstrip().startswith("<!DOCTYPE html>")
+    os.mkfifo(tmp_path / "pipe2")  # a link to a pipe outside /dev is not followed either
+    (tmp_path / "link2.html").symlink_to(tmp_path / "pipe2")
+    html = tmp_path / "link2.html"
+    assert invoke("inspect", runs["generator"], "--text", "a", "--html", html).exit_code == 0
+    assert stat.S_ISFIFO((tmp_path / "pipe2").stat().st_mode)
+    assert not (tmp_path / "link2.html").is_symlink()
 
 
 def test_inspect_html_into_a_missing_folder(runs, tmp_path):
