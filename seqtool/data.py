@@ -477,7 +477,8 @@ def read_parallel(paths: list[Path]) -> tuple[list[Pair], int]:
     """Read sentence pairs from a TSV file (`source<TAB>target`) or two aligned files.
 
     Returns the pairs and the number of pairs skipped because a side was empty. A TSV
-    line without a tab, or aligned files of different lengths, raise DataError.
+    line without a tab or with two (a third column would be read as part of the target),
+    or aligned files of different lengths, raise DataError.
     """
     pairs, skipped = [], 0
     if len(paths) == 1:
@@ -486,9 +487,10 @@ def read_parallel(paths: list[Path]) -> tuple[list[Pair], int]:
                 skipped += 1
                 continue
             src, tab, tgt = line.partition("\t")
-            if not tab:
+            if not tab or "\t" in tgt:
+                how = "a second tab" if tab else "no tab"
                 raise DataError(
-                    f"{paths[0]}:{line_no}: no tab in the line; write it as source<TAB>target"
+                    f"{paths[0]}:{line_no}: {how} in the line; write it as source<TAB>target"
                 )
             if not (src.strip() and tgt.strip()):
                 skipped += 1

@@ -81,6 +81,26 @@ def test_a_file_name_too_long_is_one_line(runs, tmp_path, args):
     assert "File name too long" in error(invoke(*args))
 
 
+@pytest.mark.parametrize(
+    "task, text, says",
+    [
+        ("classifier", "pos\tgood\n", "data.txt: too few examples to train on"),
+        ("generator", "a", "data.txt: too short to hold a tenth out; give --valid too"),
+        ("translator", "ein\tone\tx\n" * 20, "data.txt:1: a second tab in the line; write it as"),
+        # every label once: the held-out lines' labels are unknown; named, not listed
+        ("classifier", "".join(f"l{i}\tw {i}\n" for i in range(1000)), "and 890 more)"),
+    ],
+)
+def test_training_data_too_small_or_of_three_columns_is_one_short_line(tmp_path, task, text, says):
+    """Sentencepiece's own INTERNAL error came out for one example or one character; a
+    third column was read as part of the target; 1,000 labels were all listed."""
+    data = tmp_path / "data.txt"
+    data.write_text(text)
+    result = invoke("train", task, "--train", data, "--out", tmp_path / "run", "--max-steps", 1)
+    line = error(result)
+    assert says in line and len(line) < 300 + len(str(tmp_path)), line
+
+
 def test_a_pipe_or_device_is_written_to_and_a_link_not_followed(runs, tmp_path):
     """Output went to a temporary file renamed over the target: run as root, `--html
     /dev/null` put a plain file in place of /dev/null. A FIFO stands in for a device. A

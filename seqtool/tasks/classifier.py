@@ -245,14 +245,20 @@ def score(logits: torch.Tensor, targets: torch.Tensor, config: ClassifierConfig,
     return {**metrics.classification_report(matrix, labels), "confusion": matrix}
 
 
+SHOWN_LABELS = 10  # an error names this many known labels, then how many more
+
+
 def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -> None:
     known = set(config.labels)
     for e in examples:
         for label in e.labels:
             if label not in known:
+                shown = ", ".join(label[:80] for label in config.labels[:SHOWN_LABELS])
+                more = len(config.labels) - SHOWN_LABELS
+                shown += f" and {more:,} more" if more > 0 else ""
                 raise DataError(
-                    f"{path}:{e.line}: label {label!r} was not seen in training "
-                    f"(known: {', '.join(config.labels)})"
+                    f"{path}:{e.line}: label {label[:80]!r} was not seen in training "
+                    f"(known: {shown})"
                 )
 
 
@@ -270,6 +276,8 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
         cut = max(1, len(train) // 10)
         train, valid = random_holdout(train, cut, config.seed)
         notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
+    if not train:
+        raise DataError(f"{train_path}: too few examples to train on")
     if request.resume is not None:
         # a checkpoint from before task_options were stored: the options given now
         options = request.resume.get("task_options", request.options)

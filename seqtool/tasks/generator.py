@@ -249,6 +249,8 @@ def prepare(request: TrainRequest, notify: Notify) -> GeneratorTask:
         train_range, valid_range = (0, None), (0, None)
     else:
         cut = holdout_offset(train_file)
+        if cut == 0:
+            raise DataError(f"{train_file}: too short to hold a tenth out; give --valid too")
         train_range, valid_range = (0, cut), (cut, None)
         notify(f"no --valid given: holding out the last 10% of {train_file} for validation")
     cache = request.run_dir / "data"
