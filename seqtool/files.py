@@ -67,8 +67,8 @@ def _in_place(path: Path) -> bool:
     rename over: run as root, a rename would put a plain file in place of /dev/null. A
     link is followed only where /dev keeps its own (/dev/stdout, /dev/fd/N): one planted
     in a run directory must not send a checkpoint into a disk."""
-    if holds(path, Path.is_symlink) and not path.absolute().is_relative_to("/dev"):
-        return False
+    if holds(path, Path.is_symlink):  # /dev/stdout into a file (`> out.html`) too
+        return path.absolute().is_relative_to("/dev")
     return holds(path) and not holds(path, Path.is_file)
 
 
