@@ -41,8 +41,11 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
         raise OutputError(f"{os.fspath(path)!r} is not a file name; give the file for the {what}")
     path = Path(path)
     if _in_place(path):
-        with _writing(path, what), path.open("wb") as f:
-            yield f
+        try:
+            with path.open("wb") as f:
+                yield f
+        except OSError as err:
+            raise _failed(path, what, err) from None
         return
     tmp = temporary(path)
     try:
@@ -57,9 +60,7 @@ def replacing(path: str | os.PathLike, what: str) -> Iterator[IO[bytes]]:
         if not isinstance(err, OSError):
             raise
         kept = f"; the previous {what} is kept" if holds(path) else ""
-        raise OutputError(
-            f"{path}: could not write the {what} ({_reason(path, err)}){kept}"
-        ) from None
+        raise _failed(path, what, err, kept) from None
 
 
 def _in_place(path: Path) -> bool:
@@ -70,15 +71,6 @@ def _in_place(path: Path) -> bool:
     if holds(path, Path.is_symlink):  # /dev/stdout into a file (`> out.html`) too
         return path.absolute().is_relative_to("/dev")
     return holds(path) and not holds(path, Path.is_file)
-
-
-@contextlib.contextmanager
-def _writing(path: Path, what: str) -> Iterator[None]:
-    """OSErrors of writing `path` as one OutputError."""
-    try:
-        yield
-    except OSError as err:
-        raise OutputError(f"{path}: could not write the {what} ({_reason(path, err)})") from None
 
 
 def write(path: str | os.PathLike, data: bytes, what: str) -> None:
@@ -93,12 +85,14 @@ def append(path: str | os.PathLike, text: str, what: str) -> None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
     except OSError as err:
-        raise OutputError(
-            f"{path}: could not write the {what} ({_reason(Path(path), err)})"
-        ) from None
+        raise _failed(Path(path), what, err) from None
 
 
-def _reason(path: Path, err: OSError) -> str:
+def _failed(path: Path, what: str, err: OSError, kept: str = "") -> OutputError:
+    """The one-line error of a failed write, with why: a missing folder, or the system's
+    own words (a full disk, a file too large, a name too long)."""
     if isinstance(err, FileNotFoundError) and not holds(path.parent, Path.is_dir):
-        return f"no folder {path.parent}"
-    return err.strerror or str(err)
+        reason = f"no folder {path.parent}"
+    else:
+        reason = err.strerror or str(err)
+    return OutputError(f"{path}: could not write the {what} ({reason}){kept}")

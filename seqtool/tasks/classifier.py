@@ -253,7 +253,7 @@ def check_labels(examples: list[Example], config: ClassifierConfig, path: str) -
     for e in examples:
         for label in e.labels:
             if label not in known:
-                shown = ", ".join(label[:80] for label in config.labels[:SHOWN_LABELS])
+                shown = ", ".join(name[:80] for name in config.labels[:SHOWN_LABELS])
                 more = len(config.labels) - SHOWN_LABELS
                 shown += f" and {more:,} more" if more > 0 else ""
                 raise DataError(
