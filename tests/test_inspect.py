@@ -235,6 +235,29 @@ def test_inspect_translator_shows_probabilities_and_attention(runs):
     assert all(r.exit_code == 0 for r in sides), sides[0].output
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_inspect_classifier_shows_the_units_of_its_recurrent_layer(tmp_path, bidirectional):
+    """`inspect` of a classifier raised NameError: no test had run it."""
+    data = tmp_path / "labels.tsv"
+    data.write_text("".join(f"pos\tgood film {i}\nneg\tbad film {i}\n" for i in range(20)))
+    run = tmp_path / "clf"
+    result = run_cli(
+        "train", "classifier", "--train", data, "--out", run, "--max-steps", 2,
+        "--hidden-size", 8, "--embedding-size", 8, "--batch-size", 4, "--ensemble", 1,
+        *([] if bidirectional else ["--no-bidirectional"]),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = seqtool.load(run, device="cpu").inspect("good film", unit="layer:1/hidden:3")
+    assert found.bits == [] and "".join(found.pieces).replace(" ", "") == "goodfilm"
+    assert len(found.units[0].values) == len(found.pieces)
+    printed = run_cli("inspect", run, "--text", "good film", "--json")
+    assert printed.exit_code == 0, printed.output
+    assert [p["piece"] for p in json.loads(printed.stdout)["pieces"]] == found.pieces
+    units = 8 * (2 if bidirectional else 1)
+    beyond = run_cli("inspect", run, "--text", "good", "--unit", f"layer:1/hidden:{units}")
+    assert beyond.exit_code == 1 and "Traceback" not in beyond.output
+
+
 # -- training curves and TensorBoard -----------------------------------------------------
 
 

@@ -471,7 +471,7 @@ class Classifier(Loaded):
         the pieces of `text`, as Generator.inspect; a classifier predicts no pieces, so
         there are no bits. Bidirectional layers number the backward units after the
         forward ones, as their output does."""
-        from seqtool.inspect import inspect_recurrent
+        from seqtool.inspect import Inspection, inspect_recurrent
 
         self._fp32("inspect")
         model = self.model.members[0] if self.config.members > 1 else self.model
