@@ -810,5 +810,10 @@ def config_text(task: str, values: dict[str, Any], command_line: str) -> str:
 
     body = {"task": task}
     body.update({k.replace("_", "-"): v for k, v in values.items() if v is not None})
-    header = f"# {command_line}\n# repeat: seqtool train --config THIS_FILE --out NEW_DIR\n"
+    # a file name may hold a line break, which would end the comment, or a control
+    # character, which YAML refuses even in a comment: both are written escaped
+    shown = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode() for c in command_line
+    )
+    header = f"# {shown}\n# repeat: seqtool train --config THIS_FILE --out NEW_DIR\n"
     return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)

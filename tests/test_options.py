@@ -93,6 +93,21 @@ def test_config_yaml_repeats_the_run(task, data, tmp_path):
     assert same_weights(first, tmp_path / "again")
 
 
+@pytest.mark.parametrize("name", ["a\nb.txt", "a\rb.txt", "a\u2028b.txt", "a\x1b[31mb.txt"])
+def test_config_yaml_repeats_a_run_whose_file_name_holds_a_control_character(name, data, tmp_path):
+    """A line break in a file name ended config.yaml's comment, and YAML refuses a
+    control character even in a comment: the file no longer read back."""
+    corpus = tmp_path / name
+    corpus.write_text(TEXT * 3)
+    first = tmp_path / "first"
+    result = run_cli("train", "generator", "--train", corpus, *data["generator"][2:],
+                     "--out", first, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    again = run_cli("train", "--config", first / "config.yaml", "--out", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    assert same_weights(first, tmp_path / "again")
+
+
 def test_the_command_line_wins_over_the_config_file(data, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("task: generator\nhidden-size: 12\nmax_steps: 3\nseed: 4\n")
