@@ -26,6 +26,7 @@ import stat
 import types
 import typing
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,8 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a seqtool checkpoint (neither a zip archive nor a pickle)"
         )
+    if head.startswith(_ZIP_MAGIC):
+        _check_records(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on foreign pickle protocols
@@ -187,6 +190,29 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
     _check_structure(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _check_records(path: Path) -> None:
+    """torch.save stores a checkpoint's records uncompressed, so none can hold more bytes
+    than the file. A compressed record, or one that claims more, is a crafted archive
+    whose loading would take what memory it claims (a zip bomb): refused before torch
+    reads it."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except Exception as err:  # zipfile reading crafted bytes fails in many ways
+        raise CheckpointError(
+            f"{path}: not a seqtool checkpoint, or truncated or corrupt ({_first_line(err)})"
+        ) from None
+    for record in records:
+        stored = record.compress_type == zipfile.ZIP_STORED
+        if not stored or record.file_size > size:
+            what = "larger than the file" if stored else "compressed"
+            raise CheckpointError(
+                f"{path}: not a seqtool checkpoint (its record {record.filename[:80]!r} of "
+                f"{record.file_size:,} bytes is {what}; torch.save stores records whole)"
+            )
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -132,6 +132,27 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
     assert "\n" not in message
 
 
+def test_a_compressed_record_is_refused_before_torch_reads_it(tmp_path):
+    """A zip bomb: data.pkl padded with 64 MB of zeros, deflated to a few kB. torch would
+    allocate and inflate what the record claims (a 20 MB file can claim 20 GB)."""
+    path = tmp_path / "bomb.ckpt"
+    checkpoint.save(path, PAYLOAD)
+    with zipfile.ZipFile(path) as archive:
+        records = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in records.items():
+            bomb = name.endswith("data.pkl")
+            archive.writestr(name, data + bytes(64 << 20) if bomb else data,
+                             zipfile.ZIP_DEFLATED if bomb else zipfile.ZIP_STORED)  # fmt: skip
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    assert str(err.value) == (
+        f"{path}: not a seqtool checkpoint (its record 'archive/data.pkl' of 67,109,256 bytes "
+        "is compressed; torch.save stores records whole)"
+    )
+
+
 def _other_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
