@@ -297,9 +297,9 @@ def _input_lines(input_path: str, text: str | None):
         from seqtool.data import read_stream_lines
 
         return read_stream_lines(sys.stdin and sys.stdin.buffer)
-    from seqtool.data import check_file, read_lines
+    from seqtool.data import read_input_lines
 
-    return (line for _, line in read_lines(check_file(input_path)))
+    return read_input_lines(input_path)
 
 
 # `classify` and `translate` read this many batches of lines at a time and sort them by

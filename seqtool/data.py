@@ -313,6 +313,24 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield line_no + 1, rest
 
 
+def read_input_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of an INPUT file without their line ends: a regular file (checked now),
+    or a pipe or device read once as a stream (`<(zcat test.gz)`, /dev/stdin), as stdin is."""
+    path = Path(path)
+    if files.holds(path, Path.is_fifo) or files.holds(path, Path.is_char_device):
+        return _read_pipe_lines(path)
+    return (line for _, line in read_lines(check_file(path)))
+
+
+def _read_pipe_lines(path: Path) -> Iterator[str]:
+    try:
+        stream = path.open("rb")  # a pipe's open waits for its writer, as `cat`'s does
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror or err})") from None
+    with stream:
+        yield from read_stream_lines(stream, str(path))
+
+
 def _too_long(name: str, line_no: int) -> DataError:
     return DataError(
         f"{name}:{line_no}: the line is longer than {MAX_LINE_CHARS:,} characters; "

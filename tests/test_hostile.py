@@ -132,6 +132,36 @@ def test_a_pipe_or_device_is_written_to_and_a_link_not_followed(runs, tmp_path):
     assert not (tmp_path / "link2.html").is_symlink()
 
 
+@pytest.mark.parametrize("task", ["classifier", "translator"])
+def test_input_from_a_pipe_is_streamed_like_a_file(runs, tmp_path, task):
+    """INPUT may be a pipe (`<(zcat test.gz)`) or a device: read once, as stdin is. Before,
+    anything but a regular file was refused as "not a file"."""
+    import os
+    import threading
+
+    command = "classify" if task == "classifier" else "translate"
+    text = "".join(f"gut {i}\nzwei {i}\n\n" for i in range(30))
+    (tmp_path / "in.txt").write_text(text)
+    from_file = invoke(command, runs[task], tmp_path / "in.txt")
+    assert from_file.exit_code == 0 and from_file.stdout.count("\n") == 90, from_file.output
+    fifo = tmp_path / "in.pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(text), daemon=True)
+    writer.start()
+    from_pipe = invoke(command, runs[task], fifo)
+    writer.join(60)
+    assert from_pipe.exit_code == 0, from_pipe.output
+    assert from_pipe.stdout == from_file.stdout
+    # a device that never ends a line: the line limit, one line
+    line = error(invoke(command, runs[task], "/dev/zero"))
+    assert line == (
+        "Error: /dev/zero:1: the line is longer than 1,048,576 characters; "
+        "break the text into lines"
+    )
+    if task == "classifier":  # translate takes a directory for another model
+        assert error(invoke(command, runs[task], tmp_path)) == f"Error: {tmp_path}: not a file"
+
+
 def test_inspect_html_into_a_missing_folder(runs, tmp_path):
     page = tmp_path / "nowhere" / "report.html"
     result = invoke("inspect", runs["generator"], "--text", "the fox", "--html", page)
