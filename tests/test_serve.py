@@ -218,6 +218,12 @@ BAD = [
     ("/v1/translate", {"model": "tr", "text": 5}, 422, "text"),
     ("/v1/translate", {"model": "tr", "text": "x", "beam_size": "wide"}, 422, "beam_size"),
     ("/v1/translate", {"model": "nope", "text": "x"}, 404, "unknown model 'nope'"),
+    (
+        "/v1/translate",
+        {"model": "n" * 100_000, "text": "x"},
+        404,
+        f"unknown model '{'n' * 80}'... (100,000 characters); models: ",
+    ),
     ("/v1/translate", {"model": "gen", "text": "x"}, 422, "is a generator"),
     ("/v1/translate", {"model": "tr", "text": "x", "beam_size": 0}, 422, "beam_size"),
     ("/v1/translate", {"model": "tr", "text": "x", "n_best": 3, "beam_size": 2}, 422, "n_best"),

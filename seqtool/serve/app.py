@@ -167,8 +167,9 @@ Limited = Annotated[Limits, Depends(_limits)]
 
 
 def worker_for(workers: dict[str, Worker], name: str, task: str) -> Worker:
-    if name not in workers:
-        raise ApiError(404, f"model: unknown model {name!r}; models: {', '.join(workers)}")
+    if name not in workers:  # a name as long as the body allows is not echoed whole
+        shown = repr(name) if len(name) <= 80 else f"{name[:80]!r}... ({len(name):,} characters)"
+        raise ApiError(404, f"model: unknown model {shown}; models: {', '.join(workers)}")
     worker = workers[name]
     if worker.model.task != task:
         raise ApiError(422, f"model: {name!r} is a {worker.model.task}, not a {task}")
