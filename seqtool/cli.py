@@ -60,11 +60,13 @@ class SeqtoolGroup(click.Group):
             click.echo(f"Interrupted: {stop}.", err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
         except KeyboardInterrupt:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, AttributeError):  # stdout may be closed
                 sys.stdout.flush()
             raise click.exceptions.Exit(INTERRUPTED) from None
         except SeqtoolError as err:
             raise click.ClickException(str(err)) from None
+        except ImportError as err:  # a broken install, or too little memory to map torch
+            raise click.ClickException(f"could not load what seqtool needs ({err})") from None
 
 
 def _check_utf8(args: list[str]) -> None:
@@ -263,12 +265,21 @@ def _imports_torch(command):
 def _results_to_stdout(command):
     """A reader that goes away (`| head`) ends a command with 141, as a process killed by
     SIGPIPE: quietly, keeping what was printed. Output that cannot be written (`>
-    /dev/full`, a full disk) is one Error line."""
+    /dev/full`, a full disk, stdout closed, an encoding without the text's characters) is
+    one Error line."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        if sys.stdout is None:  # started with stdout closed (`>&-`): refused before any work
+            raise click.ClickException("could not write the output (standard output is closed)")
         try:
             return command(*args, **kwargs)
+        except UnicodeEncodeError as err:  # PYTHONIOENCODING=ascii, and text that is not
+            _stdout_to_devnull()
+            raise click.ClickException(
+                f"could not write the output (its encoding, {err.encoding}, has no "
+                f"{ascii(err.object[err.start : err.end])}; set PYTHONIOENCODING=utf-8)"
+            ) from None
         except BrokenPipeError:
             _stdout_to_devnull()
             raise click.exceptions.Exit(BROKEN_PIPE) from None

@@ -439,6 +439,41 @@ def test_an_endless_line_on_stdin_is_refused(runs):
     )
 
 
+@pytest.mark.parametrize("case", ["stdout closed", "ascii stdout", "torch cannot load"])
+def test_a_process_that_cannot_write_or_load_is_one_line(runs, tmp_path, case):
+    """stdout closed (`>&-`) or in an encoding without the text's characters, and torch
+    that cannot be mapped (`ulimit -v`, stood for by a torch that raises as it does):
+    tracebacks before (AttributeError, UnicodeEncodeError, ImportError)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    command = (f'"{sys.executable}" -m seqtool generate "{runs["generator"]}" '
+               "--length 5 --prompt é --device cpu")  # fmt: skip
+    if case == "stdout closed":
+        command += " >&-"
+    elif case == "ascii stdout":
+        env["PYTHONIOENCODING"] = "ascii"
+    else:
+        (tmp_path / "torch").mkdir()
+        (tmp_path / "torch" / "__init__.py").write_text(
+            'raise ImportError("libtorch_cpu.so: failed to map segment from shared object")\n'
+        )
+        env["PYTHONPATH"] = str(tmp_path)
+    result = subprocess.run(
+        ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120
+    )
+    says = {
+        "stdout closed": "could not write the output (standard output is closed)",
+        "ascii stdout": "could not write the output (its encoding, ascii, has no '\\xe9'; "
+        "set PYTHONIOENCODING=utf-8)",
+        "torch cannot load": "could not load what seqtool needs (libtorch_cpu.so: failed to "
+        "map segment from shared object)",
+    }
+    assert (result.returncode, result.stderr) == (1, f"Error: {says[case]}\n")
+
+
 def test_an_unreadable_input_file_is_one_line(runs, tmp_path, monkeypatch):
     path = tmp_path / "in.txt"
     path.write_text("good 1\n")
