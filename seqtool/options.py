@@ -50,6 +50,7 @@ from seqtool.errors import ConfigError, warn
 POSITIVE = click.IntRange(1, 2**31 - 1)
 # what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
 SEED = click.IntRange(0, 2**63 - 1)
+MAX_CONFIG_BYTES = 1 << 20
 THREADS = click.IntRange(1, MAX_THREADS)
 SEARCH = defaults(SearchConfig)
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "loss")
@@ -736,11 +737,26 @@ CONFIG_NAME = "config.yaml"  # what `train` writes into the run directory
 def read_config(path: str) -> dict[str, Any]:
     """A YAML or TOML file of option names and values (hidden-size or hidden_size), and
     `task`. Raises ConfigError for a file that cannot be read or is not a mapping."""
+    from pathlib import Path
+
+    from seqtool import files
     from seqtool.data import check_file
 
-    file = check_file(path)
+    file = Path(path)
+    if not (files.holds(file, Path.is_fifo) or files.holds(file, Path.is_char_device)):
+        check_file(file)  # else a pipe (`--config <(...)`), read once like a file
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # a corpus given by mistake, /dev/zero
+        raise ConfigError(
+            f"{path}: more than {MAX_CONFIG_BYTES:,} bytes, too large for a config of "
+            "option names and values; is it the right file?"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
         if file.suffix == ".toml":
             try:
                 import tomllib

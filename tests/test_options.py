@@ -167,6 +167,33 @@ def test_a_bad_config_is_one_error_line(text, message, data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_from_a_pipe_is_read_and_one_too_large_refused(data, tmp_path):
+    """`--config <(...)` was refused as "not a file"; a corpus given as the config by
+    mistake was read whole and parsed as YAML."""
+    import os
+    import threading
+
+    fifo = tmp_path / "config.pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("seed: 7\n"), daemon=True)
+    writer.start()
+    result = run_cli("train", "generator", "--config", fifo, *data["generator"],
+                     "--out", tmp_path / "run", "-q")  # fmt: skip
+    writer.join(60)
+    assert result.exit_code == 0, result.output
+    assert seqtool.info(tmp_path / "run")["train_config"]["seed"] == 7
+    big = tmp_path / "corpus.yaml"
+    big.write_text("a: 1\n" * 300_000)
+    for config in (big, "/dev/zero"):
+        result = run_cli("train", "generator", "--config", config, *data["generator"],
+                         "--out", tmp_path / "run2")  # fmt: skip
+        assert result.exit_code == 1 and result.stderr.strip().splitlines()[-1] == (
+            f"Error: {config}: more than 1,048,576 bytes, too large for a config of option "
+            "names and values; is it the right file?"
+        )
+    assert not (tmp_path / "run2").exists()
+
+
 def test_a_config_without_a_task_names_the_fix(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("hidden-size: 8\n")
