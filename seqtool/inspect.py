@@ -24,6 +24,10 @@ FEATURES = ("quotes", "line-position", "brackets")
 FIND_KINDS = ("cell", "hidden")
 SATURATED = (0.1, 0.9)  # a gate below the first value is left-saturated, above the second right
 BEST_UNITS = 5
+# the float32 values an inspection may hold at once (1 GiB): every position's
+# log-probabilities, and for --unit, --find or --saturation every unit's trace (a 1 MB
+# text through the 2x512 LSTM would be 24 GB of traces)
+MAX_VALUES = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,15 @@ def _label(tokenizer: Tokenizer, token_id: int) -> str:
     )
 
 
+def _check_length(positions: int, per_position: int, what: str) -> None:
+    most = MAX_VALUES // per_position
+    if positions > most:
+        raise ConfigError(
+            f"inspect: the text is {positions:,} pieces, more than the {most:,} this model "
+            f"can {what} at once; give a part of it"
+        )
+
+
 def inspect_recurrent(
     embedding: torch.nn.Embedding,
     rnn: torch.nn.RNNBase,
@@ -231,6 +244,7 @@ def inspect_recurrent(
     if not (unit or find or saturation):
         return pieces, [], None, []
     cell, size = cell_type(rnn), rnn.hidden_size * (2 if rnn.bidirectional else 1)
+    _check_length(len(ids), len(TRACE_KINDS[cell]) * rnn.num_layers * size, "trace")
     # only the LSTM has a cell state apart from its hidden one
     kind = kind or ("cell" if cell == "lstm" else "hidden")
     if kind not in TRACE_KINDS[cell] or kind not in FIND_KINDS:
@@ -286,6 +300,7 @@ def inspect_generator(
     if not ids:
         raise ConfigError("inspect: the text is empty")
     context = tokenizer.encode("\n")  # start as after a line break, as generate does
+    _check_length(len(context) + len(ids), tokenizer.vocab_size, "score")
     device = model.embedding.weight.device
     logits, _ = model(torch.tensor([context + ids[:-1]], device=device))
     log_probs = logits[0, len(context) - 1 :].float().log_softmax(-1).cpu()

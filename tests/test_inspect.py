@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import seqtool
 from seqtool.cli import cli
+from seqtool.errors import ConfigError
 from seqtool.inspect import correlations, feature_values
 from seqtool.models.recurrent import make_rnn, trace
 from tests.conftest import TEXT, TINY
@@ -132,6 +133,20 @@ def test_inspect_returns_bits_top_and_units(runs):
     assert [r["piece"] for r in record["pieces"]] == list(text)
 
 
+def test_a_text_too_long_to_hold_is_refused_before_the_model_runs(runs, monkeypatch):
+    """Every position's scores, and every unit's trace, are held at once: a 1 MB text
+    through the 2x512 default would have been 24 GB of traces."""
+    gen = seqtool.load(runs["gen"], device="cpu")
+    monkeypatch.setattr("seqtool.inspect.MAX_VALUES", gen.tokenizer.vocab_size * 40)
+    assert len(gen.inspect("the fox " * 4).pieces) == 32  # 32 pieces and the context
+    with pytest.raises(ConfigError) as err:
+        gen.inspect("the fox " * 5)
+    assert str(err.value) == (
+        "inspect: the text is 41 pieces, more than the 40 this model can score at once; "
+        "give a part of it"
+    )
+
+
 def test_inspect_cli_prints_bits_per_char_and_json(runs, tmp_path):
     result = run_cli("inspect", runs["gen"], "--text", "to be", "--top-k", 2)
     assert result.exit_code == 0, result.output
@@ -236,7 +251,9 @@ def test_inspect_translator_shows_probabilities_and_attention(runs):
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_inspect_classifier_shows_the_units_of_its_recurrent_layer(tmp_path, bidirectional):
+def test_inspect_classifier_shows_the_units_of_its_recurrent_layer(
+    tmp_path, monkeypatch, bidirectional
+):
     """`inspect` of a classifier raised NameError: no test had run it."""
     data = tmp_path / "labels.tsv"
     data.write_text("".join(f"pos\tgood film {i}\nneg\tbad film {i}\n" for i in range(20)))
@@ -256,6 +273,12 @@ def test_inspect_classifier_shows_the_units_of_its_recurrent_layer(tmp_path, bid
     units = 8 * (2 if bidirectional else 1)
     beyond = run_cli("inspect", run, "--text", "good", "--unit", f"layer:1/hidden:{units}")
     assert beyond.exit_code == 1 and "Traceback" not in beyond.output
+    # a classifier scores no pieces: its trace is what is held
+    monkeypatch.setattr("seqtool.inspect.MAX_VALUES", 1000)
+    with pytest.raises(
+        ConfigError, match=r"is 51 pieces, more than the \d+ this model can trace at once"
+    ):
+        seqtool.load(run, device="cpu").inspect("good film " * 5, unit="layer:1/hidden:3")
 
 
 # -- training curves and TensorBoard -----------------------------------------------------
