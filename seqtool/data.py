@@ -317,7 +317,7 @@ def read_input_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of an INPUT file without their line ends: a regular file (checked now),
     or a pipe or device read once as a stream (`<(zcat test.gz)`, /dev/stdin), as stdin is."""
     path = Path(path)
-    if files.holds(path, Path.is_fifo) or files.holds(path, Path.is_char_device):
+    if files.is_stream(path):
         return _read_pipe_lines(path)
     return (line for _, line in read_lines(check_file(path)))
 

@@ -28,6 +28,12 @@ def holds(path: str | os.PathLike, test: Callable[[Path], bool] = Path.exists) -
         return False
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether `path` is a pipe or a character device (`<(zcat x.gz)`, /dev/stdin): read
+    once, from its start, with no size to know beforehand."""
+    return holds(path, Path.is_fifo) or holds(path, Path.is_char_device)
+
+
 def temporary(path: Path) -> Path:
     """Where `path` is written before it is renamed into place."""
     return path.with_name(f".{path.name}.tmp")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -737,14 +738,12 @@ CONFIG_NAME = "config.yaml"  # what `train` writes into the run directory
 def read_config(path: str) -> dict[str, Any]:
     """A YAML or TOML file of option names and values (hidden-size or hidden_size), and
     `task`. Raises ConfigError for a file that cannot be read or is not a mapping."""
-    from pathlib import Path
-
     from seqtool import files
     from seqtool.data import check_file
 
     file = Path(path)
-    if not (files.holds(file, Path.is_fifo) or files.holds(file, Path.is_char_device)):
-        check_file(file)  # else a pipe (`--config <(...)`), read once like a file
+    if not files.is_stream(file):  # a pipe (`--config <(...)`) is read once like a file
+        check_file(file)
     try:
         with file.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
