@@ -60,9 +60,11 @@ DECODE = ["-b", 5, "--normalize", 1, "--mini-batch", 64, "--maxi-batch", 10,
           "--maxi-batch-sort", "src", "--quiet"]  # fmt: skip
 
 
-def score(sec: Section, label: str, hypotheses: Path, split: str = "test2016") -> dict[str, float]:
-    """BLEU and chrF of a translation of `split`, one sacrebleu command for every system
-    (cased, 13a, sacrebleu's defaults)."""
+def score(sec: Section, label: str, child, work: Path, split: str = "test2016") -> dict:
+    """The translation of `split` a child printed, written to WORK/LABEL.en, and its BLEU
+    and chrF: one sacrebleu command for every system (cased, 13a, sacrebleu's defaults)."""
+    hypotheses = work / f"{label}.en"
+    hypotheses.write_text(child.stdout, encoding="utf-8")
     child = run([PYTHON, "-m", "sacrebleu", MULTI30K / f"{split}.en", "-i", hypotheses,
                  "-m", "bleu", "chrf", "-w", 2])  # fmt: skip
     sec.commands[f"score_{label}"] = child.command
@@ -89,9 +91,7 @@ def seqtool(sec: Section, sizes: Sizes, work: Path) -> dict:
                      "--beam-size", 5, *options])  # fmt: skip
         label = f"seqtool_{weights}"
         sec.commands[label] = child.command
-        hypotheses = work / f"{label}.en"
-        hypotheses.write_text(child.stdout, encoding="utf-8")
-        found[weights] = {"child": child, **score(sec, label, hypotheses)}
+        found[weights] = {"child": child, **score(sec, label, child, work)}
     return found
 
 
@@ -137,9 +137,7 @@ def marian(sec: Section, sizes: Sizes, work: Path, size: dict) -> dict | None:
         if child is None:
             continue
         sec.commands[label] = child.command
-        hypotheses = work / f"{label}.en"
-        hypotheses.write_text(child.stdout, encoding="utf-8")
-        found[weights] = {"child": child, **score(sec, label, hypotheses)}
+        found[weights] = {"child": child, **score(sec, label, child, work)}
     if "int8" in found and found["int8"]["bleu"] < BROKEN * found["fp32"]["bleu"]:
         sec.notes.append(
             f"marian_int8 is not beside seqtool: its translation scores "
@@ -162,12 +160,10 @@ def chosen_weights(sec: Section, program: str, vocabs: list[Path], model_dir: Pa
         return final, "its final weights (never validated)"
     found = {}
     for label, weights in (("best", best), ("final", final)):
-        child = run([program, "decode", "-m", weights, "-v", *vocabs, "--cpu-threads", THREADS,
-                     *DECODE], stdin=MULTI30K / "valid.de")  # fmt: skip
-        sec.commands[f"marian_valid_{label}"] = child.command
-        hypotheses = model_dir.parent / f"marian_valid_{label}.en"
-        hypotheses.write_text(child.stdout, encoding="utf-8")
-        found[label] = score(sec, f"marian_valid_{label}", hypotheses, "valid")["bleu"]
+        name = f"marian_valid_{label}"
+        child = decode(sec, name, [program, "decode", "-m", weights, "-v", *vocabs], "valid")
+        sec.commands[name] = child.command
+        found[label] = score(sec, name, child, model_dir.parent, "valid")["bleu"]
     label = "final" if found["final"] > found["best"] else "best"
     return (final if label == "final" else best), (
         f"its {label} weights (valid BLEU at beam 5: final {found['final']:.2f}, best "
@@ -175,13 +171,13 @@ def chosen_weights(sec: Section, program: str, vocabs: list[Path], model_dir: Pa
     )
 
 
-def decode(sec: Section, label: str, argv: list):
-    """Marian's beam-5 translation of test2016 on THREADS threads as a whole process;
-    None, with a note, when the int8 model's decoder fails (fp32 must run)."""
+def decode(sec: Section, label: str, argv: list, split: str = "test2016"):
+    """Marian's beam-5 translation of `split` on THREADS threads as a whole process;
+    None, with a note, when the int8 model's decoder fails (the fp32 ones must run)."""
     try:
-        return run([*argv, "--cpu-threads", THREADS, *DECODE], stdin=MULTI30K / "test2016.de")
+        return run([*argv, "--cpu-threads", THREADS, *DECODE], stdin=MULTI30K / f"{split}.de")
     except BenchError as err:
-        if label == "marian_fp32":
+        if label != "marian_int8":
             raise
         sec.notes.append(f"{label} is not beside seqtool: its decoder failed: {err}")
         return None
