@@ -772,7 +772,10 @@ def read_config(path: str) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 (yaml's errors share no base with ValueError)
         raise ConfigError(f"{path}: cannot read the config ({_first_line(err)})") from None
     if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
-        raise ConfigError(f"{path}: a config is a mapping of option names to values")
+        raise ConfigError(
+            f"{path}: a config is a mapping of option names to values (YAML; TOML in a "
+            "file whose name ends in .toml)"
+        )
     return {k.replace("-", "_"): v for k, v in found.items()}
 
 

@@ -146,7 +146,7 @@ BOMB = (
         ("task: generator\ndropout: 2\n", "Invalid value for '--dropout'"),
         ("task: classifier\n", "is a config of a classifier, not of a generator"),
         ("task: generator\nhidden-size: [8\n", "cannot read the config"),
-        ("- a list\n", "a config is a mapping of option names to values"),
+        ("- a list\n", "a config is a mapping of option names to values (YAML; TOML in a "),
         ("task: generator\nresume: true\n", "'resume' is not an option of train generator"),
         ("task: generator\nhidden-size: [8, 16]\n", "hidden-size is a list; give one value"),
         ("task: generator\nhidden-size: 8.5\n", "hidden-size is 8.5; give a whole number"),
@@ -182,6 +182,15 @@ def test_a_config_from_a_pipe_is_read_and_one_too_large_refused(data, tmp_path):
     writer.join(60)
     assert result.exit_code == 0, result.output
     assert seqtool.info(tmp_path / "run")["train_config"]["seed"] == 7
+    # a pipe has no .toml name: TOML through it is read as YAML, and the error says so
+    writer = threading.Thread(target=lambda: fifo.write_text("seed = 7\n"), daemon=True)
+    writer.start()
+    result = run_cli("train", "generator", "--config", fifo, *data["generator"],
+                     "--out", tmp_path / "run3")  # fmt: skip
+    writer.join(60)
+    assert result.exit_code == 1 and result.stderr.strip().splitlines()[-1].endswith(
+        "(YAML; TOML in a file whose name ends in .toml)"
+    )
     big = tmp_path / "corpus.yaml"
     big.write_text("a: 1\n" * 300_000)
     for config in (big, "/dev/zero"):
