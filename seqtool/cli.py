@@ -19,7 +19,7 @@ import sys
 import click
 
 from seqtool import options as opt
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, printable
 from seqtool.version import __version__
 
 INTERRUPTED = 130
@@ -51,6 +51,13 @@ class SeqtoolGroup(click.Group):
             _check_utf8(args)
         return super().parse_args(ctx, args)
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as err:
+            err.message = printable(err.message)
+            raise
+
     def invoke(self, ctx: click.Context):
         from seqtool.errors import SeqtoolError, TrainingInterrupted
 
@@ -64,9 +71,12 @@ class SeqtoolGroup(click.Group):
                 sys.stdout.flush()
             raise click.exceptions.Exit(INTERRUPTED) from None
         except SeqtoolError as err:
-            raise click.ClickException(str(err)) from None
+            raise click.ClickException(printable(str(err))) from None
         except ImportError as err:  # a broken install, or too little memory to map torch
             raise click.ClickException(f"could not load what seqtool needs ({err})") from None
+        except click.ClickException as err:  # a usage error, or one of the above
+            err.message = printable(err.message)
+            raise
 
 
 def _check_utf8(args: list[str]) -> None:
@@ -226,7 +236,7 @@ def _train(task: str) -> None:
         best = "-" if p.best is None else f"{p.best:.4f} at step {p.best_step:,}"
         say(
             f"done: {p.step:,} steps, {p.tokens:,} {finished.unit}, {p.elapsed:.0f}s; best "
-            f"valid {finished.metric} {best}; saved {finished.run_dir}/best.ckpt"
+            f"valid {finished.metric} {best}; saved {printable(str(finished.run_dir))}/best.ckpt"
         )
 
 

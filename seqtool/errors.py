@@ -34,6 +34,13 @@ class SeqtoolWarning(UserWarning):
     skipped); the CLI prints these as `Warning: ...` lines."""
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters (a newline, a terminal's escape sequences) shown
+    as escapes: a file name or a checkpoint's string may come from a stranger, and each
+    message must stay one line that the terminal shows rather than obeys."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def warn(message: str) -> None:
     """Report `message` as a SeqtoolWarning: library callers see a Python warning."""
     import warnings

@@ -14,6 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
+from seqtool.errors import printable
+
 # soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 results = Console(highlight=False, soft_wrap=True)
@@ -27,11 +29,11 @@ def say(message: str) -> None:
 
 
 def note(message: str) -> None:
-    console.print(Text(message, style="dim"))
+    console.print(Text(printable(message), style="dim"))
 
 
 def warn(message: str) -> None:
-    console.print(Text.assemble(("Warning:", "yellow"), " ", message))
+    console.print(Text.assemble(("Warning:", "yellow"), " ", printable(message)))
 
 
 def _fmt(value: Any) -> str:
@@ -41,9 +43,7 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    # a checkpoint's strings may come from a stranger: control characters (a terminal's
-    # escape sequences) are shown, not sent
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
+    return printable(str(value))
 
 
 class TrainingView:
@@ -118,7 +118,7 @@ class TrainingView:
 
     def on_note(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(Text(message, style="dim"))
+            self.progress.console.print(Text(printable(message), style="dim"))
 
     def on_end(self, trainer) -> None:
         if self.live:

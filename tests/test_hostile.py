@@ -499,6 +499,36 @@ def test_markup_in_a_run_directory_is_printed_as_written(runs, tmp_path):
     assert f"saved {out}/best.ckpt" in result.stderr
 
 
+@pytest.mark.parametrize("mark", ["\n", "\r", "\x1b[2J", "\u2028"])
+def test_a_control_character_in_a_name_is_shown_not_sent(runs, tmp_path, mark):
+    """A line break in a file name split the one Error line in two, and a terminal's
+    escape sequence in it was obeyed: names are printed with such characters escaped."""
+    shown = ascii(mark)[1:-1]
+    name = tmp_path / f"a{mark}b"
+    assert (
+        error(invoke("info", name))
+        == f"Error: {tmp_path}/a{shown}b: no such run directory or checkpoint file"
+    )
+    for args, says in (
+        (("train", "generator", "--train", name, "--max-time", f"1{mark}2"), f"'1{shown}2'"),
+        ((f"--x{mark}y",), f"Error: No such option '--x{shown}y'."),
+    ):
+        result = invoke(*args)  # a usage error: exit 2, the error on the last line
+        assert result.exit_code == 2 and says in result.stderr.rstrip("\n").splitlines()[-1]
+    # a warning names the file, and the closing line of training the run
+    lines = tmp_path / f"in{mark}.txt"
+    lines.write_text("pos\tgood 1\n\nneg\tbad 2\n")
+    result = invoke("evaluate", runs["classifier"], "--data", lines)
+    assert result.exit_code == 0, result.output
+    assert f"in{shown}.txt: skipped 1 empty lines" in result.stderr
+    out = tmp_path / f"run{mark}"
+    result = invoke(*train_args(runs, "generator", out))
+    assert result.exit_code == 0, result.output
+    assert f"saved {tmp_path}/run{shown}/best.ckpt" in result.stderr
+    if mark != "\n":
+        assert mark not in result.stderr
+
+
 def test_markup_in_a_translation_is_printed_as_written():
     from types import SimpleNamespace
 
