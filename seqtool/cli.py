@@ -128,6 +128,12 @@ def cli() -> None:
     """
     from seqtool.allocator import keep_freed_memory
 
+    try:  # torch cannot load its libraries from a folder that was removed: oneMKL aborts
+        os.getcwd()
+    except FileNotFoundError:
+        raise click.ClickException(
+            "the current folder no longer exists (it was removed); cd to one that does"
+        ) from None
     keep_freed_memory()
     _show_warnings()
 

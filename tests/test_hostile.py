@@ -529,6 +529,18 @@ def test_a_control_character_in_a_name_is_shown_not_sent(runs, tmp_path, mark):
         assert mark not in result.stderr
 
 
+def test_a_removed_current_folder_is_one_line(runs, tmp_path, monkeypatch):
+    """torch's oneMKL aborted the process when the current folder had been removed."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    line = error(invoke("info", runs["generator"]))
+    assert (
+        line == "Error: the current folder no longer exists (it was removed); cd to one that does"
+    )
+
+
 def test_markup_in_a_translation_is_printed_as_written():
     from types import SimpleNamespace
 
