@@ -272,6 +272,14 @@ def test_api_key_is_required_on_v1_routes(models, monkeypatch):
         assert client.post("/v1/classify", json=request, headers=good).status_code == 200
 
 
+@pytest.mark.parametrize("key", ["", "two words", "tab\tkey", "kl\u00fcssel", " s3cret"])
+def test_an_api_key_that_no_header_can_carry_is_refused(key):
+    """An empty key let "Authorization: Bearer" alone in; a space or a character outside
+    printable ASCII cannot come back in a header as sent, so every request was refused."""
+    with pytest.raises(ConfigError, match="must be printable ASCII without spaces"):
+        Limits(api_key=key)
+
+
 # -- batching ----------------------------------------------------------------------------
 
 

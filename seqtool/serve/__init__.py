@@ -59,6 +59,15 @@ class Limits:
         for name in ("max_wait_ms", "stream_interval_ms"):
             if not 0 <= getattr(self, name) <= MAX_MS:
                 raise ConfigError(f"{name} must be in [0, {MAX_MS:.0f}]")
+        key = self.api_key
+        # a key travels in a header, where a space, a control character or a letter
+        # outside ASCII cannot come back as sent: such a key would refuse every request,
+        # and an empty one would let "Bearer" alone in
+        if key is not None and not (key and key.isascii() and key.isprintable() and " " not in key):
+            raise ConfigError(
+                "--api-key (or SEQTOOL_API_KEY) must be printable ASCII without spaces, "
+                "and not empty; leave it out to serve without a key"
+            )
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
