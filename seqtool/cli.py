@@ -748,7 +748,7 @@ def main() -> None:
     try:
         cli(prog_name="seqtool")
     except SystemExit as end:
-        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
             # under torchrun, gloo can leave a thread that aborts the interpreter's
             # shutdown ("terminate called without an active exception", exit -6) after
             # the run is saved; nothing is left to tear down, so skip that shutdown

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from seqtool.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -34,18 +36,43 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _env(name: str, default: int, low: int, high: int) -> int:
+    """A whole number from the environment, in [low, high]: one line for anything else."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        why = "set by torchrun" if name != "SEQTOOL_DIST_TIMEOUT" else "seconds"
+        raise ConfigError(
+            f"{name}={value[:40]!r} is not a whole number from {low:,} to {high:,} ({why}); "
+            f"unset it or correct it"
+        )
+    return number
+
+
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return _env("LOCAL_RANK", 0, 0, 1 << 16)
 
 
 def timeout() -> float:
-    return float(os.environ.get("SEQTOOL_DIST_TIMEOUT", 600))
+    return _env("SEQTOOL_DIST_TIMEOUT", 600, 1, 7 * 24 * 3600)
 
 
 def init(device: torch.device) -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+    if _env("WORLD_SIZE", 1, 1, 1 << 16) <= 1 or dist.is_initialized():
         return
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:  # torch would raise its own ValueError, a traceback
+        raise ConfigError(
+            f"WORLD_SIZE is {os.environ['WORLD_SIZE'].strip()} but {', '.join(missing)} "
+            "not set: start data-parallel training with torchrun, or unset WORLD_SIZE"
+        )
+    _env("RANK", 0, 0, int(os.environ["WORLD_SIZE"]) - 1)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout()))
 
