@@ -572,12 +572,20 @@ def test_the_budget_chooses_the_translators_dropout_and_rate(run_cli, dates, tmp
     assert not task().fit_to_budget(lambda config: step, epoch, {"dropout", "lr"}, print)
 
     epoch = pieces().num_batches() * step
-    for epochs, lr in ((translator.SHORT_EPOCHS / 2, translator.SHORT_LR),
-                       (2 * translator.SHORT_EPOCHS, 1e-3)):  # fmt: skip
+    short, long = translator.SHORT_EPOCHS / 2, 2 * translator.SHORT_EPOCHS
+    for epochs, given, lr, batch in ((short, set(), translator.SHORT_LR, 16),
+                                     (long, set(), translator.LONG_LR, 16 * translator.LONG_BATCH),
+                                     (long, {"batch_size"}, 1e-3, 16),
+                                     (long, {"lr"}, 1e-3, 16)):  # fmt: skip
         fitted = pieces()
         assert fitted.piece_chars >= translator.PIECE_CHARS
-        fitted.fit_to_budget(lambda config: step, epochs * epoch, set(), print)
-        assert fitted.config.lr == lr
+        before = fitted.num_batches()
+        fitted.fit_to_budget(lambda config: step, epochs * epoch, given, print)
+        assert fitted.config.lr == lr and fitted.config.batch_size == batch
+        assert fitted.config.batch_tokens == 200 * batch // 16
+        # larger batches, fewer of them: the epoch's order is built for the new sizes
+        assert (fitted.num_batches() < before) == (batch > 16)
+        assert max(len(b) for b in fitted.order) <= batch
     kept = pieces()
     assert kept.fit_to_budget(lambda config: step, epoch, {"lr"}, print)  # the dropout
     assert kept.config.lr == 1e-3 and kept.model_config.dropout == translator.DROPOUT_SHORT
@@ -587,8 +595,8 @@ def test_the_budget_chooses_the_translators_dropout_and_rate(run_cli, dates, tmp
                      "unigram", "--vocab-size", "300", "--batch-size", "16", "--hidden-size",
                      "8", "--embedding-size", "8", "--max-time", "2s")  # fmt: skip
     assert result.exit_code == 0, result.output
-    line = re.search(r"--max-time 2s: about .* epochs .*: lr ([\d.e-]+), dropout ([\d.]+) \(set",
-                     result.stderr)  # fmt: skip
+    line = re.search(r"--max-time 2s: about .* epochs .*: lr ([\d.e-]+), dropout ([\d.]+), "
+                     r"batches of 16 pairs and 1,200 tokens \(set", result.stderr)  # fmt: skip
     assert line, result.stderr
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert line.group(0).startswith(info["sizing"][:30])
