@@ -541,6 +541,28 @@ def test_a_removed_current_folder_is_one_line(runs, tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not a whole number from 1 to 65,536"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE is 2 but RANK, MASTER_ADDR, MASTER_PORT not set"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK='2' is not a whole number from 0 to 1"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "SEQTOOL_DIST_TIMEOUT": "nan"},
+         "SEQTOOL_DIST_TIMEOUT='nan' is not a whole number from 1 to 604,800 (seconds)"),
+    ],
+)  # fmt: skip
+def test_torchruns_environment_that_cannot_work_is_one_line(runs, tmp_path, monkeypatch, env, says):
+    """int() of these raised a ValueError traceback, and torch's own rendezvous another."""
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    if "RANK" in env:
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555", **env}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert says in error(invoke(*train_args(runs, "generator", tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_markup_in_a_translation_is_printed_as_written():
     from types import SimpleNamespace
 
