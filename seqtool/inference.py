@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seqtool import checkpoint, tasks
+from seqtool.config import MAX_MEMBERS
 from seqtool.device import pick_device, set_threads
 from seqtool.errors import ConfigError
 from seqtool.loaded import describe
@@ -42,6 +43,8 @@ def load(
     runs = [run] if isinstance(run, str | os.PathLike) else list(run)
     if not runs:
         raise ConfigError("no run to load: give a run directory or a .ckpt file")
+    if len(runs) > MAX_MEMBERS:  # each is held in memory: refused before any is read
+        raise ConfigError(f"{len(runs):,} runs: an ensemble holds at most {MAX_MEMBERS}")
     first = checkpoint.load(runs[0], task=task)
     inference = tasks.get(first["task"]).Inference
     if len(runs) == 1:

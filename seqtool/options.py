@@ -44,7 +44,7 @@ from seqtool.config import (
     is_device,
     parse_duration,
 )
-from seqtool.errors import ConfigError, warn
+from seqtool.errors import ConfigError, printable, warn
 
 # bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
 # a tensor size overflow)
@@ -830,8 +830,7 @@ def config_text(task: str, values: dict[str, Any], command_line: str) -> str:
     body.update({k.replace("_", "-"): v for k, v in values.items() if v is not None})
     # a file name may hold a line break, which would end the comment, or a control
     # character, which YAML refuses even in a comment: both are written escaped
-    shown = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode() for c in command_line
+    header = (
+        f"# {printable(command_line)}\n# repeat: seqtool train --config THIS_FILE --out NEW_DIR\n"
     )
-    header = f"# {shown}\n# repeat: seqtool train --config THIS_FILE --out NEW_DIR\n"
     return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)

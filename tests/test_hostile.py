@@ -563,6 +563,14 @@ def test_torchruns_environment_that_cannot_work_is_one_line(runs, tmp_path, monk
     assert not (tmp_path / "run").exists()
 
 
+def test_an_ensemble_past_its_bound_is_refused_before_any_is_read(runs):
+    """Every member is held in memory: a list of thousands was loaded one by one."""
+    args = [runs["translator"]] * 65
+    assert error(invoke("translate", *args, "--text", "ein 1")) == (
+        "Error: 65 runs: an ensemble holds at most 64"
+    )
+
+
 def test_markup_in_a_translation_is_printed_as_written():
     from types import SimpleNamespace
 

@@ -663,6 +663,23 @@ def test_a_bad_log_level_is_one_error_line(runs, monkeypatch):
     ]
 
 
+def test_an_address_that_cannot_be_listened_on_is_one_line_before_the_models_load(runs):
+    """uvicorn logged a port in use among its start-up lines, after every model had
+    loaded; a host that is not this machine's likewise."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, why in (("127.0.0.1", "Address already in use"),
+                          ("192.0.2.1", "Cannot assign requested address")):  # fmt: skip
+            result = run_cli("serve", runs["gen"], "--host", host, "--port", port)
+            assert result.exit_code == 1 and result.stderr.splitlines() == [
+                f"Error: cannot listen on {host}:{port} ({why}); give another --host or --port"
+            ]
+
+
 def test_request_lines_go_to_stderr_and_stdout_stays_empty(runs):
     port = free_port()
     server = subprocess.Popen(

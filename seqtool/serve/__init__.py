@@ -86,6 +86,26 @@ def hosts(given: str | None, host: str) -> tuple[str, ...] | None:
     return None if "*" in names else names
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind (host, port) once and let it go, before the models load: a port in use, a
+    privileged one or a host that is not this machine's is one line now, where uvicorn
+    would log it only after the load, among its start-up lines."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except (OSError, UnicodeError) as err:  # UnicodeError: a host name idna cannot encode
+        why = getattr(err, "strerror", None) or str(err)
+        raise ConfigError(
+            f"cannot listen on {host[:100]}:{port} ({why}); give another --host or --port"
+        ) from None
+
+
 def model_names(runs: list[str]) -> dict[str, str]:
     """`NAME=RUN` or `RUN` arguments -> {name: run}; a bare run is named after its
     directory (a .ckpt file: its stem, or its directory for best/last.ckpt)."""
@@ -130,6 +150,7 @@ def serve(
         from seqtool.serve.app import create_app
     except ImportError as err:
         raise SeqtoolError(MISSING) from err
+    check_address(host, port)
     import seqtool
 
     def load() -> dict:
