@@ -52,31 +52,37 @@ class SeqtoolGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def make_context(self, *args, **kwargs) -> click.Context:
-        try:
+        with _one_line():
             return super().make_context(*args, **kwargs)
-        except click.ClickException as err:
-            err.message = printable(err.message)
-            raise
 
     def invoke(self, ctx: click.Context):
         from seqtool.errors import SeqtoolError, TrainingInterrupted
 
-        try:
-            return super().invoke(ctx)
-        except TrainingInterrupted as stop:
-            click.echo(f"Interrupted: {stop}.", err=True)
-            raise click.exceptions.Exit(INTERRUPTED) from None
-        except KeyboardInterrupt:
-            with contextlib.suppress(OSError, AttributeError):  # stdout may be closed
-                sys.stdout.flush()
-            raise click.exceptions.Exit(INTERRUPTED) from None
-        except SeqtoolError as err:
-            raise click.ClickException(printable(str(err))) from None
-        except ImportError as err:  # a broken install, or too little memory to map torch
-            raise click.ClickException(f"could not load what seqtool needs ({err})") from None
-        except click.ClickException as err:  # a usage error, or one of the above
-            err.message = printable(err.message)
-            raise
+        with _one_line():
+            try:
+                return super().invoke(ctx)
+            except TrainingInterrupted as stop:
+                click.echo(f"Interrupted: {stop}.", err=True)
+                raise click.exceptions.Exit(INTERRUPTED) from None
+            except KeyboardInterrupt:
+                with contextlib.suppress(OSError, AttributeError):  # stdout may be closed
+                    sys.stdout.flush()
+                raise click.exceptions.Exit(INTERRUPTED) from None
+            except SeqtoolError as err:
+                raise click.ClickException(str(err)) from None
+            except ImportError as err:  # a broken install, or too little memory for torch
+                raise click.ClickException(f"could not load what seqtool needs ({err})") from None
+
+
+@contextlib.contextmanager
+def _one_line():
+    """Every error click prints (usage errors, and the SeqtoolErrors above) shows a
+    name's control characters as escapes, so that it stays one line (errors.printable)."""
+    try:
+        yield
+    except click.ClickException as err:
+        err.message = printable(err.message)
+        raise
 
 
 def _check_utf8(args: list[str]) -> None:

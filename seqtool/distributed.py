@@ -36,7 +36,7 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _env(name: str, default: int, low: int, high: int) -> int:
+def _env(name: str, default: int, low: int, high: int, what: str = "set by torchrun") -> int:
     """A whole number from the environment, in [low, high]: one line for anything else."""
     value = os.environ.get(name, "").strip()
     if not value:
@@ -46,9 +46,8 @@ def _env(name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         number = None
     if number is None or not low <= number <= high:
-        why = "set by torchrun" if name != "SEQTOOL_DIST_TIMEOUT" else "seconds"
         raise ConfigError(
-            f"{name}={value[:40]!r} is not a whole number from {low:,} to {high:,} ({why}); "
+            f"{name}={value[:40]!r} is not a whole number from {low:,} to {high:,} ({what}); "
             f"unset it or correct it"
         )
     return number
@@ -59,20 +58,21 @@ def local_rank() -> int:
 
 
 def timeout() -> float:
-    return _env("SEQTOOL_DIST_TIMEOUT", 600, 1, 7 * 24 * 3600)
+    return _env("SEQTOOL_DIST_TIMEOUT", 600, 1, 7 * 24 * 3600, "seconds")
 
 
 def init(device: torch.device) -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
-    if _env("WORLD_SIZE", 1, 1, 1 << 16) <= 1 or dist.is_initialized():
+    processes = _env("WORLD_SIZE", 1, 1, 1 << 16)
+    if processes <= 1 or dist.is_initialized():
         return
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:  # torch would raise its own ValueError, a traceback
         raise ConfigError(
-            f"WORLD_SIZE is {os.environ['WORLD_SIZE'].strip()} but {', '.join(missing)} "
+            f"WORLD_SIZE is {processes} but {', '.join(missing)} "
             "not set: start data-parallel training with torchrun, or unset WORLD_SIZE"
         )
-    _env("RANK", 0, 0, int(os.environ["WORLD_SIZE"]) - 1)
+    _env("RANK", 0, 0, processes - 1)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout()))
 

@@ -158,15 +158,10 @@ class TranslatorTask:
             + " (set --lr, --dropout or --batch-size to choose)"
         )
         notify(self.sizing)
-        if (lr, dropout, batches) == (
-            config.lr,
-            self.model_config.dropout,
-            (config.batch_size, config.batch_tokens),
-        ):
+        chosen = dataclasses.replace(config, lr=lr, batch_size=batches[0], batch_tokens=batches[1])
+        if chosen == config and dropout == self.model_config.dropout:
             return False
-        self.config = dataclasses.replace(
-            config, lr=lr, batch_size=batches[0], batch_tokens=batches[1]
-        )
+        self.config = chosen
         self.build(dataclasses.replace(self.model_config, dropout=dropout))
         self.start_epoch(self.epoch)  # the batches of the new sizes
         return True
