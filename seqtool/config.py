@@ -166,9 +166,11 @@ class TranslatorConfig(_Config):
     input_feeding: bool = True  # feed the last attentional vector into the next step
     tie_embeddings: bool = False  # target embedding shared with the output layer
     max_length: int = 128  # tokens per side; longer lines are cut
+    word_dropout: float = 0.0  # share of source and target-input pieces blanked in training
 
     def __post_init__(self) -> None:
         _check_model(self, "src_vocab_size", "tgt_vocab_size", "max_length")
+        _check(0.0 <= self.word_dropout < 1.0, "word_dropout must be in [0, 1)")
         _check(self.attention in ATTENTIONS, f"unknown attention {self.attention!r}")
 
 

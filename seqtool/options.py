@@ -216,6 +216,17 @@ def _max_length(config, what: str) -> click.Option:
     )
 
 
+def _word_dropout(config, what: str) -> click.Option:
+    return _option(
+        "--word-dropout",
+        type=Finite(0, 1, max_open=True),
+        default=defaults(config)["word_dropout"],
+        show_default=True,
+        help=f"Share of {what} left out at random in training (their embedding zeroed), on "
+        "top of --dropout.",
+    )
+
+
 def data(what: str) -> list[click.Option]:
     """--src-lang / --tgt-lang: parallel data as aligned files `PREFIX.LANG`."""
     return [
@@ -252,14 +263,7 @@ OWN_TRAINING = {
         ),
         _option("--valid", help="Validation file; without it a random 10% of --train is held out."),
         _flag("bidirectional", defaults(ClassifierConfig)["bidirectional"]),
-        _option(
-            "--word-dropout",
-            type=Finite(0, 1, max_open=True),
-            default=defaults(ClassifierConfig)["word_dropout"],
-            show_default=True,
-            help="Share of a training line's pieces left out at random (their embedding "
-            "zeroed), on top of --dropout.",
-        ),
+        _word_dropout(ClassifierConfig, "a training line's pieces"),
         _choice(
             "--pooling",
             POOLINGS,
@@ -342,6 +346,7 @@ OWN_TRAINING = {
             "bleu",
             "What best.ckpt and --patience follow (BLEU of greedy output on --valid).",
         ),
+        _word_dropout(TranslatorConfig, "source and target-input pieces"),
         _max_length(TranslatorConfig, "sentence"),
     ],
 }

@@ -231,6 +231,7 @@ def test_the_largest_seed_trains(runs, tmp_path, task):
         ("train", "translator", "--train", "x", "--out", "y", "--ema", "nan"),
         ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", 1),
         ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", "nan"),
+        ("train", "translator", "--train", "x", "--out", "y", "--word-dropout", -0.1),
         ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
         ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
         # counts built in a loop: 2**31 - 1 of them looped for hours
@@ -678,6 +679,7 @@ TABLE = {
         ["--train", "V", "--out", "OUT"], ["--train", "PAIRS", "--out", "OUT", "--src-lang", "W"],
         ["--train", "PAIRS", "--out", "OUT", "--label-smoothing", "V"],
         ["--train", "PAIRS", "--out", "OUT", "--batch-tokens", "V"],
+        ["--train", "PAIRS", "--out", "OUT", "--word-dropout", "V"],
     ],
 }  # fmt: skip
 CASES = [

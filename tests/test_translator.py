@@ -393,6 +393,31 @@ def test_joint_vocabulary_and_tied_embeddings(run_cli, dates, tmp_path):
     assert run_cli("translate", out, "--text", "3 May 1987").exit_code == 0
 
 
+def test_word_dropout_leaves_out_whole_source_and_target_pieces_in_training_only():
+    model = tiny_model(word_dropout=0.3)
+    seen = []
+    model.dropout.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    src, tgt_in = torch.randint(1, 20, (64, 40)), torch.randint(1, 12, (64, 30))
+    lengths = torch.full((64,), 40)
+    model.train()(src, lengths, tgt_in)
+    for embedded, embedding, tokens in ((seen[0], model.src_embedding, src),
+                                        (seen[1], model.tgt_embedding, tgt_in)):  # fmt: skip
+        dropped = (embedded == 0).all(-1)
+        assert 0.25 < dropped.float().mean().item() < 0.35  # whole pieces, about 30%
+        torch.testing.assert_close(embedded[~dropped], embedding(tokens)[~dropped])
+    seen.clear()
+    model.eval()(src, lengths, tgt_in)
+    torch.testing.assert_close(seen[0], model.src_embedding(src))  # none left out in use
+    torch.testing.assert_close(seen[1], model.tgt_embedding(tgt_in))
+
+
+def test_word_dropout_is_an_option_of_the_translator(run_cli, dates, tmp_path):
+    result = train_translator(run_cli, dates, tmp_path / "wd", "--word-dropout", 0.2)
+    assert result.exit_code == 0, result.output
+    info = json.loads(run_cli("info", tmp_path / "wd", "--json").stdout)
+    assert info["model_config"]["word_dropout"] == 0.2
+
+
 def test_tied_output_layer_is_the_target_embedding():
     model = tiny_model(tie_embeddings=True)
     assert model.out.weight is model.tgt_embedding.weight

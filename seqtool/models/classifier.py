@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import ClassifierConfig
-from seqtool.models.dropout import Dropout, dropout
+from seqtool.models.dropout import Dropout, drop_words, dropout
 from seqtool.models.recurrent import FUSED, layer_weights, make_rnn
 
 
@@ -91,11 +91,9 @@ class ClassifierModel(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor):
         """tokens (batch, time), lengths (batch,) -> logits (batch, labels), and the
         attention weights (batch, time) with attention pooling, else None."""
-        embedded = self.embedding(tokens)
-        if self.training and self.config.word_dropout:
-            # whole pieces blanked (a zero vector): the line must be read without them
-            keep = torch.rand(tokens.shape, device=tokens.device) >= self.config.word_dropout
-            embedded = embedded * keep.unsqueeze(-1).to(embedded.dtype)
+        embedded = drop_words(
+            self.embedding(tokens), tokens, self.config.word_dropout, self.training
+        )
         embedded = self.dropout(embedded)
         if self.training and tokens.device.type == "cpu":
             outputs = run_padded(self.rnn, embedded, lengths)

@@ -30,6 +30,16 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep * (LEVELS / (LEVELS - cut))
 
 
+def drop_words(embedded: torch.Tensor, tokens: torch.Tensor, p: float, training: bool):
+    """Whole pieces blanked (a zero vector) with probability p in training, so that a
+    line must be read without them: embedded (batch, time, features) of tokens (batch,
+    time) -> the same shape. Not rescaled: a blank is a missing word, not noise."""
+    if not (training and p):
+        return embedded
+    keep = torch.rand(tokens.shape, device=tokens.device) >= p
+    return embedded * keep.unsqueeze(-1).to(embedded.dtype)
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout through `dropout`."""
 

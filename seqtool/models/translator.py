@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtool.config import TranslatorConfig
 from seqtool.models.attention import make_attention
-from seqtool.models.dropout import Dropout
+from seqtool.models.dropout import Dropout, drop_words
 from seqtool.models.recurrent import RecurrentStep, State, make_rnn, step_path
 
 
@@ -89,7 +89,8 @@ class TranslatorModel(nn.Module):
         """src (batch, src_len) padded with 0, src_lengths (batch,) -> the memory to attend
         to and the decoder's first state."""
         c = self.config
-        embedded = self.dropout(self.src_embedding(src))
+        embedded = drop_words(self.src_embedding(src), src, c.word_dropout, self.training)
+        embedded = self.dropout(embedded)
         packed = pack_padded_sequence(embedded, src_lengths.cpu(), True, enforce_sorted=False)
         packed_out, final = self.encoder(packed)
         values, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src.size(1))
@@ -130,7 +131,10 @@ class TranslatorModel(nn.Module):
         tgt_len) starting with bos -> logits (batch, tgt_len, tgt_vocab), attention
         weights (batch, tgt_len, src_len) or None."""
         memory, state = self.encode(src, src_lengths)
-        embedded = self.dropout(self.tgt_embedding(tgt_in))
+        embedded = self.tgt_embedding(tgt_in)
+        embedded = self.dropout(
+            drop_words(embedded, tgt_in, self.config.word_dropout, self.training)
+        )
         if not self.config.input_feeding:
             hidden, _ = self.decoder(embedded, state.rnn)
             vectors, weights = self._attend(hidden, memory)
