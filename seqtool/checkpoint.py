@@ -66,10 +66,12 @@ def resolve(run: str | os.PathLike) -> Path:
     if mode is None:
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
     if stat.S_ISDIR(mode):
-        for name in ("best.ckpt", "last.ckpt"):
-            if _mode(path / name) is not None:
-                return path / name
-        raise CheckpointError(f"{path}: no best.ckpt or last.ckpt in this run directory")
+        name = next((n for n in ("best.ckpt", "last.ckpt") if _mode(path / n) is not None), None)
+        if name is None:
+            raise CheckpointError(f"{path}: no best.ckpt or last.ckpt in this run directory")
+        path, mode = path / name, _mode(path / name)
+    if not stat.S_ISREG(mode):  # a FIFO or a device would be read from forever
+        raise CheckpointError(f"{path}: not a regular file, so not a checkpoint")
     if path.match(_TEMPORARY):
         raise CheckpointError(
             f"{path}: the temporary file of a save that did not finish, not a checkpoint; "
@@ -86,6 +88,10 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         writer = _Writer(f)
         try:
             torch.save(payload, writer)
+        except RecursionError:  # a RuntimeError: lists nested deeply in a crafted input
+            raise CheckpointError(
+                f"{path}: not saved: it would hold data nested too deeply to write"
+            ) from None
         except RuntimeError:
             if writer.error is None:
                 raise
@@ -164,11 +170,11 @@ def load(run: str | os.PathLike, task: str | None = None) -> dict[str, Any]:
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
         raise CheckpointError(
             f"{path}: not a seqtool checkpoint, or truncated or corrupt "
-            f"({detail.group(1).strip() if detail else _first_line(err)})"
+            f"({detail.group(1).strip() if detail else first_line(err)})"
         ) from None
     except Exception as err:  # torch.load of arbitrary bytes can fail in many ways
         raise CheckpointError(
-            f"{path}: not a seqtool checkpoint, or truncated or corrupt ({_first_line(err)})"
+            f"{path}: not a seqtool checkpoint, or truncated or corrupt ({first_line(err)})"
         ) from None
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED):
         raise CheckpointError(f"{path}: not a seqtool checkpoint (required keys are missing)")
@@ -203,7 +209,7 @@ def _check_records(path: Path) -> None:
             records = archive.infolist()
     except Exception as err:  # zipfile reading crafted bytes fails in many ways
         raise CheckpointError(
-            f"{path}: not a seqtool checkpoint, or truncated or corrupt ({_first_line(err)})"
+            f"{path}: not a seqtool checkpoint, or truncated or corrupt ({first_line(err)})"
         ) from None
     for record in records:
         stored = record.compress_type == zipfile.ZIP_STORED
@@ -259,6 +265,16 @@ _TYPES = {
 }  # a translator's shortlist is checked whole by Shortlist.from_state
 
 
+def stored_whole(tensor: torch.Tensor) -> bool:
+    """Whether a loaded tensor is a plain (strided) one whose storage holds all its
+    values: a view with a zero stride would make a few bytes of file into gigabytes of
+    model, or of an average."""
+    return (
+        tensor.layout == torch.strided
+        and tensor.untyped_storage().nbytes() >= tensor.numel() * tensor.element_size()
+    )
+
+
 def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
     """Every key a reader uses holds what it should, before anything reads it: a damaged
     or crafted file is one CheckpointError, never an AttributeError in `info`."""
@@ -278,6 +294,9 @@ def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
     for key, kind in _TYPES.items():
         if key in ckpt and not isinstance(ckpt[key], kind):
             refuse(f"{key} is a {type(ckpt[key]).__name__}")
+    for key, tensor in ckpt["model_state"].items():
+        if not stored_whole(tensor):
+            refuse(f"model_state[{key!r}] is not a tensor stored whole")
     if not all(isinstance(p, str) for p in ckpt.get("averaged", [])):
         refuse("averaged holds more than paths")
     progress = ckpt.get("progress", {})
@@ -297,9 +316,12 @@ def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
             try:
                 config = _parse_config(ckpt[key], config_cls)  # its dataclass checks values
             except (ConfigError, TypeError, ValueError) as err:
-                raise CheckpointError(f"{path}: {key} is invalid ({_first_line(err)})") from None
+                raise CheckpointError(f"{path}: {key} is invalid ({first_line(err)})") from None
             # what this seqtool reads of it: keys of older versions (or crafted ones) go
             ckpt[key] = config.to_dict()
+
+
+_VOCAB_FIELDS = {"text": "vocab_size", "src": "src_vocab_size", "tgt": "tgt_vocab_size"}
 
 
 def tokenizer(ckpt: dict[str, Any], name: str = "text") -> Tokenizer:
@@ -308,23 +330,46 @@ def tokenizer(ckpt: dict[str, Any], name: str = "text") -> Tokenizer:
 
     path = ckpt.get("path", "checkpoint")
     try:
-        return Tokenizer.from_checkpoint(ckpt, name)
+        tok = Tokenizer.from_checkpoint(ckpt, name)
     except KeyError:
         raise CheckpointError(f"{path}: this checkpoint holds no tokenizer {name}") from None
     except (AttributeError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
-            f"{path}: the tokenizer {name} in this checkpoint is corrupt ({_first_line(err)})"
+            f"{path}: the tokenizer {name} in this checkpoint is corrupt ({first_line(err)})"
         ) from None
+    # the model reads and writes ids up to its vocab_size: any other tokenizer would hand
+    # it ids it has no row for, or read back ids it has no piece for
+    size = ckpt["model_config"].get(_VOCAB_FIELDS.get(name, ""))
+    if size is not None and tok.vocab_size != size:
+        raise CheckpointError(
+            f"{path}: the tokenizer {name} holds {tok.vocab_size:,} pieces and the model "
+            f"{size:,}: a damaged file"
+        )
+    return tok
 
 
 def restore_model(
     ckpt: dict[str, Any], config_cls: type, build: Callable[[Any], nn.Module]
 ) -> nn.Module:
     """The model of a loaded checkpoint, in eval mode: `config_cls` (a config dataclass)
-    reads `model_config`, `build(config)` makes the model, which gets `model_state`.
+    reads `model_config`, `build(config)` makes the model, which gets `model_state`."""
+    path = ckpt.get("path", "checkpoint")
+    config = check_weights(ckpt, config_cls, build)
+    model = build(config)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: the weights do not match the model config ({first_line(err)})"
+        ) from None
+    _check_finite(model.state_dict(), path)  # as the model holds them (fp32)
+    return model.eval()
 
-    The model is first built on the meta device, which allocates nothing, and its
-    parameter shapes are compared with the stored weights: a crafted config (a hidden
+
+def check_weights(ckpt: dict[str, Any], config_cls: type, build: Callable[[Any], nn.Module]):
+    """The checkpoint's model config, once the model it makes is known to take the stored
+    weights: the model is built on the meta device, which allocates nothing, and its
+    parameter shapes are compared with the weights, so that a crafted config (a hidden
     size of 10**9) is refused before it can exhaust memory."""
     path = ckpt.get("path", "checkpoint")
     try:
@@ -332,20 +377,13 @@ def restore_model(
         with torch.device("meta"), _SkipInit():
             skeleton = build(config)
     except (ConfigError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: model_config is invalid ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: model_config is invalid ({first_line(err)})") from None
     difference = first_difference(skeleton.state_dict(), ckpt["model_state"])
-    if difference is None:
-        model = build(config)
-        try:
-            model.load_state_dict(ckpt["model_state"])
-        except RuntimeError as err:
-            difference = _first_line(err)
-        else:
-            _check_finite(ckpt["model_state"], path)
-            return model.eval()
-    raise CheckpointError(
-        f"{path}: the weights do not match the model config (first difference: {difference})"
-    )
+    if difference is not None:
+        raise CheckpointError(
+            f"{path}: the weights do not match the model config (first difference: {difference})"
+        )
+    return config
 
 
 def _check_finite(state: dict[str, torch.Tensor], path: Any) -> None:
@@ -417,6 +455,8 @@ def first_difference(
             return (
                 f"{key} shape {list(value.shape)} in the file vs {list(tensor.shape)} in the config"
             )
+        if value.is_floating_point() != tensor.is_floating_point() or value.is_complex():
+            return f"{key} holds {value.dtype} values"
     extra = next((key for key in state if key not in expected), None)
     return None if extra is None else f"{extra} is not in the model"
 
@@ -424,7 +464,7 @@ def first_difference(
 _COMMANDS = {"generator": "generate", "classifier": "classify", "translator": "translate"}
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,10 @@ from seqtool.errors import ConfigError
 CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("auto", "char", "bpe", "unigram")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, one GPU of several
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
 def is_device(name: str) -> bool:
@@ -40,6 +45,9 @@ MAX_LAYERS = 64
 MAX_MEMBERS = 64
 MAX_THREADS = 1024
 MAX_VOCAB = 1_000_000
+# counts the library takes (lengths, beams, batches), as the command line bounds them: a
+# number torch can allocate or refuse (2**62 overflows a tensor size)
+MAX_COUNT = 2**31 - 1
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 
@@ -150,6 +158,10 @@ class ClassifierConfig(_Config):
         _check(self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}")
         _check(0.0 <= self.word_dropout < 1.0, "word_dropout must be in [0, 1)")
         _check(len(self.labels) >= 2 or self.multi_label, "a classifier needs two labels or more")
+        # labels are printed one per column of a line: a tab, a line end or an escape
+        # sequence in one would break the line or reach the terminal
+        bad = next((label for label in self.labels if _has_control(label)), None)
+        _check(bad is None, f"the label {bad!r} holds a control character")
 
 
 @dataclass(frozen=True)
@@ -277,7 +289,7 @@ class SamplingConfig(_Config):
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.length > 0, "length must be positive")
+        _check(0 < self.length <= MAX_COUNT, f"length must be in [1, {MAX_COUNT}]")
         _check(self.temperature >= 0, "temperature must be >= 0")
         _check(self.top_k is None or self.top_k > 0, "top_k must be positive")
         _check(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
@@ -300,7 +312,7 @@ class SearchConfig(_Config):
 
     def __post_init__(self) -> None:
         for name in ("beam_size", "n_best", "batch_size"):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
+            _check(0 < getattr(self, name) <= MAX_COUNT, f"{name} must be in [1, {MAX_COUNT}]")
         _check(self.length_penalty >= 0, "length_penalty must be >= 0")
         _check(
             0 < self.max_length_ratio <= MAX_LENGTH_RATIO,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from seqtool.errors import ConfigError
 from seqtool.tokenizer import BOS_ID, EOS_ID
 
 
@@ -84,6 +85,8 @@ def seeds_for(count: int, seed: int | None) -> list[int]:
     reseeds torch's global generator)."""
     if seed is None:
         return [secrets.randbits(63) for _ in range(count)]
+    if not 0 <= seed < 2**63:  # torch takes seeds under 2**64: seed + i stays there
+        raise ConfigError(f"seed {seed} must be in [0, 2**63)")
     return [seed + i for i in range(count)]
 
 

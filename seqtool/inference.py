@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seqtool import checkpoint, tasks
-from seqtool.config import MAX_MEMBERS
+from seqtool.config import MAX_MEMBERS, is_device
 from seqtool.device import pick_device, set_threads
 from seqtool.errors import ConfigError
 from seqtool.loaded import describe
@@ -38,7 +38,11 @@ def load(
     faster inference on the CPU (see seqtool.quantize); "none" keeps fp32.
     Raises CheckpointError or ConfigError (SeqtoolErrors) with a one-line message.
     """
+    if not isinstance(device, str) or not is_device(device):
+        raise ConfigError(f"device {device!r}: give auto, cpu, cuda, cuda:N or mps")
     if threads is not None:
+        if type(threads) is not int:
+            raise ConfigError(f"threads {threads!r}: give a whole number")
         set_threads(threads)
     runs = [run] if isinstance(run, str | os.PathLike) else list(run)
     if not runs:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqtool.checkpoint import stored_whole
 from seqtool.ensemble import Ensemble
 from seqtool.errors import CheckpointError
 from seqtool.quantize import output_rows
@@ -112,9 +113,12 @@ class Shortlist:
         """A stored table, checked against the vocabularies: a damaged or crafted one is
         a one-line CheckpointError naming the file."""
         try:
+            if not all(stored_whole(state[name]) for name in _ARRAYS):
+                raise ValueError("not stored whole")
             table = cls(**{name: state[name].numpy().astype(np.int64) for name in _ARRAYS})
             ok = (
-                table.offsets.shape == (src_vocab + 1,)
+                table.targets.ndim == table.frequent.ndim == 1
+                and table.offsets.shape == (src_vocab + 1,)
                 and table.offsets[0] == 0
                 and table.offsets[-1] == len(table.targets)
                 and bool((np.diff(table.offsets) >= 0).all())

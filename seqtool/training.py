@@ -509,6 +509,17 @@ class Trainer:
         self._call("on_note", message)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        """The training state of last.ckpt; one that does not fit this model and run (a
+        damaged or crafted file) is one CheckpointError."""
+        try:
+            self._restore_state(ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise CheckpointError(
+                f"{ckpt['path']}: its training state is damaged, so the run cannot resume "
+                f"from it ({checkpoint.first_line(err)[:200]})"
+            ) from None
+
+    def _restore_state(self, ckpt: dict[str, Any]) -> None:
         if "optimizer" not in ckpt:
             raise ConfigError(f"{ckpt['path']}: holds no optimizer state; resume from last.ckpt")
         rng, task_state = ckpt["rng"], ckpt["task_state"]

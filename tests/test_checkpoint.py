@@ -299,6 +299,7 @@ def test_tokenizer_of_a_checkpoint(tmp_path):
     ckpt = _saved(
         tmp_path, tokenizers={"text": tokenizer.proto}, tokenizer_config={"lead_space": True}
     )
+    ckpt["model_config"]["vocab_size"] = tokenizer.vocab_size  # checked against the model
     restored = checkpoint.tokenizer(ckpt)
     assert restored.lead_space and restored.decode(restored.encode("hello")) == "hello"
 

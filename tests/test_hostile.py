@@ -4,6 +4,7 @@ one `Error:` line (exit 1, or 2 for click's usage errors) and loses nothing."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,8 @@ def test_a_file_name_too_long_is_one_line(runs, tmp_path, args):
         ("classifier", "pos\tgood\n", "data.txt: too few examples to train on"),
         ("generator", "a", "data.txt: too short to hold a tenth out; give --valid too"),
         ("translator", "ein\tone\tx\n" * 20, "data.txt:1: a second tab in the line; write it as"),
-        # every label once: the held-out lines' labels are unknown; named, not listed
-        ("classifier", "".join(f"l{i}\tw {i}\n" for i in range(1000)), "and 890 more)"),
+        # every label once: no line can be held out without losing its label
+        ("classifier", "".join(f"l{i}\tw {i}\n" for i in range(1000)), "to hold lines of it out"),
     ],
 )
 def test_training_data_too_small_or_of_three_columns_is_one_short_line(tmp_path, task, text, says):
@@ -732,3 +733,230 @@ def test_info_shows_a_crafted_checkpoints_control_characters_instead_of_sending_
     assert result.exit_code == 0, result.output
     assert "\\x1b[2J\\x1b[31mred\\x07 line" in result.stdout
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+
+
+# -- checkpoints crafted to pass the structure checks ------------------------------------
+
+
+def crafted(runs, tmp_path, task: str, edit) -> Path:
+    """A copy of the task's tiny run with `edit(ckpt)` applied, saved as crafted.ckpt."""
+    import torch
+
+    ckpt = torch.load(runs[task] / "best.ckpt", weights_only=True)
+    edit(ckpt)
+    path = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def other_tokenizer(ckpt, name="text"):
+    from seqtool.tokenizer import Tokenizer
+
+    tok, _ = Tokenizer.train(["ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!@#$%^&*()_+{}|<>?~" * 5])
+    ckpt["tokenizers"][name] = tok.proto
+
+
+@pytest.mark.parametrize(
+    "task, name, command",
+    [
+        ("generator", "text", ["generate", "--prompt", "~~"]),
+        ("classifier", "text", ["classify", "--text", "~~"]),
+        ("translator", "src", ["translate", "--text", "~~"]),
+        ("translator", "tgt", ["translate", "--text", "~~"]),
+    ],
+)
+def test_a_tokenizer_of_another_size_than_the_model_is_one_line(
+    runs, tmp_path, task, name, command
+):
+    """The model would be handed ids it has no row for (an IndexError), or answer with
+    ids the tokenizer has no piece for."""
+    path = crafted(runs, tmp_path, task, lambda c: other_tokenizer(c, name))
+    says = error(invoke(command[0], path, *command[1:]))
+    assert (
+        says.startswith(f"Error: {path}: the tokenizer {name} holds ") and "a damaged file" in says
+    )
+
+
+def test_weights_stored_in_fewer_values_than_their_shape_are_refused(runs, tmp_path):
+    """An expanded tensor is a few bytes in the file and its whole shape in memory."""
+    import torch
+
+    def expand(ckpt):
+        state = ckpt["model_state"]
+        state["embedding.weight"] = torch.zeros(1).expand(state["embedding.weight"].shape)
+
+    path = crafted(runs, tmp_path, "generator", expand)
+    for command in (["generate", path], ["average", path, path, "--out", tmp_path / "a.ckpt"]):
+        assert error(invoke(*command)) == (
+            f"Error: {path}: not a seqtool checkpoint (model_state['embedding.weight'] is not "
+            "a tensor stored whole)"
+        )
+    assert not (tmp_path / "a.ckpt").exists()
+
+
+@pytest.mark.parametrize("kind", ["float64", "complex"])
+def test_weights_that_are_not_real_numbers_of_the_models_range_are_refused(runs, tmp_path, kind):
+    """1e300 is finite in float64 and inf in the model's float32; a complex tensor is
+    not a floating one, so a check of the stored values let both through."""
+    import torch
+
+    def damage(ckpt):
+        shape = ckpt["model_state"]["out.weight"].shape
+        ckpt["model_state"]["out.weight"] = (
+            torch.full(shape, 1e300, dtype=torch.float64)
+            if kind == "float64"
+            else torch.full(shape, complex(float("nan"), 0))
+        )
+
+    path = crafted(runs, tmp_path, "generator", damage)
+    says = error(invoke("generate", path, "--length", 3))
+    assert says == (
+        f"Error: {path}: the weights hold nan or inf (out.weight): a damaged file"
+        if kind == "float64"
+        else f"Error: {path}: the weights do not match the model config (first difference: "
+        "out.weight holds torch.complex64 values)"
+    )
+
+
+def test_a_shortlist_of_the_wrong_dimensions_is_one_line(runs, tmp_path):
+    def damage(ckpt):
+        ckpt["shortlist"]["targets"] = ckpt["shortlist"]["targets"][:, None]
+
+    path = crafted(runs, tmp_path, "translator", damage)
+    says = error(invoke("translate", path, "--text", "ein 1", "--shortlist"))
+    assert says == f"Error: {path}: the vocabulary shortlist is damaged"
+
+
+def test_labels_with_control_characters_are_refused(runs, tmp_path):
+    """classify writes one line per input line, labels in columns."""
+
+    def damage(ckpt):
+        ckpt["model_config"]["labels"] = ["po\ns\x1b[31m", "ne\tg"]
+
+    path = crafted(runs, tmp_path, "classifier", damage)
+    assert error(invoke("classify", path, "--text", "good 1")) == (
+        f"Error: {path}: model_config is invalid (the label 'po\\ns\\x1b[31m' holds a control "
+        "character)"
+    )
+
+
+def test_data_nested_too_deeply_to_save_is_one_line(runs, tmp_path):
+    """weights_only loading reads deep nesting iteratively; saving it recurses."""
+    import sys
+    import threading
+
+    def build():
+        sys.setrecursionlimit(1_000_000)
+        deep: list = []
+        for _ in range(50_000):
+            deep = [deep]
+        crafted(runs, tmp_path, "generator", lambda c: c.update(extra=deep))
+
+    limit = sys.getrecursionlimit()
+    size = threading.stack_size(1 << 29)
+    try:
+        thread = threading.Thread(target=build)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(size)
+        sys.setrecursionlimit(limit)
+    out = tmp_path / "avg.ckpt"
+    says = error(invoke("average", runs["generator"], tmp_path / "crafted.ckpt", "--out", out))
+    assert says == f"Error: {out}: not saved: it would hold data nested too deeply to write"
+    assert not out.exists()
+
+
+def test_a_pipe_given_as_a_checkpoint_is_refused_without_waiting(runs, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.ckpt")
+    says = error(invoke("info", tmp_path / "fifo.ckpt"))
+    assert says == f"Error: {tmp_path / 'fifo.ckpt'}: not a regular file, so not a checkpoint"
+
+
+def _set(key, value):
+    return lambda ckpt: ckpt.__setitem__(key, value)
+
+
+def _weights(key, value):
+    return lambda ckpt: ckpt["model_state"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (
+            _set("rng", {}),
+            "its training state is damaged, so the run cannot resume from it ('cpu')",
+        ),
+        (_set("optimizer", {}), "its training state is damaged"),
+        (_set("task_state", {"hidden": [7]}), "task_state's hidden is not the lstm's state"),
+        (lambda c: c.update(rng=[c["rng"]], task_state=[]), "its training state is damaged"),
+        (lambda c: c.pop("tokenizer_config"), "holds no tokenizer_config to resume with"),
+        (_weights("out.bias", [0.0] * 3), "the weights do not match the model config"),
+        (lambda c: c["model_config"].update(hidden_size=30000), "do not match the model config"),
+    ],
+)
+def test_resuming_a_damaged_last_checkpoint_is_one_line(runs, tmp_path, damage, says):
+    """The resume state is read only by a resumed run; the model it describes is checked
+    against the weights before it is built (a crafted size is never allocated)."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["generator"], run)
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    damage(ckpt)
+    for key in ("task_state", "model_state"):  # lists stand for tensors in the table
+        for name, value in ckpt[key].items() if isinstance(ckpt[key], dict) else ():
+            ckpt[key][name] = torch.tensor(value) if isinstance(value, list) else value
+    torch.save(ckpt, run / "last.ckpt")
+    before = (run / "last.ckpt").read_bytes()
+    line = error(invoke(*train_args(runs, "generator", run, "--resume", "--max-steps", 4)))
+    assert line.startswith(f"Error: {run / 'last.ckpt'}: ") and says in line, line
+    assert (run / "last.ckpt").read_bytes() == before  # nothing of the run is touched
+
+
+def test_library_values_out_of_range_are_config_errors(runs):
+    """The command line bounds these with its option types; the library checks them."""
+    import seqtool
+    from seqtool.errors import ConfigError
+
+    generator = seqtool.load(runs["generator"], device="cpu")
+    translator = seqtool.load(runs["translator"], device="cpu")
+    classifier = seqtool.load(runs["classifier"], device="cpu")
+    calls = [
+        (lambda: generator.generate("a", seed=2**64), "seed 18446744073709551616 must be in"),
+        (lambda: list(generator.stream("a", seed=-1)), "seed -1 must be in [0, 2**63)"),
+        (lambda: generator.generate("a", length=10**12), "length must be in [1, 2147483647]"),
+        (lambda: translator.translate("ein 1", beam_size=10**30), "beam_size must be in [1, "),
+        (lambda: classifier.evaluate([("good 1", "pos")], batch_size=-1), "batch_size must be"),
+        (lambda: seqtool.load(runs["generator"], device="CPU"), "device 'CPU': give auto, cpu"),
+        (lambda: seqtool.load(runs["generator"], device="meta"), "device 'meta': give auto"),
+        (lambda: seqtool.load(runs["generator"], threads=1.5), "threads 1.5: give a whole number"),
+    ]
+    for call, says in calls:
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert str(caught.value).startswith(says), str(caught.value)
+
+
+def test_a_label_of_one_line_is_not_held_out(runs, tmp_path):
+    """Without --valid a random tenth is held out; a label whose every line it drew
+    could not be learned, and its validation lines were an error (seeds 0-2 of this
+    data each drew one)."""
+    data = tmp_path / "rare.tsv"
+    data.write_text((runs["classifier"].parent / "labels.tsv").read_text()
+                    + "".join(f"rare{i}\tsomething {i}\n" for i in range(10)))  # fmt: skip
+    backs = []
+    for seed in (0, 1, 2):
+        result = invoke("train", "classifier", "--train", data, "--out", tmp_path / str(seed),
+                        "--max-steps", 1, *SMALL, "--ensemble", 1, "--seed", seed)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        held = re.search(r"random 10% of \S+ \((\d+) lines(; (\d+) put back)?", result.stderr)
+        assert held, result.stderr
+        assert int(held[1]) + int(held[3] or 0) == 5  # a tenth of 50 drawn
+        backs.append(int(held[3] or 0))
+    assert any(backs)

@@ -76,13 +76,17 @@ def get(name: str) -> ModuleType:
     return importlib.import_module(f"seqtool.tasks.{name}")
 
 
-def restored(request: TrainRequest, config_cls) -> tuple[Any, TokenizerConfig]:
-    """A resumed run's model config and tokenizer config, from its checkpoint."""
+def restored(request: TrainRequest, config_cls, build) -> tuple[Any, TokenizerConfig]:
+    """A resumed run's model config and tokenizer config, from its checkpoint, once the
+    model `build(config)` makes is known to take its weights (checkpoint.check_weights)."""
+    from seqtool import checkpoint  # torch: imported by the commands that train
+
     ckpt = request.resume
     assert ckpt is not None
-    return config_cls.from_dict(ckpt["model_config"]), TokenizerConfig.from_dict(
-        ckpt["tokenizer_config"]
-    )
+    if "tokenizer_config" not in ckpt:
+        raise CheckpointError(f"{ckpt['path']}: holds no tokenizer_config to resume with")
+    config = checkpoint.check_weights(ckpt, config_cls, build)
+    return config, TokenizerConfig.from_dict(ckpt["tokenizer_config"])
 
 
 def training_data(request: TrainRequest, paths: list[Path]) -> dict[str, str]:

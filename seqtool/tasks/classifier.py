@@ -275,13 +275,28 @@ def prepare(request: TrainRequest, notify: Notify) -> ClassifierTask:
     else:
         cut = max(1, len(train) // 10)
         train, valid = random_holdout(train, cut, config.seed)
-        notify(f"no --valid given: holding out a random 10% of {train_path} ({cut:,} lines)")
+        # a label the draw took every line of could not be learned: its lines go back
+        seen = {label for e in train for label in e.labels}
+        back = [e for e in valid if not seen.issuperset(e.labels)] if train else []
+        if back:
+            valid = [e for e in valid if seen.issuperset(e.labels)]
+            train = sorted(train + back, key=lambda e: e.line)
+        if not valid:
+            raise DataError(
+                f"{train_path}: no label occurs often enough to hold lines of it out for "
+                "validation; give --valid"
+            )
+        rare = f"; {len(back):,} put back: the draw took every line of their labels" if back else ""
+        notify(
+            f"no --valid given: holding out a random 10% of {train_path} ({len(valid):,} lines"
+            f"{rare})"
+        )
     if not train:
         raise DataError(f"{train_path}: too few examples to train on")
     if request.resume is not None:
         # a checkpoint from before task_options were stored: the options given now
         options = request.resume.get("task_options", request.options)
-        model_config, tokenizer_config = restored(request, ClassifierConfig)
+        model_config, tokenizer_config = restored(request, ClassifierConfig, build_model)
         tokenizer = checkpoint.tokenizer(request.resume)
     else:
         options = request.options
@@ -439,6 +454,7 @@ class Classifier(Loaded):
         """accuracy, macro_f1, loss, per-class figures and the confusion matrix of a
         labelled file, or of (text, label) pairs."""
         batch_size = batch_size or self.train_config.get("batch_size", 32)
+        ClassifyConfig(threshold=threshold, batch_size=batch_size)  # checks both
         where = str(data) if isinstance(data, str | os.PathLike) else "evaluate"
         if isinstance(data, str | os.PathLike):
             examples, skipped = read_labeled(data)

@@ -182,10 +182,18 @@ class GeneratorTask:
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         hidden = state["hidden"]
-        if isinstance(hidden, list | tuple):
-            hidden = tuple(t.to(device) for t in hidden)
-        elif hidden is not None:
-            hidden = hidden.to(device)
+        if hidden is not None:
+            # the state the streams carry on with: (h, c) for an LSTM, else h, each
+            # (layers, this process's rows, hidden)
+            c = self.model_config
+            shape = (c.num_layers, len(range(self.train_stream.rows)[distributed.rows(
+                self.train_stream.rows)]), c.hidden_size)  # fmt: skip
+            parts = hidden if isinstance(hidden, list | tuple) else (hidden,)
+            if len(parts) != (2 if c.cell == "lstm" else 1) or any(
+                not isinstance(t, torch.Tensor) or t.shape != shape for t in parts
+            ):
+                raise ValueError(f"task_state's hidden is not the {c.cell}'s state {list(shape)}")
+            hidden = tuple(t.to(device) for t in parts) if c.cell == "lstm" else parts[0].to(device)
         self.hidden = hidden
 
     def checkpoint_info(self) -> dict[str, Any]:
@@ -256,7 +264,7 @@ def prepare(request: TrainRequest, notify: Notify) -> GeneratorTask:
     cache = request.run_dir / "data"
     data = training_data(request, [train_file])
     if request.resume is not None:
-        model_config, tokenizer_config = restored(request, GeneratorConfig)
+        model_config, tokenizer_config = restored(request, GeneratorConfig, GeneratorModel)
         tokenizer = checkpoint.tokenizer(request.resume)
     else:
         tokenizer_config = request.tokenizer

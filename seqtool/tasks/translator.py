@@ -344,7 +344,7 @@ def prepare(request: TrainRequest, notify: Notify) -> TranslatorTask:
     if request.resume is not None:
         # a checkpoint from before task_options were stored: the options given now
         metric = request.resume.get("task_options", request.options).get("metric", "bleu")
-        model_config, tokenizer_config = restored(request, TranslatorConfig)
+        model_config, tokenizer_config = restored(request, TranslatorConfig, TranslatorModel)
         src_tok = checkpoint.tokenizer(request.resume, "src")
         tgt_tok = checkpoint.tokenizer(request.resume, "tgt")
     else:
