@@ -171,6 +171,10 @@ def feature_values(name: str, text: str) -> list[float]:
             pattern = re.compile(name, re.MULTILINE)  # ^ and $ at every line
         except re.error as err:
             raise ConfigError(f"--find {name!r}: not a regular expression ({err})") from None
+        except OverflowError as err:  # a{4294967296}: re says so with another class
+            raise ConfigError(f"--find {name!r}: {err}") from None
+        except RecursionError:  # the parser recurses once per group
+            raise ConfigError(f"--find {name!r}: groups nested too deeply") from None
         values = [0.0] * len(text)
         for match in pattern.finditer(text):
             values[match.start() : match.end()] = [1.0] * (match.end() - match.start())
@@ -183,7 +187,9 @@ def parse_unit(spec: str, cell: str, num_layers: int, size: int) -> tuple[int, s
     kinds = TRACE_KINDS[cell]
     if not match:
         raise ConfigError(f"--unit {spec!r}: write it as layer:1/{kinds[-1]}:0")
-    layer, kind, index = int(match[1]), match[2], int(match[3])
+    # int() refuses over 4300 digits; a number of 100 is out of range anyway
+    layer, index = (int(n) if len(n) < 100 else math.inf for n in (match[1], match[3]))
+    kind = match[2]
     if kind not in kinds:
         raise ConfigError(f"--unit {spec!r}: a {cell} layer has {', '.join(kinds)}")
     if not 1 <= layer <= num_layers:
@@ -296,6 +302,8 @@ def inspect_generator(
     saturation: bool = False,
 ) -> Inspection:
     """Bits per piece, the `top` likeliest pieces at each position, and the units."""
+    if top < 0:
+        raise ConfigError(f"top_k {top}: give 0 (none) or more")
     ids = tokenizer.encode(text)
     if not ids:
         raise ConfigError("inspect: the text is empty")
@@ -369,6 +377,8 @@ def neighbours(
     cosine similarity with `piece`'s, best first; the piece itself and the special
     pieces (pad, bos, eos, unk) excluded. A word given with spaces may be written with
     them: " the" is the piece "▁the"."""
+    if k < 1:
+        raise ConfigError(f"top_k {k}: give 1 or more")
     found = [tokenizer.sp.piece_to_id(p) for p in (piece, piece.replace(" ", "▁"))]
     token = next((i for i in found if i != UNK_ID), UNK_ID)
     if token == UNK_ID and piece != "<unk>":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,31 @@ def saturation_figure(inspection, path: str) -> None:
     save_figure(fig, path)
 
 
+def _finite(value: Any) -> bool:
+    """A number a plot can hold: not a bool, NaN or infinite, nor an int too large for a
+    float (compared exactly, so nothing overflows)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and abs(value) <= sys.float_info.max
+
+
+def _is_record(record: Any) -> bool:
+    """Whether a line of metrics.jsonl holds what training writes there, with numbers
+    where read_metrics and curves read them: an evaluation's {"step", "split": "valid",
+    metrics...} or a log record {"step", "loss", "<unit>_per_s", "elapsed", "tokens"}
+    (its loss may be NaN: curves skips it)."""
+    if not isinstance(record, dict) or not _finite(record.get("step")):
+        return False
+    rates = [k for k in record if k.endswith("_per_s")]
+    if not all(_finite(record[k]) for k in ("elapsed", "tokens", *rates) if k in record):
+        return False
+    if record.get("split") == "valid":
+        return True
+    loss = record.get("loss")
+    # without its count of tokens, a throughput needs the elapsed time to sum them
+    timed = not rates or "tokens" in record or "elapsed" in record
+    return (isinstance(loss, float) or _finite(loss)) and timed
+
+
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """The records of RUN/metrics.jsonl (or of that file given itself), each with
     `tokens`, the units seen so far: log records hold the count; for files written
@@ -270,24 +296,38 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     path = Path(run)
     path = path / "metrics.jsonl" if files.holds(path, Path.is_dir) else path
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read the training metrics ({err.strerror})") from None
+    try:
+        lines = data.decode("utf-8").split("\n")  # numbered as the UTF-8 error counts them
+    except UnicodeDecodeError as err:
+        # a checkpoint given as RUN ends here too: say what plot reads
+        number = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path}:{number}: not UTF-8 text, so not a training log (plot reads RUN/metrics.jsonl)"
+        ) from None
     records, tokens, elapsed = [], 0.0, 0.0
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also an int of over 4300 digits, deep nesting
             raise DataError(f"{path}:{number}: not a JSON line") from None
+        if not _is_record(record):
+            raise DataError(
+                f"{path}:{number}: not a training record (a JSON object with its step, "
+                "and its loss unless it is an evaluation's)"
+            )
         rate = next((v for k, v in record.items() if k.endswith("_per_s")), None)
         if "tokens" in record and rate is not None:
             tokens = record["tokens"]
         elif rate is not None:
             tokens += rate * max(record["elapsed"] - elapsed, 0.0)
             elapsed = record["elapsed"]
-        records.append({**record, "tokens": round(tokens)})
+        # a throughput x time can overflow to infinity: curves skips a None
+        records.append({**record, "tokens": round(tokens) if math.isfinite(tokens) else None})
     return records
 
 
@@ -308,12 +348,12 @@ def curves(runs: list[str], path: str, x: str = "step") -> None:
                 metrics = {
                     f"valid {k}": v for k, v in record.items()
                     if k not in ("step", "split", "best", "tokens", "elapsed")
-                    and isinstance(v, int | float) and not isinstance(v, bool)
+                    and _finite(v)
                 }  # fmt: skip
             else:
                 metrics = {"train loss": record["loss"]}
             for metric, value in metrics.items():
-                if at is None or value is None or not math.isfinite(value):
+                if at is None or not _finite(value):
                     continue
                 xs, ys = series.setdefault(metric, {}).setdefault(name, ([], []))
                 xs.append(at)

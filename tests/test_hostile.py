@@ -936,6 +936,9 @@ def test_library_values_out_of_range_are_config_errors(runs):
         (lambda: seqtool.load(runs["generator"], device="CPU"), "device 'CPU': give auto, cpu"),
         (lambda: seqtool.load(runs["generator"], device="meta"), "device 'meta': give auto"),
         (lambda: seqtool.load(runs["generator"], threads=1.5), "threads 1.5: give a whole number"),
+        (lambda: generator.neighbours("a", top_k=-1), "top_k -1: give 1 or more"),
+        (lambda: translator.neighbours("e", top_k=0), "top_k 0: give 1 or more"),
+        (lambda: generator.inspect("abc", top_k=-1), "top_k -1: give 0 (none) or more"),
     ]
     for call, says in calls:
         with pytest.raises(ConfigError) as caught:

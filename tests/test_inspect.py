@@ -102,6 +102,40 @@ def test_features_of_a_text():
     assert r.tolist() == pytest.approx([-1.0, 0.0])
 
 
+def cli_error(result) -> str:
+    """The one `Error:` line of a command that failed cleanly."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr and result.stderr.count("Error:") == 1
+    return result.stderr.rstrip("\n").splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("a{4294967296}", "the repetition number is too large"),  # OverflowError in re
+        ("(" * 1000 + "a" + ")" * 1000, "groups nested too deeply"),  # RecursionError
+    ],
+)
+def test_find_a_pattern_re_cannot_compile_is_one_error_line(runs, pattern, reason):
+    result = run_cli("inspect", runs["gen"], "--text", "abc", "--find", pattern)
+    assert cli_error(result) == f"Error: --find {pattern!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("layer:1/hidden:" + "9" * 5000, "units are 0 to 7"),  # over int()'s 4300 digits
+        ("layer:" + "9" * 5000 + "/hidden:1", "layers are 1 to 2"),
+    ],
+)
+def test_a_unit_number_too_long_for_int_is_out_of_range(runs, spec, reason):
+    result = run_cli("inspect", runs["gen"], "--text", "abc", "--unit", spec)
+    assert cli_error(result) == f"Error: --unit {spec!r}: {reason}"
+    found = run_cli("inspect", runs["gen"], "--text", "abc", "--unit", "layer:02/hidden:007")
+    assert found.exit_code == 0, found.output
+
+
 # -- the generator: surprise, top guesses, units -----------------------------------------
 
 
