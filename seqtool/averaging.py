@@ -60,13 +60,18 @@ def average(runs: Sequence[str | os.PathLike]) -> dict[str, Any]:
     return {**kept, "model_state": state, "averaged": paths}
 
 
-def write(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict[str, Any]:
+def write(
+    runs: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False
+) -> dict[str, Any]:
     """Average `runs` into the checkpoint file `out`, written atomically; returns what was
-    written. `out` may not be one of the runs: the files averaged are kept as they are."""
+    written. `out` may not be one of the runs: the files averaged are kept as they are;
+    nor, unless `force`, a file that exists (another run's best.ckpt, say)."""
     out = Path(out)
     for run in runs:
         if out.resolve() == checkpoint.resolve(run).resolve():
             raise ConfigError(f"{out} is one of the checkpoints to average; give another --out")
+    if not force and os.path.lexists(out):
+        raise ConfigError(f"{out} already exists; give --force to replace it, or another --out")
     payload = average(runs)
     checkpoint.save(out, payload)
     return payload

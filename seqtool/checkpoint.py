@@ -43,7 +43,7 @@ from seqtool.config import (
     TrainConfig,
     TranslatorConfig,
 )
-from seqtool.errors import CheckpointError, ConfigError
+from seqtool.errors import CheckpointError, ConfigError, first_line
 from seqtool.version import __version__
 
 if TYPE_CHECKING:
@@ -462,11 +462,6 @@ def first_difference(
 
 
 _COMMANDS = {"generator": "generate", "classifier": "classify", "translator": "translate"}
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _mode(path: Path) -> int | None:

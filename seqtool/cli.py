@@ -39,6 +39,10 @@ class SeqtoolCommand(click.Command):
         ctx.meta["args"] = list(args)
         return super().parse_args(ctx, args)
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _writing_stdout():  # --help
+            return super().make_context(*args, **kwargs)
+
 
 class SeqtoolGroup(click.Group):
     """Turns library errors into one `Error: ...` line and exit code 1, and Ctrl-C in
@@ -52,7 +56,7 @@ class SeqtoolGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def make_context(self, *args, **kwargs) -> click.Context:
-        with _one_line():
+        with _one_line(), _writing_stdout():  # --help, --version
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
@@ -85,9 +89,10 @@ def _one_line():
         raise
 
 
-def _check_utf8(args: list[str]) -> None:
+def _check_utf8(args: list[str], what: str = "the argument") -> None:
     """Arguments are text: Python hands over bytes that are not UTF-8 as lone surrogates,
-    which no tokenizer, terminal or JSON encoder takes. Refuse them here, once."""
+    which no tokenizer, terminal or JSON encoder takes. Refuse them here, once (and in a
+    --config file, where YAML's "\\ud800" makes one)."""
     for arg in args:
         try:
             arg.encode("utf-8")
@@ -97,7 +102,7 @@ def _check_utf8(args: list[str]) -> None:
             except UnicodeEncodeError:  # a surrogate that stands for no byte
                 shown = arg.encode("utf-8", "backslashreplace").decode()
             raise click.ClickException(
-                f"the argument '{shown}' is not valid UTF-8 (at character {err.start + 1}); "
+                f"{what} '{shown}' is not valid UTF-8 (at character {err.start + 1}); "
                 "give arguments (and file names) in UTF-8"
             ) from None
 
@@ -148,8 +153,12 @@ class TrainGroup(SeqtoolGroup):
     """`seqtool train --config FILE` trains the task the file names."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0].startswith("--config"):
-            path = args[0].partition("=")[2] or (args[1] if len(args) > 1 else "")
+        name, eq, path = args[0].partition("=") if args else ("", "", "")
+        if name == "--config":
+            if not eq:
+                if len(args) < 2:
+                    raise click.BadOptionUsage(name, f"Option '{name}' requires an argument.", ctx)
+                path = args[1]
             try:
                 args = [opt.config_task(path), *args]
             except SeqtoolError as err:
@@ -173,6 +182,9 @@ def _read_config(ctx: click.Context, param, path: str | None):
     """--config: the file's options become the defaults the command line overrides."""
     if path is not None:
         ctx.default_map = opt.config_defaults(path, ctx.command.name, ctx.command.params)
+        for name, value in ctx.default_map.items():
+            if isinstance(value, str):
+                _check_utf8([value], f"{path}: {name.replace('_', '-')}")
     return path
 
 
@@ -294,26 +306,31 @@ def _results_to_stdout(command):
     def run(*args, **kwargs):
         if sys.stdout is None:  # started with stdout closed (`>&-`): refused before any work
             raise click.ClickException("could not write the output (standard output is closed)")
-        try:
+        with _writing_stdout():
             return command(*args, **kwargs)
-        except UnicodeEncodeError as err:  # PYTHONIOENCODING=ascii, and text that is not
-            _stdout_to_devnull()
-            raise click.ClickException(
-                f"could not write the output (its encoding, {err.encoding}, has no "
-                f"{ascii(err.object[err.start : err.end])}; set PYTHONIOENCODING=utf-8)"
-            ) from None
-        except BrokenPipeError:
-            _stdout_to_devnull()
-            raise click.exceptions.Exit(BROKEN_PIPE) from None
-        except OSError as err:
-            if err.filename is not None:  # a file's error, not stdout's
-                raise
-            _stdout_to_devnull()
-            raise click.ClickException(
-                f"could not write the output ({err.strerror or err})"
-            ) from None
 
     return run
+
+
+@contextlib.contextmanager
+def _writing_stdout():
+    """The failures of writing stdout, as _results_to_stdout tells them."""
+    try:
+        yield
+    except UnicodeEncodeError as err:  # PYTHONIOENCODING=ascii, and text that is not
+        _stdout_to_devnull()
+        raise click.ClickException(
+            f"could not write the output (its encoding, {err.encoding}, has no "
+            f"{ascii(err.object[err.start : err.end])}; set PYTHONIOENCODING=utf-8)"
+        ) from None
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        raise click.exceptions.Exit(BROKEN_PIPE) from None
+    except OSError as err:
+        if err.filename is not None:  # a file's error, not stdout's
+            raise
+        _stdout_to_devnull()
+        raise click.ClickException(f"could not write the output ({err.strerror or err})") from None
 
 
 def _stdout_to_devnull() -> None:
@@ -697,6 +714,7 @@ def plot_command(runs, out, x_axis) -> None:
 @cli.command(params=opt.NEIGHBOURS)
 @click.argument("run")
 @click.argument("piece")
+@_results_to_stdout
 def neighbours(run, piece, side, top_k, as_json) -> None:
     """The pieces nearest PIECE by cosine similarity of the model's embeddings (a
     word piece with its leading space may be written "▁the" or " the").
@@ -717,7 +735,7 @@ def neighbours(run, piece, side, top_k, as_json) -> None:
 
 @cli.command(params=opt.AVERAGE)
 @click.argument("runs", nargs=-1, required=True, metavar="CKPT CKPT...")
-def average(runs, out) -> None:
+def average(runs, out, force) -> None:
     """Average the weights of checkpoints of one model (same task, configs and
     tokenizers) into one checkpoint; the rest is the last one's. A run directory
     stands for its best.ckpt.
@@ -729,7 +747,7 @@ def average(runs, out) -> None:
     from seqtool import averaging
     from seqtool.ui import note
 
-    averaging.write(runs, out)
+    averaging.write(runs, out, force)
     note(f"saved {out}: the mean of {len(runs)} checkpoints")
 
 

@@ -233,6 +233,10 @@ class TrainConfig(_Config):
             _check(value is None or value > 0, f"{name} must be positive")
         _check(self.max_time is None or self.max_time <= MAX_TIME, "--max-time is at most a year")
         _check(
+            self.max_epochs is None or self.max_epochs <= MAX_COUNT,
+            f"--max-epochs is at most {MAX_COUNT}",
+        )
+        _check(
             self.threads is None or self.threads <= MAX_THREADS,
             f"--threads is at most {MAX_THREADS}",
         )

@@ -9,6 +9,7 @@ array that training reads window by window.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import json
@@ -41,6 +42,8 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def check_file(path: str | os.PathLike) -> Path:
+    if not os.fspath(path):  # Path("") is the current folder
+        raise DataError("'': the file name is empty; give a file")
     path = Path(path)
     try:
         found, is_file = path.exists(), path.is_file()
@@ -222,7 +225,7 @@ def _encode_file(
     # a cache file of another size than its metadata says (cut short, say) is rebuilt
     if meta.get("key") == key and _size(cache) == meta.get("tokens", -1) * np.dtype(dtype).itemsize:
         return TokenArray(_open_ids(cache, dtype), meta["num_chars"], np.array(meta["counts"]))
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    files.folder(cache.parent, "token cache")
     num_chars, tokens, counts = 0, 0, np.zeros(tokenizer.vocab_size, dtype=np.int64)
     with files.replacing(cache, "token cache") as out:
         for block in read_text(path, start, end):
@@ -486,9 +489,10 @@ def parallel_paths(data: str, src_lang: str | None, tgt_lang: str | None) -> lis
     if src_lang or tgt_lang:
         raise DataError("give both --src-lang and --tgt-lang, or neither for a TSV file")
     path = Path(data)
-    if not files.holds(path) and list(path.parent.glob(path.name + ".*")):
+    # the name is taken literally: `[`, `*` or `**` in it are no pattern
+    if not files.holds(path) and any(path.parent.glob(glob.escape(path.name) + ".*")):
         raise DataError(f"{data}: no such file; for aligned files add --src-lang and --tgt-lang")
-    return [check_file(path)]
+    return [check_file(data)]
 
 
 def read_parallel(paths: list[Path]) -> tuple[list[Pair], int]:

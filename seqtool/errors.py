@@ -41,6 +41,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def warn(message: str) -> None:
     """Report `message` as a SeqtoolWarning: library callers see a Python warning."""
     import warnings

@@ -79,6 +79,22 @@ def _in_place(path: Path) -> bool:
     return holds(path) and not holds(path, Path.is_file)
 
 
+def folder(path: str | os.PathLike, what: str) -> Path:
+    """Make the folder `path` (and those above it) for `what`, unless it is there; a file
+    of the user's where it belongs is kept and named in the error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(
+            f"{path}: a file is in the way; seqtool keeps its {what} in a folder here "
+            "(move the file away)"
+        ) from None
+    except OSError as err:
+        raise _failed(path, what, err) from None
+    return path
+
+
 def write(path: str | os.PathLike, data: bytes, what: str) -> None:
     """Replace `path` with `data`, atomically."""
     with replacing(path, what) as f:

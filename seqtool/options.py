@@ -22,6 +22,7 @@ from seqtool.config import (
     CELLS,
     DEFAULT_MEMBERS,
     DEFAULT_TOKENIZER,
+    MAX_COUNT,
     MAX_LAYERS,
     MAX_LENGTH_RATIO,
     MAX_MEMBERS,
@@ -44,11 +45,14 @@ from seqtool.config import (
     is_device,
     parse_duration,
 )
-from seqtool.errors import ConfigError, printable, warn
+from seqtool.errors import ConfigError, first_line, printable, warn
 
 # bounded so that a size reaches torch as a number it can allocate or refuse (2**62 makes
 # a tensor size overflow)
-POSITIVE = click.IntRange(1, 2**31 - 1)
+POSITIVE = click.IntRange(1, MAX_COUNT)
+# an epoch is a step or more: more epochs than --max-steps takes steps are no budget
+# either, and their ETA overflowed the clock
+MAX_EPOCHS = POSITIVE.max
 # what torch.manual_seed takes, less one bit: sampling seeds rows seed + i
 SEED = click.IntRange(0, 2**63 - 1)
 MAX_CONFIG_BYTES = 1 << 20
@@ -159,7 +163,7 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
         _option("--max-steps", type=POSITIVE, help="Budget in optimizer steps."),
         _option(
             "--max-epochs",
-            type=Finite(0, min_open=True),
+            type=Finite(0, MAX_EPOCHS, min_open=True),
             help="Budget in passes over the training data.",
         ),
         _option(
@@ -649,6 +653,7 @@ AVERAGE = [
     _option(
         "--out", required=True, type=click.Path(dir_okay=False), help="The checkpoint to write."
     ),
+    _option("--force", is_flag=True, help="Replace --out when it already exists."),
 ]
 
 
@@ -748,7 +753,7 @@ def read_config(path: str) -> dict[str, Any]:
 
     file = Path(path)
     if not files.is_stream(file):  # a pipe (`--config <(...)`) is read once like a file
-        check_file(file)
+        check_file(path)
     try:
         with file.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -773,19 +778,15 @@ def read_config(path: str) -> dict[str, Any]:
 
             found = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot read the config ({_first_line(err)})") from None
+        raise ConfigError(f"{path}: cannot read the config ({first_line(err)})") from None
     except Exception as err:  # noqa: BLE001 (yaml's errors share no base with ValueError)
-        raise ConfigError(f"{path}: cannot read the config ({_first_line(err)})") from None
+        raise ConfigError(f"{path}: cannot read the config ({first_line(err)})") from None
     if not isinstance(found, dict) or not all(isinstance(k, str) for k in found):
         raise ConfigError(
             f"{path}: a config is a mapping of option names to values (YAML; TOML in a "
             "file whose name ends in .toml)"
         )
     return {k.replace("-", "_"): v for k, v in found.items()}
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def config_defaults(path: str, command: str, params: list[click.Parameter]) -> dict[str, Any]:

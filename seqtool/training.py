@@ -40,6 +40,7 @@ from seqtool.errors import (
     ConfigError,
     TrainingError,
     TrainingInterrupted,
+    first_line,
     warn,
 )
 from seqtool.tasks import TrainRequest
@@ -516,7 +517,7 @@ class Trainer:
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             raise CheckpointError(
                 f"{ckpt['path']}: its training state is damaged, so the run cannot resume "
-                f"from it ({checkpoint.first_line(err)[:200]})"
+                f"from it ({first_line(err)[:200]})"
             ) from None
 
     def _restore_state(self, ckpt: dict[str, Any]) -> None:

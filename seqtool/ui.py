@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
+from seqtool.config import MAX_TIME
 from seqtool.errors import printable
 
 # soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
@@ -131,7 +132,13 @@ def log_line(record: dict[str, Any], speed: str, done: float) -> str:
     eta = elapsed * (1 - done) / done if done > 0 else None
 
     def clock(seconds: float | None) -> str:
-        return "-" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+        if seconds is None:
+            return "-"
+        # the ETA of a budget far larger than the time spent (--max-epochs 1e9) is beyond
+        # what timedelta holds
+        if not seconds <= MAX_TIME:
+            return "over a year"
+        return str(datetime.timedelta(seconds=round(seconds)))
 
     return (
         f"step {record['step']:,}  epoch {record['epoch']:.2f}  loss {record['loss']:.4f}  "

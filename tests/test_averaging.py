@@ -186,6 +186,21 @@ def test_one_checkpoint_or_an_input_as_output_is_refused(trained, run_cli):
     assert best.read_bytes() == before
 
 
+def test_an_existing_output_is_replaced_only_with_force(trained, run_cli, tmp_path):
+    """Another run's best.ckpt given as --out was replaced without a word."""
+    victim = tmp_path / "other" / "best.ckpt"
+    victim.parent.mkdir()
+    victim.write_bytes(b"another run's weights")
+    args = ("average", trained / "best.ckpt", trained / "last.ckpt", "--out", victim)
+    assert error_line(run_cli(*args)) == (
+        f"Error: {victim} already exists; give --force to replace it, or another --out"
+    )
+    assert victim.read_bytes() == b"another run's weights"
+    result = run_cli(*args, "--force")
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load(victim)["averaged"]
+
+
 # -- --average-last -----------------------------------------------------------------------
 
 

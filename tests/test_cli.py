@@ -281,6 +281,11 @@ def test_resume_without_a_run(run_cli, corpus, tmp_path):
             ("--cell", "tree"),
             "Invalid value for '--cell': 'tree' is not one of 'lstm', 'gru', 'rnn'.",
         ),
+        (  # more epochs than --max-steps takes steps: its ETA overflowed the clock
+            ("--max-epochs", "1e15"),
+            "Invalid value for '--max-epochs': 1000000000000000.0 is not in the range "
+            "0<x<=2147483647.",
+        ),
     ],
 )
 def test_nonsense_training_options(run_cli, corpus, tmp_path, args, message):
@@ -534,3 +539,98 @@ def test_a_max_time_past_a_year_is_refused(run_cli, corpus, tmp_path, value):
         "--max-time takes"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("done", [1e-15, 1e-320])
+def test_an_eta_past_a_year_is_shown_as_such(done):
+    """timedelta overflowed (OverflowError at the first log line of --max-epochs 1e15)."""
+    from seqtool.ui import log_line
+
+    record = {"step": 1, "epoch": 0.0, "loss": 1.0, "lr": 1e-3, "elapsed": 1.0}
+    assert log_line(record, "", done).endswith("elapsed 0:00:01  ETA over a year")
+
+
+def test_a_file_named_data_in_the_run_directory_is_kept(run_cli, corpus, tmp_path):
+    """The generator's token cache goes in RUN_DIR/data: FileExistsError before."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "data").write_text("keep")
+    result = train(run_cli, corpus, out, "--max-steps", 2)
+    assert error_line(result) == (
+        f"Error: {out / 'data'}: a file is in the way; seqtool keeps its tokenizer cache in a "
+        "folder here (move the file away)"
+    )
+    assert (out / "data").read_text() == "keep"
+
+
+def test_a_data_name_with_glob_characters_is_taken_literally(run_cli, tmp_path):
+    """A ValueError from glob (`**`), a traceback, before."""
+    path = tmp_path / "x**y"
+    result = run_cli("train", "translator", "--train", path, "--out", tmp_path / "r")
+    assert error_line(result) == f"Error: {path}: no such file"
+
+
+def test_a_config_value_gets_the_utf8_check_of_an_argument(run_cli, corpus, tmp_path):
+    """YAML's "\\ud800" is a lone surrogate, as bytes that are not UTF-8 in an argument
+    are: it reached os.stat (UnicodeEncodeError) before."""
+    config = tmp_path / "c.yaml"
+    config.write_text('out: "run\\ud800"\n')
+    result = run_cli("train", "generator", "--config", config, "--train", corpus, *TINY)
+    assert error_line(result) == (
+        f"Error: {config}: out 'run\\ud800' is not valid UTF-8 (at character 4); give "
+        "arguments (and file names) in UTF-8"
+    )
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error")] == [
+        error_line(result)
+    ]
+
+
+def test_a_missing_or_empty_file_name_is_said_so(run_cli, corpus, tmp_path):
+    """Both were "Error: .: not a file" (Path("") is the current folder)."""
+    result = run_cli("train", "--config")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: Option '--config' requires an argument."
+    )
+    empty = "Error: '': the file name is empty; give a file"
+    assert error_line(run_cli("train", "--config=")) == empty
+    assert error_line(train(run_cli, "", tmp_path / "r", "--max-steps", 2)) == empty
+
+
+def shell(command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`seqtool ...` in bash, for the redirections of a real stdout."""
+    seqtool = shlex.join([sys.executable, "-m", "seqtool"])
+    return subprocess.run(
+        ["bash", "-c", f"{seqtool} {command}"], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "command", ["neighbours {run} e > /dev/full", "--help > /dev/full", "info --help > /dev/full"]
+)
+def test_neighbours_and_help_into_a_full_disk_are_one_error_line(trained, command):
+    """Tracebacks (OSError: No space left on device) before."""
+    done = shell(command.format(run=shlex.quote(str(trained))))
+    assert (done.returncode, done.stderr) == (
+        1,
+        "Error: could not write the output (No space left on device)\n",
+    )
+
+
+def test_neighbours_into_a_closed_stdout_is_one_error_line(trained):
+    """It exited 0, having written nothing, before."""
+    done = shell(f"neighbours {shlex.quote(str(trained))} e >&-")
+    assert (done.returncode, done.stderr) == (
+        1,
+        "Error: could not write the output (standard output is closed)\n",
+    )
+
+
+@pytest.mark.parametrize("args", [["neighbours", "{run}", "e"], ["--version"], ["--help"]])
+def test_neighbours_and_help_into_a_closed_pipe_stop_quietly(trained, args):
+    """exit code 1 before, not the 141 of the other commands."""
+    proc = seqtool_process(*(a.format(run=trained) for a in args))
+    proc.stdout.close()  # the reader is gone before anything is written: `| true`
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""

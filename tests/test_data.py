@@ -14,7 +14,7 @@ from seqtool.data import (
     read_text,
     token_batches,
 )
-from seqtool.errors import DataError
+from seqtool.errors import DataError, OutputError
 from seqtool.tokenizer import Tokenizer
 
 TOKENIZER, _ = Tokenizer.train(["abc def\n", "ghi"], "char")
@@ -71,6 +71,16 @@ def test_encode_file_caches_and_rebuilds(tmp_path):
     path.write_text("abc\n", encoding="utf-8")
     again = encode_file(path, TOKENIZER, cache)
     assert len(again.ids) == 4 and TOKENIZER.decode(again.ids) == "abc\n"
+
+
+def test_a_file_where_the_cache_folder_goes_is_kept_and_named(tmp_path):
+    """FileExistsError, a traceback, before."""
+    path = tmp_path / "t.txt"
+    path.write_text("abc def\n", encoding="utf-8")
+    (tmp_path / "data").write_text("keep")
+    with pytest.raises(OutputError, match=r"data: a file is in the way; seqtool keeps its token"):
+        encode_file(path, TOKENIZER, tmp_path / "data" / "t.ids")
+    assert (tmp_path / "data").read_text() == "keep"
 
 
 def test_lm_stream_carries_rows_across_batches():
@@ -180,6 +190,29 @@ def test_tsv_and_aligned_files_read_the_same_pairs(tmp_path):
     assert [(p.src, p.tgt, p.line) for p in tsv] == [("ein Hund", "a dog", 1), ("zwei", "two", 3)]
     assert [(p.src, p.tgt, p.line) for p in aligned] == [(p.src, p.tgt, p.line) for p in tsv]
     assert skipped_tsv == skipped == 1
+
+
+@pytest.mark.parametrize("name", ["x**y", "d**", "d[e]"])
+def test_a_parallel_data_name_is_no_glob_pattern(tmp_path, name):
+    """`**` in the name was a ValueError from glob, a traceback; `[`, `?` matched other
+    files' names for the hint."""
+    (tmp_path / "d.de").write_text("ein Hund\n")
+    (tmp_path / f"{name}.de").write_text("ein Hund\n")
+    with pytest.raises(DataError) as error:
+        parallel_paths(str(tmp_path / name), None, None)
+    assert str(error.value) == (
+        f"{tmp_path / name}: no such file; for aligned files add --src-lang and --tgt-lang"
+    )
+    (tmp_path / f"{name}.de").unlink()
+    with pytest.raises(DataError, match=r": no such file$"):
+        parallel_paths(str(tmp_path / name), None, None)
+
+
+def test_an_empty_file_name_is_named_empty():
+    """Path("") is the current folder: "Error: .: not a file" before."""
+    for read in (data.check_file, lambda name: parallel_paths(name, None, None)):
+        with pytest.raises(DataError, match=r"^'': the file name is empty; give a file$"):
+            read("")
 
 
 @settings(max_examples=30, deadline=None)

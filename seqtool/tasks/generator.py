@@ -324,7 +324,7 @@ def _tokenizer(
     if warning:
         notify(warning)
     if distributed.is_main():
-        cache.mkdir(parents=True, exist_ok=True)
+        files.folder(cache, "tokenizer cache")
         files.write(model, tokenizer.proto, "tokenizer cache")
         model_sha256 = hashlib.sha256(tokenizer.proto).hexdigest()
         files.write(meta, json.dumps({**key, "model": model_sha256}).encode(), "tokenizer cache")
