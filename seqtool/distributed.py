@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from seqtool.errors import ConfigError
+from seqtool.errors import ConfigError, first_line
 
 T = TypeVar("T")
 
@@ -73,8 +73,17 @@ def init(device: torch.device) -> None:
             "not set: start data-parallel training with torchrun, or unset WORLD_SIZE"
         )
     _env("RANK", 0, 0, processes - 1)
+    _env("MASTER_PORT", 0, 1, 65535)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout()))
+    wait = timeout()
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=wait))
+    except dist.DistError as err:  # the others never came, or MASTER_ADDR leads nowhere
+        raise ConfigError(
+            f"the {processes} processes did not all join at {os.environ['MASTER_ADDR']}:"
+            f"{os.environ['MASTER_PORT']} in {wait} s ({first_line(err)}); start every "
+            "one with torchrun, or raise SEQTOOL_DIST_TIMEOUT"
+        ) from None
 
 
 def barrier() -> None:

@@ -107,6 +107,14 @@ def _choice(flag: str, choices, default, help: str | None = None) -> click.Optio
 # -- train: what every task shares ------------------------------------------------------
 
 
+def _named(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A run directory of "" (an unset shell variable, `--out "$RUN"`) is the current
+    folder to the file system: refused rather than trained into."""
+    if value == "":
+        raise click.BadParameter("the name is empty; give the run directory", ctx, param)
+    return value
+
+
 def _shared_training(task: str, model_config) -> list[click.Option]:
     """Options every `train` command has, with the same names everywhere; their
     defaults come from the task's model config and TRAIN_DEFAULTS."""
@@ -121,6 +129,7 @@ def _shared_training(task: str, model_config) -> list[click.Option]:
             "--out",
             required=True,
             type=click.Path(file_okay=False, path_type=str),
+            callback=_named,
             help="Run directory for checkpoints, metrics.jsonl and config.yaml.",
         ),
         _choice("--cell", CELLS, model["cell"], "Recurrent cell; rnn is the basic Elman network."),
@@ -745,6 +754,11 @@ def renamed(command: str, args: list[str]) -> list[str]:
 CONFIG_NAME = "config.yaml"  # what `train` writes into the run directory
 
 
+# configs read from a pipe, which gives its bytes once: `seqtool train --config <(...)`
+# reads the file for its task, then for its options
+_STREAMS_READ: dict[str, dict[str, Any]] = {}
+
+
 def read_config(path: str) -> dict[str, Any]:
     """A YAML or TOML file of option names and values (hidden-size or hidden_size), and
     `task`. Raises ConfigError for a file that cannot be read or is not a mapping."""
@@ -752,7 +766,10 @@ def read_config(path: str) -> dict[str, Any]:
     from seqtool.data import check_file
 
     file = Path(path)
-    if not files.is_stream(file):  # a pipe (`--config <(...)`) is read once like a file
+    stream = files.is_stream(file)
+    if stream and path in _STREAMS_READ:  # read for its task, now for its options
+        return dict(_STREAMS_READ[path])
+    if not stream:  # a pipe (`--config <(...)`) is read once like a file
         check_file(path)
     try:
         with file.open("rb") as f:
@@ -786,7 +803,10 @@ def read_config(path: str) -> dict[str, Any]:
             f"{path}: a config is a mapping of option names to values (YAML; TOML in a "
             "file whose name ends in .toml)"
         )
-    return {k.replace("-", "_"): v for k, v in found.items()}
+    found = {k.replace("-", "_"): v for k, v in found.items()}
+    if stream:
+        _STREAMS_READ[path] = dict(found)
+    return found
 
 
 def config_defaults(path: str, command: str, params: list[click.Parameter]) -> dict[str, Any]:
@@ -807,7 +827,10 @@ def config_defaults(path: str, command: str, params: list[click.Parameter]) -> d
         flag = "--" + unknown[0].replace("_", "-")
         raise ConfigError(f"{path}: {unknown[0]!r} is not an option of train {command} ({flag})")
     integers = {p.name for p in params if isinstance(p.type, click.types.IntParamType)}
+    flags = {p.name for p in params if getattr(p, "is_flag", False)}
     for name, value in found.items():
+        if isinstance(value, bool) and name not in flags:  # click reads true as 1
+            raise ConfigError(f"{path}: {name.replace('_', '-')} is {value}; give a value")
         # a list or a mapping is no option's value, and is never printed: YAML's aliases
         # can make a small file into a structure of billions of items
         if value is not None and not isinstance(value, str | int | float):

@@ -111,10 +111,12 @@ class TrainingView:
             line.append(" best", style="green")
         self.progress.console.print(line)
         for example in record.get("examples", []):
+            # the training data's text: an escape sequence in it is shown, not obeyed
+            src, ref, hyp = (
+                escape(printable(example[k])) for k in ("source", "reference", "translation")
+            )
             self.progress.console.print(
-                f"  [dim]src[/dim] {escape(example['source'])}\n"
-                f"  [dim]ref[/dim] {escape(example['reference'])}\n"
-                f"  [dim]hyp[/dim] {escape(example['translation'])}"
+                f"  [dim]src[/dim] {src}\n  [dim]ref[/dim] {ref}\n  [dim]hyp[/dim] {hyp}"
             )
 
     def on_note(self, message: str) -> None:

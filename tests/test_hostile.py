@@ -233,6 +233,8 @@ def test_the_largest_seed_trains(runs, tmp_path, task):
         ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", 1),
         ("train", "classifier", "--train", "x", "--out", "y", "--word-dropout", "nan"),
         ("train", "translator", "--train", "x", "--out", "y", "--word-dropout", -0.1),
+        # an unset shell variable: the current folder would have been the run directory
+        ("train", "generator", "--train", "x", "--out", ""),
         ("train", "generator", "--train", "x", "--out", "y", "--seed", 2**63),
         ("train", "generator", "--train", "x", "--out", "y", "--hidden-size", 2**62),
         # counts built in a loop: 2**31 - 1 of them looped for hours
@@ -551,6 +553,11 @@ def test_a_removed_current_folder_is_one_line(runs, tmp_path, monkeypatch):
         ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK='2' is not a whole number from 0 to 1"),
         ({"WORLD_SIZE": "2", "RANK": "0", "SEQTOOL_DIST_TIMEOUT": "nan"},
          "SEQTOOL_DIST_TIMEOUT='nan' is not a whole number from 1 to 604,800 (seconds)"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "abc"},
+         "MASTER_PORT='abc' is not a whole number from 1 to 65,535"),
+        # the other process never starts: torch's store timed out with a traceback
+        ({"WORLD_SIZE": "2", "RANK": "0", "SEQTOOL_DIST_TIMEOUT": "1"},
+         "the 2 processes did not all join at 127.0.0.1:29555 in 1 s ("),
     ],
 )  # fmt: skip
 def test_torchruns_environment_that_cannot_work_is_one_line(runs, tmp_path, monkeypatch, env, says):
@@ -963,3 +970,39 @@ def test_a_label_of_one_line_is_not_held_out(runs, tmp_path):
         assert int(held[1]) + int(held[3] or 0) == 5  # a tenth of 50 drawn
         backs.append(int(held[3] or 0))
     assert any(backs)
+
+
+def test_escape_sequences_in_the_training_data_are_shown_not_sent(runs, tmp_path):
+    """The translations shown at each evaluation are the data's text."""
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"ein \x1b[31m{i}\tone \x1b]0;x\x07{i}\n" for i in range(20)))
+    result = invoke(*train_args(runs, "translator", tmp_path / "run", "--max-steps", 2,
+                                "--train", data))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "src ein \\x1b[31m" in result.stderr and "\\x1b]0;x\\x07" in result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+
+
+def test_a_config_from_a_pipe_is_read_once(runs, tmp_path):
+    """`seqtool train --config <(...)` read the pipe for the task, then found it empty."""
+    import shlex
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"task: generator\ntrain: {runs['generator'].parent / 'text.txt'}\n"
+                      + "".join(f"{k}: {v}\n" for k, v in zip(TINY[::2], TINY[1::2], strict=True)
+                                ).replace("--", "") + "max-steps: 1\n")  # fmt: skip
+    python, out = shlex.quote(sys.executable), shlex.quote(str(tmp_path / "run"))
+    command = f"{python} -m seqtool train --config <(cat {shlex.quote(str(config))}) --out {out}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "best.ckpt").exists()
+
+
+def test_true_in_a_config_is_no_number(runs, tmp_path):
+    """click read YAML's true as 1: a model of one unit."""
+    config = tmp_path / "config.yaml"
+    config.write_text("hidden-size: true\n")
+    result = invoke("train", "generator", "--config", config, "--train", "x", "--out", "y")
+    assert error(result) == f"Error: {config}: hidden-size is True; give a value"
