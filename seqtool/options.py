@@ -755,7 +755,7 @@ CONFIG_NAME = "config.yaml"  # what `train` writes into the run directory
 
 
 # configs read from a pipe, which gives its bytes once: `seqtool train --config <(...)`
-# reads the file for its task, then for its options
+# reads the file for its task (config_task), then for its options (read_config)
 _STREAMS_READ: dict[str, dict[str, Any]] = {}
 
 
@@ -765,11 +765,10 @@ def read_config(path: str) -> dict[str, Any]:
     from seqtool import files
     from seqtool.data import check_file
 
+    if path in _STREAMS_READ:  # read for its task, now for its options
+        return _STREAMS_READ.pop(path)
     file = Path(path)
-    stream = files.is_stream(file)
-    if stream and path in _STREAMS_READ:  # read for its task, now for its options
-        return dict(_STREAMS_READ[path])
-    if not stream:  # a pipe (`--config <(...)`) is read once like a file
+    if not files.is_stream(file):  # a pipe (`--config <(...)`) is read once like a file
         check_file(path)
     try:
         with file.open("rb") as f:
@@ -803,10 +802,7 @@ def read_config(path: str) -> dict[str, Any]:
             f"{path}: a config is a mapping of option names to values (YAML; TOML in a "
             "file whose name ends in .toml)"
         )
-    found = {k.replace("-", "_"): v for k, v in found.items()}
-    if stream:
-        _STREAMS_READ[path] = dict(found)
-    return found
+    return {k.replace("-", "_"): v for k, v in found.items()}
 
 
 def config_defaults(path: str, command: str, params: list[click.Parameter]) -> dict[str, Any]:
@@ -843,7 +839,12 @@ def config_defaults(path: str, command: str, params: list[click.Parameter]) -> d
 
 def config_task(path: str) -> str:
     """The task a config file is for (its `task` key)."""
-    task = read_config(path).get("task")
+    from seqtool import files
+
+    found = read_config(path)
+    if files.is_stream(Path(path)):  # it gives its bytes once: kept for config_defaults
+        _STREAMS_READ[path] = found
+    task = found.get("task")
     if not isinstance(task, str):
         raise ConfigError(f"{path}: no task in the config; add task: generator (or classifier, "
                           "translator), or name it: seqtool train TASK --config FILE")  # fmt: skip
