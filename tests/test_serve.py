@@ -31,6 +31,7 @@ from seqtool.cli import cli  # noqa: E402
 from seqtool.errors import ConfigError  # noqa: E402
 from seqtool.serve import Limits, serve  # noqa: E402
 from seqtool.serve.app import create_app  # noqa: E402
+from seqtool.serve.server import Protocol  # noqa: E402
 from seqtool.serve.workers import HOLD, RECENT, BatchWorker, Job  # noqa: E402
 from tests.conftest import TEXT, TINY  # noqa: E402
 from tests.test_classifier import sentiment_lines, train_classifier  # noqa: E402
@@ -87,10 +88,12 @@ def free_port() -> int:
 
 @contextmanager
 def live(models, **limits):
-    """The app on uvicorn in a thread, on 127.0.0.1 and a free port: yields (client, app)."""
+    """The app on uvicorn in a thread (with serve's HTTP protocol), on 127.0.0.1 and a free
+    port: yields (client, app)."""
     app = create_app(models, Limits(**limits))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", http=Protocol)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -154,6 +157,15 @@ def test_health_and_models(server, models):
     assert client.get("/docs").status_code == 200
 
 
+def test_models_lists_no_file_paths_of_an_averaged_checkpoint(models):
+    averaged = copy.copy(models["gen"])  # as `seqtool average` or --average-last writes
+    averaged.info = {**averaged.info, "averaged": ["/home/op/runs/a.ckpt", "/home/op/b.ckpt"]}
+    with live({"avg": averaged}) as (client, _):
+        listed = client.get("/v1/models")
+    assert listed.status_code == 200 and "/home/op" not in listed.text
+    assert listed.json()["data"][0]["info"]["steps"] == averaged.info["steps"]
+
+
 def test_translate_gives_the_models_answer(server, models):
     client, _ = server
     texts = ["3 march 2021", "12 june 1999", ""]
@@ -172,12 +184,28 @@ def test_translate_gives_the_models_answer(server, models):
     assert close(listed.json(), {"translations": [t.to_dict() for t in own]})
 
 
-def test_a_shortlist_needs_a_model_that_has_one(models):
+def test_a_shortlist_needs_a_model_that_has_one(models, caplog):
     older = copy.copy(models["tr"])
     older.shortlist = None  # as loaded from a checkpoint written before shortlists
     with live({"tr": older}) as (client, _):
         reply = client.post("/v1/translate", json={"model": "tr", "text": "x", "shortlist": True})
-    assert reply.status_code == 422 and "no vocabulary shortlist" in reply.json()["error"]
+    assert reply.status_code == 422
+    assert reply.json()["error"].startswith("shortlist: model 'tr' has no")  # not --shortlist
+    assert "Traceback" not in caplog.text
+
+
+def test_a_value_the_library_refuses_in_the_engine_is_one_log_line(models, caplog):
+    """A client's error found only by the model call: 422 with the library's message,
+    and one warning line, no traceback (that is for faults of the server's own)."""
+
+    def refuses(texts, **options):
+        raise ConfigError("a value this model cannot take")
+
+    with live({"clf": calling(models["clf"], refuses)}) as (client, _):
+        reply = client.post("/v1/classify", json={"model": "clf", "text": "x"})
+    assert (reply.status_code, reply.json()) == (422, {"error": "a value this model cannot take"})
+    lines = [r for r in caplog.records if r.name == "seqtool.serve"]
+    assert [(r.levelname, r.exc_info) for r in lines] == [("WARNING", None)]
 
 
 def test_classify_gives_the_models_answer_and_explains(server, models):
@@ -606,6 +634,20 @@ def test_a_full_queue_answers_503_with_retry_after(models):
                 assert "busy" in refused.json()["error"]
                 r.close()  # leaving frees the slot: the waiting request runs
                 assert waiting.result(timeout=10).json()["tokens"] == 5
+
+
+def test_a_completion_refused_part_way_leaves_no_stream_queued(models):
+    """8 streams where 4 fit: 503, and none of the 8 waits to run for nobody."""
+    with live(models, max_batch=1, max_queue=4, max_generate_length=100_000) as (client, app):
+        worker = app.state.workers["gen"]
+        long = {"model": "gen", "length": 100_000, "stream": True}
+        with client.stream("POST", "/v1/generate", json=long) as r:
+            lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
+            next(lines)  # the one slot is taken
+            many = {"model": "gen", "prompt": "the", "n": 8, "max_tokens": 5}
+            refused = client.post("/v1/completions", json=many)
+            assert refused.status_code == 503 and "busy" in refused.json()["error"]
+            assert worker.jobs.qsize() == 0
 
 
 def test_load_many_clients_all_get_the_models_answers(server, models):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx is not installed: pip install -e '.[dev]'")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[dev]'")
 
+from seqtool.serve.server import Protocol  # noqa: E402
 from seqtool.serve.workers import BatchWorker, Job  # noqa: E402
 from tests.test_serve import (  # noqa: E402, F401 - fixtures
     Answers,
@@ -227,6 +229,33 @@ def test_every_route_drops_the_work_of_a_client_that_left(models, path, body):
         assert not workers["gen"].batch_sizes and not workers["gen"].streams
 
 
+def test_a_request_that_never_arrives_whole_is_cut_off(models, monkeypatch):
+    """Connections that send nothing, half their headers or part of their body are
+    closed after the read deadline, so that idle sockets cannot use up the server's."""
+    monkeypatch.setattr(Protocol, "read_seconds", 0.5)
+    with live(models, max_generate_length=100_000) as (client, _):
+        port = client.base_url.port
+        partial = [
+            b"",
+            b"GET /health HTTP/1.1\r\nHost: local",
+            b"POST /v1/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{",
+        ]
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in partial]
+        for sock, sent in zip(socks, partial, strict=True):
+            sock.sendall(sent)
+        started = time.monotonic()
+        for sock in socks:
+            assert sock.recv(100) == b""  # closed by the server, with nothing to say
+            sock.close()
+        assert time.monotonic() - started < 3
+        assert client.get("/health").json() == {"status": "ok"}
+        with client.stream("POST", "/v1/generate", json=LONG | {"length": 100_000}) as r:
+            lines = r.iter_lines()
+            next(lines)
+            time.sleep(1)  # an answer that takes longer than the deadline is not cut
+            assert next(line for line in lines if line).startswith("data: ")
+
+
 # -- servers that stop -------------------------------------------------------------------
 
 
@@ -243,6 +272,21 @@ def test_grace_seconds_bounds_the_whole_stop(runs):
         next(lines)  # a stream that would outlast the test
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0  # the stream did not hold it beyond its grace
+
+
+def test_a_request_cut_by_the_end_of_grace_seconds_gets_a_json_503(runs):
+    args = f"gen={runs['gen']}", "--max-generate-length", 10_000_000, "--grace-seconds", 1
+    with served(*args) as (server, url), ThreadPoolExecutor(1) as pool:
+        whole = pool.submit(
+            httpx.post, f"{url}/v1/generate", json={**LONG, "stream": False}, timeout=60
+        )
+        time.sleep(0.5)  # it runs
+        server.send_signal(signal.SIGTERM)
+        reply = whole.result(timeout=30)
+        assert server.wait(30) == 0
+        log = server.stdout.read()
+    assert (reply.status_code, reply.json()) == (503, {"error": "the server is stopping"})
+    assert "Traceback" not in log
 
 
 def test_a_second_signal_stops_at_once(runs):

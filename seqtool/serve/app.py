@@ -201,10 +201,8 @@ def check_chars(limits: Limits, field: str, line: str) -> None:
     at_most(field + " characters", len(line), limits.max_chars, "max-chars")
 
 
-def stream_of(worker: Worker, prompt: str, length: int, options: dict, seed: int) -> Stream:
-    stream = Stream(prompt, length, options, seed, Reply(), request_id.get() or "-")
-    worker.submit(stream)
-    return stream
+def stream_of(prompt: str, length: int, options: dict, seed: int) -> Stream:
+    return Stream(prompt, length, options, seed, Reply(), request_id.get() or "-")
 
 
 async def queued(request: Request, worker: Worker, texts, options, explain: bool = False):
@@ -264,6 +262,9 @@ async def translate(body: TranslateRequest, request: Request, workers: Workers, 
             "max-length-penalty")  # fmt: skip
     if body.attention and worker.model.config.attention == "none":
         raise ApiError(422, f"attention: model {body.model!r} was trained without attention")
+    if body.shortlist and worker.model.shortlist is None:
+        older = "it was trained by an older seqtool"
+        raise ApiError(422, f"shortlist: model {body.model!r} has no shortlist ({older})")
     options = body.model_dump(exclude={"model", "text"})
     return {"translations": (await queued(request, worker, texts, options))["results"]}
 
@@ -292,7 +293,8 @@ async def generate(body: GenerateRequest, request: Request, workers: Workers, li
     check_chars(limits, "prompt", body.prompt)
     seed = seeds_for(1, body.seed)[0]
     options = {"temperature": body.temperature, "top_k": body.top_k, "top_p": body.top_p}
-    stream = stream_of(worker, body.prompt, body.length, options, seed)
+    stream = stream_of(body.prompt, body.length, options, seed)
+    worker.submit(stream)
     if body.stream:
         return StreamingResponse(
             _events(stream),
@@ -326,10 +328,11 @@ async def completions(body: CompletionRequest, request: Request, workers: Worker
     options = {"temperature": body.temperature, "top_k": None,
                "top_p": None if body.top_p == 1 else body.top_p}  # fmt: skip
     streams = [
-        stream_of(worker, prompt, body.max_tokens, options, next(seeds))
+        stream_of(prompt, body.max_tokens, options, next(seeds))
         for prompt in prompts
         for _ in range(body.n)
     ]
+    worker.submit(*streams)  # all or none: a refused request leaves no stream running
     answer = openai.Answer(body.model, worker.model.tokenizer, prompts, body.n, stops)
     if body.stream:
         return StreamingResponse(
@@ -442,8 +445,9 @@ def _positive(field: str, value: int) -> None:
 
 
 def _public(info: dict[str, Any]) -> dict[str, Any]:
-    """What the API shows of a model: `info` without where its file lies."""
-    return {k: v for k, v in info.items() if k != "path"}
+    """What the API shows of a model: `info` without file paths (where its checkpoint
+    lies, and those it was averaged from), which are the operator's, not a client's."""
+    return {k: v for k, v in info.items() if k not in ("path", "averaged")}
 
 
 async def _events(stream: Stream):

@@ -5,6 +5,7 @@ asked for, `Guard` (Host header and API key, before the body is read) and `BodyL
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import re
@@ -78,8 +79,9 @@ class Observe:
 
 class Crashes:
     """ASGI middleware: an exception that no handler took becomes a 500 {"error": ...},
-    logged here. Starlette's own last resort sends its 500 and raises again, and uvicorn
-    then closed the connection under the reply (the client read a reset, not the 500)."""
+    logged here, and a request cancelled by the server's stop a 503. Starlette's own
+    last resort sends its 500 and raises again, and uvicorn then closed the connection
+    under the reply (the client read a reset, not the 500)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -94,6 +96,12 @@ class Crashes:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --grace-seconds ends; its
+            # own answer would be a plain-text 500 and a traceback. The task was told to
+            # end, and ends here; a stream already started is cut (one log line).
+            if not started and scope["type"] == "http":
+                await error(503, "the server is stopping")(scope, receive, send)
         except Exception as err:
             log.error("request failed", exc_info=err)
             if started or scope["type"] != "http":  # a stream cut short: nothing to replace

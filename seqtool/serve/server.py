@@ -12,6 +12,50 @@ import signal
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("seqtool.serve")
+# a whole request (headers and body) must arrive within this of its connection or its
+# first byte: a 1 MB body at 300 kbit/s, where only an idle or trickling client is cut
+READ_SECONDS = 30.0
+
+
+class Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, with a deadline on reading each request. uvicorn times a
+    connection out only between requests: one that sent nothing, half its headers or
+    part of its body kept its socket for as long as the client liked, and 1,100 such
+    sockets used up the file descriptors and locked every client out, /health too."""
+
+    read_seconds = READ_SECONDS
+
+    def connection_made(self, transport) -> None:
+        self.deadline = None
+        super().connection_made(transport)
+        self._read_by()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._read_by()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.deadline.cancel()
+
+    def connection_lost(self, exc) -> None:
+        self.deadline.cancel()
+        super().connection_lost(exc)
+
+    def _read_by(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self.loop.call_later(self.read_seconds, self._expire)
+
+    def _expire(self) -> None:
+        if self.flow.read_paused:  # the server stopped reading (a request waits its turn)
+            self._read_by()
+        elif not self.transport.is_closing():
+            log.info("closed a connection that sent no whole request in %g s", self.read_seconds)
+            self.transport.close()
 
 
 class Server(uvicorn.Server):
@@ -56,6 +100,7 @@ def run(app, host: str, port: int, grace_seconds: float, log_level: str) -> None
         app,
         host=host,
         port=port,
+        http=Protocol,
         log_level=log_level,
         log_config=log_config(log_level),
         timeout_graceful_shutdown=grace_seconds,

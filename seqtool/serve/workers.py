@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from seqtool.errors import SeqtoolError
 from seqtool.serve.metrics import Metrics
 
 log = logging.getLogger("seqtool.serve")
@@ -50,6 +51,15 @@ class Reply:
         if kind == "error":
             raise value
         return value
+
+
+def log_failure(err: Exception, request_id: str) -> None:
+    """A request's failure: one line when the library refused its values (the client
+    is told why; DESIGN 5), the traceback only for a fault of the server's own."""
+    if isinstance(err, SeqtoolError):
+        log.warning("request refused: %s", err, extra={"request_id": request_id})
+    else:
+        log.error("request failed", exc_info=err, extra={"request_id": request_id})
 
 
 def deliver(items: list[tuple[Reply, str, Any]]) -> None:
@@ -86,12 +96,15 @@ class Worker:
         self.metrics.watch_queue(name, self.jobs.qsize)
         self.wake = threading.Event()  # the engine's: set on every submit
 
-    def submit(self, job) -> None:
-        try:
+    def submit(self, *jobs) -> None:
+        """Queue the jobs, all or none (a request refused part-way would leave the jobs
+        queued before the refusal running for nobody). Only the event loop submits and
+        the engine only takes, so the room checked first is still there."""
+        if self.jobs.maxsize - self.jobs.qsize() < len(jobs):
+            busy = f"model {self.name!r} is busy: {self.jobs.qsize()} requests wait; retry later"
+            raise Overloaded(busy)
+        for job in jobs:
             self.jobs.put_nowait(job)
-        except queue.Full:
-            busy = f"model {self.name!r} is busy: {self.jobs.maxsize} requests wait; retry later"
-            raise Overloaded(busy) from None
         self.wake.set()
 
     def next_job(self):
@@ -285,7 +298,7 @@ class BatchWorker(Worker):
             found = self.call([t for _, texts in parts for t in texts], options)
         except Exception as err:  # noqa: BLE001 - one request's fault must stay its own
             if len(parts) == 1:
-                log.exception("request failed", extra={"request_id": parts[0][0].request_id})
+                log_failure(err, parts[0][0].request_id)
                 return {parts[0][0]: err}
             failed: dict[Job, Exception] = {}
             for part in parts:
@@ -304,7 +317,7 @@ class BatchWorker(Worker):
             if job.explain:
                 answer["explanation"] = vars(self.model.explain(job.texts[0]))
         except Exception as err:  # noqa: BLE001
-            log.exception("request failed", extra={"request_id": job.request_id})
+            log_failure(err, job.request_id)
             job.reply.put("error", err)
             return
         job.reply.put("result", answer)
@@ -398,7 +411,7 @@ class GeneratorWorker(Worker):
         joined = False
         for stream, added in zip(streams, self.generations.add_many(requests), strict=True):
             if isinstance(added, Exception):
-                log.error("request failed", exc_info=added, extra={"request_id": stream.request_id})
+                log_failure(added, stream.request_id)
                 stream.reply.put("error", added)
                 continue
             self.tokens.inc()
