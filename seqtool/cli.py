@@ -342,6 +342,8 @@ def _stdout_to_devnull() -> None:
 def _input_lines(input_path: str, text: str | None):
     """The lines to process: --text, a file, or stdin (streamed, never read whole)."""
     if text is not None:
+        if input_path != "-":  # the file would be left unread without a word
+            raise click.UsageError(f"give --text or an INPUT ({input_path}), not both")
         return iter([text])
     if input_path == "-":
         from seqtool.data import read_stream_lines
@@ -643,6 +645,8 @@ def _given(ctx: click.Context, *names: str) -> dict:
 
 
 def _read_text(text: str | None, text_file: str | None) -> str:
+    if text is not None and text_file is not None:
+        raise click.UsageError(f"give --text or a TEXT_FILE ({text_file}), not both")
     if text is not None:
         return text
     if text_file is None:

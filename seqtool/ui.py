@@ -20,6 +20,10 @@ from seqtool.errors import printable
 # soft wrap: long lines (paths) stay whole when stderr is a file or a pipe
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 results = Console(highlight=False, soft_wrap=True)
+if not results.is_terminal or results.width < 20:
+    # rich sizes tables to $COLUMNS even into a file, where 0 printed nothing and 24 cut
+    # every value: a file gets the tables whole, a terminal of no width 80 columns
+    results = Console(highlight=False, soft_wrap=True, width=80 if results.is_terminal else 1000)
 
 # Messages, labels, pieces and file names are user text, printed as rich Text so that a
 # `[x]` in them is shown as written, never read as markup (or as an :emoji: code).

@@ -1006,3 +1006,27 @@ def test_true_in_a_config_is_no_number(runs, tmp_path):
     config.write_text("hidden-size: true\n")
     result = invoke("train", "generator", "--config", config, "--train", "x", "--out", "y")
     assert error(result) == f"Error: {config}: hidden-size is True; give a value"
+
+
+@pytest.mark.parametrize("command", ["classify", "translate", "inspect"])
+def test_a_file_and_text_together_are_a_usage_error(runs, command):
+    """The file was left unread without a word."""
+    run = runs[{"classify": "classifier", "translate": "translator"}.get(command, "generator")]
+    data = runs["classifier"].parent / "labels.tsv"
+    result = invoke(command, run, data, "--text", "good 1")
+    assert result.exit_code == 2 and f"({data}), not both" in result.stderr
+
+
+def test_results_into_a_file_keep_whole_values_whatever_columns_says(runs, monkeypatch):
+    """rich sized the tables to $COLUMNS even into a file: 0 printed nothing, 24 cut."""
+    import importlib
+
+    from seqtool import ui
+
+    for columns in ("0", "24"):
+        monkeypatch.setenv("COLUMNS", columns)
+        importlib.reload(ui)
+        result = invoke("info", runs["generator"])
+        assert result.exit_code == 0 and str(runs["generator"] / "best.ckpt") in result.stdout
+    monkeypatch.delenv("COLUMNS")
+    importlib.reload(ui)
