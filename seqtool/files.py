@@ -34,9 +34,18 @@ def is_stream(path: str | os.PathLike) -> bool:
     return holds(path, Path.is_fifo) or holds(path, Path.is_char_device)
 
 
+# the longest file name most file systems take, in bytes
+NAME_MAX = 255
+
+
 def temporary(path: Path) -> Path:
-    """Where `path` is written before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp")
+    """Where `path` is written before it is renamed into place: `.NAME.tmp`, with NAME
+    cut where the whole would be longer than a file name may be (a name of 251 to 255
+    bytes is the user's to choose)."""
+    name = path.name
+    while len(f".{name}.tmp".encode(errors="surrogateescape")) > NAME_MAX:
+        name = name[:-1]
+    return path.with_name(f".{name}.tmp")
 
 
 @contextlib.contextmanager

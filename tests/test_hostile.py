@@ -1030,3 +1030,16 @@ def test_results_into_a_file_keep_whole_values_whatever_columns_says(runs, monke
         assert result.exit_code == 0 and str(runs["generator"] / "best.ckpt") in result.stdout
     monkeypatch.delenv("COLUMNS")
     importlib.reload(ui)
+
+
+@pytest.mark.parametrize("length", [251, 255])
+def test_a_file_name_of_up_to_255_bytes_is_written(runs, tmp_path, length):
+    """The temporary name adds `.` and `.tmp`: a legal name was refused as too long."""
+    out = tmp_path / ("a" * (length - 5) + ".ckpt")
+    result = invoke("average", runs["generator"], runs["generator"] / "last.ckpt", "--out", out)
+    assert result.exit_code == 0, result.output
+    html = tmp_path / ("b" * (length - 5) + ".html")
+    result = invoke("inspect", runs["generator"], "--text", "abc", "--html", html)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and html.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, html.name])
