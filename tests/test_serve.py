@@ -615,35 +615,39 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     assert freed(worker)
 
 
+@contextmanager
+def slot_taken(client):
+    """A streamed generation that holds a server's one batch slot until the block ends
+    (or the response it yields is closed)."""
+    long = {"model": "gen", "length": 100_000, "stream": True}
+    with client.stream("POST", "/v1/generate", json=long) as r:
+        lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
+        next(lines)
+        yield r
+
+
 def test_a_full_queue_answers_503_with_retry_after(models):
     with live(models, max_batch=1, max_queue=1, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
-        long = {"model": "gen", "length": 100_000, "stream": True}
-        with client.stream("POST", "/v1/generate", json=long) as r:
-            lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
-            next(lines)  # the one slot is taken
-            with ThreadPoolExecutor(1) as pool:
-                waiting = pool.submit(
-                    client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
-                )
-                while worker.jobs.qsize() < 1:
-                    time.sleep(0.01)
-                refused = client.post("/v1/generate", json={"model": "gen", "length": 5})
-                assert refused.status_code == 503
-                assert refused.headers["retry-after"] == "1"
-                assert "busy" in refused.json()["error"]
-                r.close()  # leaving frees the slot: the waiting request runs
-                assert waiting.result(timeout=10).json()["tokens"] == 5
+        with slot_taken(client) as r, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
+            )
+            while worker.jobs.qsize() < 1:
+                time.sleep(0.01)
+            refused = client.post("/v1/generate", json={"model": "gen", "length": 5})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert "busy" in refused.json()["error"]
+            r.close()  # leaving frees the slot: the waiting request runs
+            assert waiting.result(timeout=10).json()["tokens"] == 5
 
 
 def test_a_completion_refused_part_way_leaves_no_stream_queued(models):
     """8 streams where 4 fit: 503, and none of the 8 waits to run for nobody."""
     with live(models, max_batch=1, max_queue=4, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
-        long = {"model": "gen", "length": 100_000, "stream": True}
-        with client.stream("POST", "/v1/generate", json=long) as r:
-            lines = r.iter_lines()  # keep it: a dropped iterator closes the connection
-            next(lines)  # the one slot is taken
+        with slot_taken(client):
             many = {"model": "gen", "prompt": "the", "n": 8, "max_tokens": 5}
             refused = client.post("/v1/completions", json=many)
             assert refused.status_code == 503 and "busy" in refused.json()["error"]
