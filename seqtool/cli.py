@@ -155,10 +155,9 @@ class TrainGroup(SeqtoolGroup):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         name, eq, path = args[0].partition("=") if args else ("", "", "")
         if name == "--config":
-            if not eq:
-                if len(args) < 2:
-                    raise click.BadOptionUsage(name, f"Option '{name}' requires an argument.", ctx)
-                path = args[1]
+            if not eq and len(args) < 2:
+                raise click.BadOptionUsage(name, f"Option '{name}' requires an argument.", ctx)
+            path = path if eq else args[1]
             try:
                 args = [opt.config_task(path), *args]
             except SeqtoolError as err:

@@ -185,9 +185,8 @@ class GeneratorTask:
         if hidden is not None:
             # the state the streams carry on with: (h, c) for an LSTM, else h, each
             # (layers, this process's rows, hidden)
-            c = self.model_config
-            shape = (c.num_layers, len(range(self.train_stream.rows)[distributed.rows(
-                self.train_stream.rows)]), c.hidden_size)  # fmt: skip
+            c, mine = self.model_config, distributed.rows(self.train_stream.rows)
+            shape = (c.num_layers, mine.stop - mine.start, c.hidden_size)
             parts = hidden if isinstance(hidden, list | tuple) else (hidden,)
             if len(parts) != (2 if c.cell == "lstm" else 1) or any(
                 not isinstance(t, torch.Tensor) or t.shape != shape for t in parts
