@@ -644,14 +644,32 @@ def test_a_full_queue_answers_503_with_retry_after(models):
 
 
 def test_a_completion_refused_part_way_leaves_no_stream_queued(models):
-    """8 streams where 4 fit: 503, and none of the 8 waits to run for nobody."""
+    """4 streams where 3 fit: 503, and none of the 4 waits to run for nobody."""
     with live(models, max_batch=1, max_queue=4, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
-        with slot_taken(client):
-            many = {"model": "gen", "prompt": "the", "n": 8, "max_tokens": 5}
+        with slot_taken(client) as r, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
+            )
+            while worker.jobs.qsize() < 1:
+                time.sleep(0.01)
+            many = {"model": "gen", "prompt": "the", "n": 4, "max_tokens": 5}
             refused = client.post("/v1/completions", json=many)
             assert refused.status_code == 503 and "busy" in refused.json()["error"]
-            assert worker.jobs.qsize() == 0
+            assert worker.jobs.qsize() == 1
+            r.close()
+            assert waiting.result(timeout=10).json()["tokens"] == 5
+
+
+def test_a_completion_with_more_streams_than_the_queue_holds_is_a_client_error(models):
+    """Retrying could never help: 422 naming the limit, not 503."""
+    with live(models, max_queue=4) as (client, _):
+        many = {"model": "gen", "prompt": ["the", "a"], "n": 3, "max_tokens": 5}
+        refused = client.post("/v1/completions", json=many)
+        assert refused.status_code == 422
+        assert refused.json()["error"] == "n x prompts: 6, at most 4 (--max-queue)"
+        fits = client.post("/v1/completions", json={**many, "n": 2})
+        assert fits.status_code == 200 and len(fits.json()["choices"]) == 4
 
 
 def test_load_many_clients_all_get_the_models_answers(server, models):

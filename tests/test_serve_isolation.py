@@ -256,6 +256,21 @@ def test_a_request_that_never_arrives_whole_is_cut_off(models, monkeypatch):
             assert next(line for line in lines if line).startswith("data: ")
 
 
+def test_a_malformed_request_gets_a_json_400_and_the_server_goes_on(models):
+    with live(models) as (client, _):
+        for sent in (b"NOT HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", client.base_url.port), timeout=5) as s:
+                s.sendall(sent)
+                answer = b""
+                while chunk := s.recv(4096):  # the server closes the connection
+                    answer += chunk
+            head, body = answer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 400 ")
+            assert b"content-type: application/json" in head.lower()
+            assert json.loads(body) == {"error": "malformed HTTP request"}
+        assert client.get("/health").json() == {"status": "ok"}
+
+
 # -- servers that stop -------------------------------------------------------------------
 
 

@@ -319,6 +319,8 @@ async def completions(body: CompletionRequest, request: Request, workers: Worker
     at_most("n", body.n, limits.max_n, "max-n")
     at_most("max_tokens", body.max_tokens, limits.max_generate_length, "max-generate-length")
     prompts = sentences(limits, body.prompt, "prompt", body.n)
+    # more streams than the queue holds would be refused as busy however long one waited
+    at_most("n x prompts", len(prompts) * body.n, limits.max_queue, "max-queue")
     stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
     if len(stops) > 4 or "" in stops:
         raise ApiError(422, "stop: at most 4 strings, none of them empty")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import logging
 import os
 import signal
@@ -44,6 +45,17 @@ class Protocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self.deadline.cancel()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses gets a JSON error as every other does, not
+        uvicorn's plain text; the connection then closes, as uvicorn's does."""
+        body = json.dumps({"error": "malformed HTTP request"}).encode()
+        head = [b"HTTP/1.1 400 Bad Request"]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json", b"content-length: %d" % len(body)]
+        head += [b"connection: close", b"", b""]
+        self.transport.write(b"\r\n".join(head) + body)
+        self.transport.close()
 
     def _read_by(self) -> None:
         if self.deadline is not None:
