@@ -423,6 +423,10 @@ def test_tied_output_layer_is_the_target_embedding():
     assert model.out.weight is model.tgt_embedding.weight
     logits, _ = model(*batch([4, 5]), torch.tensor([[1, 4, 5]]))
     assert logits.shape == (1, 3, 12)
+    # rows of N(0, 1/size): the first logits spread like the untied layer's, not 8x wider
+    wide = TranslatorModel(TranslatorConfig(20, 4000, embedding_size=256, tie_embeddings=True))
+    weight = wide.tgt_embedding.weight
+    assert abs(weight[1:].std().item() - 256**-0.5) < 0.002 and not weight[0].any()
 
 
 def test_missing_matplotlib_names_the_extra(run_cli, trained_translator, tmp_path, monkeypatch):
@@ -598,16 +602,27 @@ def test_the_budget_chooses_the_translators_dropout_and_rate(run_cli, dates, tmp
 
     epoch = pieces().num_batches() * step
     short, long = translator.SHORT_EPOCHS / 2, 2 * translator.SHORT_EPOCHS
-    for epochs, given, lr, batch in ((short, set(), translator.SHORT_LR, 16),
-                                     (long, set(), translator.LONG_LR, 16 * translator.LONG_BATCH),
-                                     (long, {"batch_size"}, 1e-3, 16),
-                                     (long, {"lr"}, 1e-3, 16)):  # fmt: skip
+    wide = translator.LONG_EMBEDDING
+    for epochs, given, lr, batch, tied in (
+        (short, set(), translator.SHORT_LR, 16, None),
+        (long, set(), translator.LONG_LR, 16 * translator.LONG_BATCH, wide),
+        (long, {"batch_size"}, 1e-3, 16, wide),
+        (long, {"lr"}, 1e-3, 16, wide),
+        (long, {"embedding_size"}, translator.LONG_LR, 32, 8),
+        (long, {"tie_embeddings"}, translator.LONG_LR, 32, None),
+    ):
         fitted = pieces()
         assert fitted.piece_chars >= translator.PIECE_CHARS
         before = fitted.num_batches()
         fitted.fit_to_budget(lambda config: step, epochs * epoch, given, print)
         assert fitted.config.lr == lr and fitted.config.batch_size == batch
         assert fitted.config.batch_tokens == 200 * batch // 16
+        # a long budget ties the target embedding to the output layer, at LONG_EMBEDDING
+        # unless --embedding-size says otherwise; --[no-]tie-embeddings keeps the user's
+        assert fitted.model_config.tie_embeddings == (tied is not None)
+        assert fitted.model_config.embedding_size == (tied or 8)
+        assert (fitted.model.out.weight is fitted.model.tgt_embedding.weight) == bool(tied)
+        assert (", tied target embeddings" in fitted.sizing) == bool(tied)
         # larger batches, fewer of them: the epoch's order is built for the new sizes
         assert (fitted.num_batches() < before) == (batch > 16)
         assert max(len(b) for b in fitted.order) <= batch

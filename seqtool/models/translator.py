@@ -80,6 +80,10 @@ class TranslatorModel(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.out = nn.Linear(out_size, c.tgt_vocab_size)
         if c.tie_embeddings:
+            # N(0, 1) rows would make the first logits peaked (a dot product of 256 terms)
+            nn.init.normal_(self.tgt_embedding.weight, std=c.embedding_size**-0.5)
+            with torch.no_grad():
+                self.tgt_embedding.weight[0].zero_()
             self.out.weight = self.tgt_embedding.weight
         self._step: RecurrentStep | None = None
 
