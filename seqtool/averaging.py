@@ -54,6 +54,8 @@ def average(runs: Sequence[str | os.PathLike]) -> dict[str, Any]:
         key: (sums[key] / len(runs)).to(tensor.dtype) if key in sums else tensor
         for key, tensor in last["model_state"].items()
     }
+    # tied weights stay one tensor: written once, counted once by `info`
+    state = {key: state[first] for key, first in checkpoint.distinct(last["model_state"]).items()}
     # the version fields are the writer's: checkpoint.save sets them
     dropped = ("path", "format_version", "seqtool_version", *_RESUME_STATE)
     kept = {k: v for k, v in last.items() if k not in dropped}

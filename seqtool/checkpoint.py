@@ -275,6 +275,19 @@ def stored_whole(tensor: torch.Tensor) -> bool:
     )
 
 
+def distinct(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Each key of `state`, mapped to the first key that names the same tensor: tied
+    weights (a target embedding that is also the output layer) are one tensor under two
+    keys, which a saved and loaded checkpoint keeps."""
+    first: dict[tuple, str] = {}
+    return {
+        key: first.setdefault(
+            (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()), key
+        )
+        for key, t in state.items()
+    }
+
+
 def _check_structure(ckpt: dict[str, Any], path: Path) -> None:
     """Every key a reader uses holds what it should, before anything reads it: a damaged
     or crafted file is one CheckpointError, never an AttributeError in `info`."""

@@ -18,6 +18,11 @@ from seqtool.quantize import quantize
 from seqtool.shortlist import Shortlist
 
 
+def _parameters(state: dict[str, torch.Tensor]) -> int:
+    """Values in the weights, a tied tensor once."""
+    return sum(state[key].numel() for key in set(checkpoint.distinct(state).values()))
+
+
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Task, size, vocabularies, progress, metrics and configs of a loaded checkpoint."""
     progress = ckpt.get("progress", {})
@@ -25,7 +30,7 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "path": ckpt["path"],
         "task": ckpt["task"],
         "seqtool_version": ckpt.get("seqtool_version"),
-        "parameters": sum(t.numel() for t in ckpt["model_state"].values()),
+        "parameters": _parameters(ckpt["model_state"]),
         "vocab_size": {k: checkpoint.tokenizer(ckpt, k).vocab_size for k in ckpt["tokenizers"]},
         "steps": progress.get("step"),
         "epochs": progress.get("epoch"),

@@ -390,7 +390,19 @@ def test_joint_vocabulary_and_tied_embeddings(run_cli, dates, tmp_path):
     assert ckpt["model_config"]["tie_embeddings"] is True
     info = json.loads(run_cli("info", out, "--json").stdout)
     assert info["vocab_size"]["src"] == info["vocab_size"]["tgt"]
-    assert run_cli("translate", out, "--text", "3 May 1987").exit_code == 0
+    # a long --max-time budget ties by default: averaged, quantized and shortlisted too
+    mean = tmp_path / "mean.ckpt"
+    assert run_cli("average", out / "best.ckpt", out / "last.ckpt", "--out", mean).exit_code == 0
+    model = seqtool.load(mean, device="cpu").model
+    assert model.out.weight is model.tgt_embedding.weight
+    # the tied matrix is counted once, as the model holds it, and stays one in the mean
+    counted = sum(p.numel() for p in model.parameters())
+    for ckpt in (out, mean):
+        assert json.loads(run_cli("info", ckpt, "--json").stdout)["parameters"] == counted
+    for ckpt in (out, mean):
+        for options in ([], ["--quantize", "int8", "--shortlist"]):
+            result = run_cli("translate", ckpt, "--text", "3 May 1987", "--device", "cpu", *options)
+            assert result.exit_code == 0 and result.stdout.strip(), result.output
 
 
 def test_word_dropout_leaves_out_whole_source_and_target_pieces_in_training_only():
