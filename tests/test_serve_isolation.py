@@ -16,8 +16,9 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx is not installed: pip install -e '.[dev]'")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[dev]'")
 
+from seqtool.serve import workers  # noqa: E402
 from seqtool.serve.server import Protocol  # noqa: E402
-from seqtool.serve.workers import BatchWorker, Job  # noqa: E402
+from seqtool.serve.workers import BatchWorker, GeneratorWorker, Job, Stream  # noqa: E402
 from tests.test_serve import (  # noqa: E402, F401 - fixtures
     Answers,
     calling,
@@ -170,6 +171,25 @@ def test_a_large_translation_does_not_hold_up_another_model(models):
             assert not translation.done()  # the classify request did not wait for it
             assert translation.result(timeout=120).status_code == 200
         assert max(worker.batch_sizes) <= 2
+
+
+def test_long_prompts_join_over_several_steps(models, monkeypatch):
+    """A prompt is read token by token: past JOIN_CHARS characters in one cycle the rest
+    of the arrivals join at the next cycles, and the running stream steps between."""
+    monkeypatch.setattr(workers, "deliver", lambda items: None)  # no event loop here
+    worker = GeneratorWorker("gen", models["gen"], max_batch=8, max_queue=8, interval=1.0)
+    worker.submit(Stream("the", 1000, {}, 0, Answers()))
+    worker.cycle(time.monotonic())
+    prompt = ("the cat " * workers.JOIN_CHARS)[: workers.JOIN_CHARS // 2 + 1]
+    worker.submit(*(Stream(prompt, 1000, {}, i, Answers()) for i in range(3)))
+    joined, steps = [], []
+    for _ in range(3):
+        due = worker.cycle(time.monotonic())
+        joined.append(len(worker.streams))
+        steps.append(list(worker.batch_sizes)[-1])
+        assert due is not None
+    assert joined == [3, 4, 4]  # two prompts reach JOIN_CHARS; the third joins next
+    assert steps == [3, 4, 4]  # the running stream stepped in each cycle
 
 
 # -- clients that leave ------------------------------------------------------------------

@@ -24,6 +24,10 @@ from seqtool.serve.metrics import Metrics
 log = logging.getLogger("seqtool.serve")
 HOLD = 4  # a batch whose requests keep coming waits at most HOLD x max_wait_ms
 RECENT = 8  # a batch as large as the largest of the last RECENT goes at once
+# prompt characters read in one cycle (at least one prompt): a prompt is read one token
+# after another, and 64 prompts of 2,000 characters joining at once held the running
+# streams for a minute; past this the rest join over the next cycles, between steps
+JOIN_CHARS = 1_000
 
 
 class Overloaded(Exception):
@@ -369,15 +373,18 @@ class GeneratorWorker(Worker):
         self.tokens = self.metrics.tokens.labels(self.name)
 
     def cycle(self, now: float) -> float | None:
-        arrived = []
+        arrived, chars = [], 0
         while (
             len(self.streams) + len(arrived) < self.max_batch
+            and chars < JOIN_CHARS
             and (stream := self.next_job()) is not None
         ):
             arrived.append(stream)
+            chars += len(stream.prompt)
         joined = bool(arrived) and self._join(arrived)
+        waiting = not self.jobs.empty()  # streams JOIN_CHARS left for the next cycles
         if not self.streams:
-            return None
+            return now if waiting else None
         rows = len(self.generations.batch)  # a stream of length 1 has its one token already
         ended = self.generations.advance()  # a fault: Engine fails the streams, serving goes on
         if rows:
@@ -390,7 +397,7 @@ class GeneratorWorker(Worker):
             if stream.reply.cancelled:  # its client is gone
                 self.generations.cancel(index)
                 del self.streams[index]
-        return now if self.streams else None
+        return now if self.streams or waiting else None
 
     def fail(self, err: Exception) -> None:
         """Answer the streams of the batch with `err`; queued ones start a new batch."""
