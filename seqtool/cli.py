@@ -76,6 +76,10 @@ class SeqtoolGroup(click.Group):
                 raise click.ClickException(str(err)) from None
             except ImportError as err:  # a broken install, or too little memory for torch
                 raise click.ClickException(f"could not load what seqtool needs ({err})") from None
+            except MemoryError:  # an allocation in Python code; torch's are caught nearer
+                raise click.ClickException(
+                    "out of memory: the input or the sizes given need more than this machine has"
+                ) from None
 
 
 @contextlib.contextmanager

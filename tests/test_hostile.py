@@ -1043,3 +1043,19 @@ def test_a_file_name_of_up_to_255_bytes_is_written(runs, tmp_path, length):
     assert result.exit_code == 0, result.output
     assert out.exists() and html.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, html.name])
+
+
+def test_running_out_of_memory_in_python_code_is_one_line(runs, run_cli, monkeypatch):
+    """A MemoryError from Python code (torch's own allocations are caught where they
+    happen, naming the options that size them) is one line and exit code 1."""
+    import seqtool.inference
+
+    def too_much(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(seqtool.inference, "info", too_much)
+    result = run_cli("info", runs["generator"])
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "Error: out of memory: the input or the sizes given need more than this machine has\n",
+    )
