@@ -626,33 +626,38 @@ def slot_taken(client):
         yield r
 
 
+@contextmanager
+def one_waiting(client, worker):
+    """The server's one batch slot taken (slot_taken) and a 5-token generation queued
+    behind it: yields (the slot's response, the queued request's future)."""
+    with slot_taken(client) as r, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
+        )
+        while worker.jobs.qsize() < 1:
+            time.sleep(0.01)
+        yield r, waiting
+
+
 def test_a_full_queue_answers_503_with_retry_after(models):
-    with live(models, max_batch=1, max_queue=1, max_generate_length=100_000) as (client, app):
-        worker = app.state.workers["gen"]
-        with slot_taken(client) as r, ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(
-                client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
-            )
-            while worker.jobs.qsize() < 1:
-                time.sleep(0.01)
-            refused = client.post("/v1/generate", json={"model": "gen", "length": 5})
-            assert refused.status_code == 503
-            assert refused.headers["retry-after"] == "1"
-            assert "busy" in refused.json()["error"]
-            r.close()  # leaving frees the slot: the waiting request runs
-            assert waiting.result(timeout=10).json()["tokens"] == 5
+    limits = {"max_batch": 1, "max_queue": 1, "max_generate_length": 100_000}
+    with (
+        live(models, **limits) as (client, app),
+        one_waiting(client, app.state.workers["gen"]) as (r, waiting),
+    ):
+        refused = client.post("/v1/generate", json={"model": "gen", "length": 5})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "busy" in refused.json()["error"]
+        r.close()  # leaving frees the slot: the waiting request runs
+        assert waiting.result(timeout=10).json()["tokens"] == 5
 
 
 def test_a_completion_refused_part_way_leaves_no_stream_queued(models):
     """4 streams where 3 fit: 503, and none of the 4 waits to run for nobody."""
     with live(models, max_batch=1, max_queue=4, max_generate_length=100_000) as (client, app):
         worker = app.state.workers["gen"]
-        with slot_taken(client) as r, ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(
-                client.post, "/v1/generate", json={"model": "gen", "length": 5, "seed": 1}
-            )
-            while worker.jobs.qsize() < 1:
-                time.sleep(0.01)
+        with one_waiting(client, worker) as (r, waiting):
             many = {"model": "gen", "prompt": "the", "n": 4, "max_tokens": 5}
             refused = client.post("/v1/completions", json=many)
             assert refused.status_code == 503 and "busy" in refused.json()["error"]
