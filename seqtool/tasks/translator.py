@@ -141,7 +141,8 @@ class TranslatorTask:
         changed."""
         choose_lr, choose_dropout = "lr" not in given, "dropout" not in given
         choose_batch = choose_lr and not given & {"batch_size", "batch_tokens"}
-        choose_tie = "tie_embeddings" not in given
+        pieces = self.piece_chars >= PIECE_CHARS
+        choose_tie = pieces and "tie_embeddings" not in given
         if not (choose_lr or choose_dropout or choose_tie):
             return False
         seconds = step_seconds(self.model_config)
@@ -149,8 +150,7 @@ class TranslatorTask:
         config, model_config = self.config, self.model_config
         lr, dropout = config.lr, model_config.dropout
         batches = config.batch_size, config.batch_tokens
-        long = self.piece_chars >= PIECE_CHARS and epochs >= SHORT_EPOCHS
-        if self.piece_chars >= PIECE_CHARS:
+        if pieces:
             if choose_lr and epochs < SHORT_EPOCHS:
                 lr = SHORT_LR
             elif choose_batch and config.batch_tokens:
@@ -159,10 +159,8 @@ class TranslatorTask:
         if choose_dropout and epochs < DROPOUT_EPOCHS:
             dropout = DROPOUT_SHORT
         model_config = dataclasses.replace(model_config, dropout=dropout)
-        if long and choose_tie:
-            width = model_config.embedding_size
-            if "embedding_size" not in given:
-                width = LONG_EMBEDDING
+        if choose_tie and epochs >= SHORT_EPOCHS:
+            width = model_config.embedding_size if "embedding_size" in given else LONG_EMBEDDING
             model_config = dataclasses.replace(
                 model_config, tie_embeddings=True, embedding_size=width
             )
